@@ -1,0 +1,1 @@
+"""attack concern of fedface_jax."""

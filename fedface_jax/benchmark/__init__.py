@@ -1,0 +1,1 @@
+"""benchmark concern of fedface_jax."""

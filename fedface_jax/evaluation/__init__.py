@@ -1,0 +1,1 @@
+"""evaluation concern of fedface_jax."""

@@ -1,0 +1,1 @@
+"""federated concern of fedface_jax."""

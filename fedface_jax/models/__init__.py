@@ -1,0 +1,1 @@
+"""models concern of fedface_jax."""

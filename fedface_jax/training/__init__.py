@@ -1,0 +1,1 @@
+"""training concern of fedface_jax."""

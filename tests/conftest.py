@@ -1,0 +1,23 @@
+"""Test setup: 8 fake CPU devices, and the shared real faces when present."""
+
+import os
+import pathlib
+
+# Must happen before JAX is imported anywhere, so that multi-device code can be
+# tested on a CPU-only machine.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CELEBA_ROOT = REPO_ROOT.parent / "shared" / "data" / "celeba_faces_112"
+
+
+@pytest.fixture
+def celeba_root():
+  """Path of the shared real faces; skips the test when they are absent."""
+  if not CELEBA_ROOT.is_dir():
+    pytest.skip(f"shared real faces not found at {CELEBA_ROOT}")
+  return CELEBA_ROOT
