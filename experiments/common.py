@@ -1,0 +1,82 @@
+"""Config sections shared by the experiment files.
+
+Each experiment file stays a complete, readable description of a run; this
+module only removes the copy-paste of sections that are identical across them.
+"""
+
+import ml_collections as mlc
+
+FARS = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def synthetic_data(num_identities=700, images_per_identity=20, image_size=(64, 64),
+                   seed=0, difficulty=1.0):
+  return mlc.ConfigDict(dict(
+      name="synthetic_faces", root="", num_identities=num_identities,
+      images_per_identity=images_per_identity, image_size=image_size, seed=seed,
+      difficulty=difficulty, data_dir="~/.cache/fedface_jax"))
+
+
+def image_folder_data(root, image_size=(64, 64)):
+  return mlc.ConfigDict(dict(
+      name="image_folder", root=root, num_identities=0, images_per_identity=0,
+      image_size=image_size, seed=0, difficulty=0.0, data_dir="~/.cache/fedface_jax"))
+
+
+def splits(pretrain, federated, evaluation=-1, seed=0, min_images_per_identity=2):
+  """Identity counts (ints) or fractions; -1 = the rest."""
+  return mlc.ConfigDict(dict(pretrain=pretrain, federated=federated,
+                             evaluation=evaluation, seed=seed,
+                             min_images_per_identity=min_images_per_identity))
+
+
+def evaluation(flip=True, num_impostor_pairs=200_000, every_rounds=0):
+  return mlc.ConfigDict(dict(flip=flip, num_impostor_pairs=num_impostor_pairs,
+                             fars=FARS, every_rounds=every_rounds, at_round_0=True))
+
+
+def pretrain_section(config, *, num_steps, batch_size, lr, warmup_steps=100,
+                     scale=30.0, margin=0.35):
+  """CosFace pretraining fields (SGD momentum, warmup + cosine decay)."""
+  config.loss = mlc.ConfigDict(dict(name="cosface", scale=scale, margin=margin))
+  config.optimizer = mlc.ConfigDict(dict(
+      name="momentum", learning_rate=lr, momentum=0.9, nesterov=False,
+      schedule="warmup_cosine", warmup_steps=warmup_steps, final_lr_fraction=0.01,
+      weight_decay=5e-4, grad_clip_norm=0.0))
+  config.num_steps = num_steps
+  config.batch_size = batch_size
+  config.augment_flip = True
+  config.train_split = "pretrain"
+  config.init_backbone = ""
+  config.checkpoint_every_steps = max(num_steps // 4, 1)
+  config.log_every_steps = 25
+  config.keep_checkpoints = 2
+  return config
+
+
+def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
+                      embedding_dim=128, local_steps=4, batch_size=16, client_lr=0.01,
+                      server_lr=1.0, spread_weight=1.0, spread_steps=10, spread_lr=0.1,
+                      max_images_per_client=32, clients_per_chunk=8, seed=0):
+  """FedFace rounds. Method picks class init / spreadout (see federated.algorithm)."""
+  return mlc.ConfigDict(dict(
+      method=method, num_rounds=num_rounds, clients_per_round=clients_per_round,
+      clients_per_chunk=clients_per_chunk, embedding_dim=embedding_dim,
+      min_images_per_client=2, max_images_per_client=max_images_per_client,
+      class_init="mean_feature", seed=seed, checkpoint_every_rounds=5,
+      client=dict(
+          local_steps=local_steps, local_epochs=0, batch_size=batch_size,
+          margin=0.9, train_class_embedding=False, augment_flip=True,
+          optimizer=dict(name="momentum", learning_rate=client_lr, momentum=0.9,
+                         schedule="constant")),
+      server=dict(optimizer=dict(name="sgd", learning_rate=server_lr,
+                                 schedule="constant")),
+      spreadout=dict(enabled=True, margin=0.3, weight=spread_weight,
+                     steps=spread_steps, block_size=4096,
+                     optimizer=dict(name="momentum", learning_rate=spread_lr,
+                                    momentum=0.9, schedule="constant")),
+  ))
+
+
+def mesh(data=-1, classes=1):
+  return mlc.ConfigDict(dict(data=data, classes=classes))

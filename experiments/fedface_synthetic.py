@@ -1,0 +1,33 @@
+"""FedFace (and baselines) on the synthetic faces, starting from pretrain_synthetic.
+
+  python -m launch.pretrain --config experiments/pretrain_synthetic.py \
+      --workdir runs/synthetic/pretrain
+  python -m launch.fedface --config experiments/fedface_synthetic.py:method=fedface \
+      --workdir runs/synthetic/fedface
+  # methods: fedface | fedface_nosp | fedavg | fedaws   (oracle: launch.pretrain with
+  #   experiments/oracle_synthetic.py)
+  # 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 ... --config.mesh.classes=2
+"""
+
+from experiments import common
+from experiments import pretrain_synthetic
+from fedface_jax import config_utils
+
+
+def get_config(arg=None):
+  arg = config_utils.parse_config_arg(arg, variant="demo", method="fedface",
+                                      pretrained="runs/synthetic/pretrain")
+  config = pretrain_synthetic.get_config(f"variant={arg.variant}")
+  config.pretrained_backbone = f"{arg.pretrained}/backbone"
+  if arg.variant == "tiny":
+    config.federated = common.federated_section(
+        method=arg.method, num_rounds=2, clients_per_round=4, embedding_dim=32,
+        local_steps=2, batch_size=4, clients_per_chunk=2)
+    config.eval.every_rounds = 1
+  else:
+    config.federated = common.federated_section(
+        method=arg.method, num_rounds=40, clients_per_round=50, embedding_dim=128,
+        local_steps=5, batch_size=16, client_lr=0.01, clients_per_chunk=5)
+    config.eval.every_rounds = 5
+  config.fault_injection = dict(nan_client_ids=())
+  return config

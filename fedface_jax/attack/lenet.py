@@ -1,0 +1,73 @@
+"""The reference attack's victim model: an untrained LeNet-5 variant (ATTACK.md section 5).
+
+The curious-client reference code attacks an *untrained* LeNet whose weights come from PyTorch's default
+initialisation. The initialisation matters for gradient inversion (it sets the gradient magnitudes the attacker
+matches and how informative each layer is), so this module copies PyTorch's default: weights and biases are
+U(-1/sqrt(fan_in), +1/sqrt(fan_in)) (``kaiming_uniform_(a=sqrt(5))`` reduces to exactly this bound).
+
+Differences from the PyTorch original, on purpose:
+- NHWC input instead of NCHW. The flatten before ``fc1`` therefore orders features (H, W, C) instead of (C, H, W);
+  with random initialisation this is only a fixed permutation of ``fc1``'s rows, so the distribution of the model
+  (and of its gradients) is unchanged, but weights cannot be copied one-to-one from a torch checkpoint without
+  permuting them.
+- The input is used as given (images in [0, 1], no normalisation), as in the reference.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def torch_default_kernel_init() -> nn.initializers.Initializer:
+  """U(+-1/sqrt(fan_in)) for Dense ``[in, out]`` and Conv ``[kh, kw, in, out]`` kernels.
+
+  variance_scaling(1/3, fan_in, uniform) draws from U(+-sqrt(3 * (1/3) / fan_in)) = U(+-1/sqrt(fan_in)), the bound
+  PyTorch's ``kaiming_uniform_(a=sqrt(5))`` gives.
+  """
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:
+  """U(+-1/sqrt(fan_in)) for a bias; fan_in is the layer's, so it must be passed in (a bias alone does not know it)."""
+  bound = 1.0 / float(fan_in) ** 0.5
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+  return init
+
+
+class LeNet5(nn.Module):
+  """conv5x5(3->32, pad 2) ReLU maxpool2, conv5x5(32->64, pad 2) ReLU maxpool2, FC(512, no bias) ReLU, FC(C, no bias).
+
+  Returns logits ``[B, num_classes]``. At 128x128 input ``fc1`` is 65,536x512 and the model has ~34.1M parameters.
+  """
+
+  num_classes: int = 1000
+  in_channels: int = 3
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"LeNet5 expects NHWC input with {self.in_channels} channels, got shape {x.shape}")
+    kinit = torch_default_kernel_init()
+    x = nn.Conv(32, (5, 5), padding=2, kernel_init=kinit,
+                bias_init=torch_default_bias_init(self.in_channels * 25), name="conv1")(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = nn.Conv(64, (5, 5), padding=2, kernel_init=kinit, bias_init=torch_default_bias_init(32 * 25),
+                name="conv2")(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(512, use_bias=False, kernel_init=kinit, name="fc1")(x))
+    return nn.Dense(self.num_classes, use_bias=False, kernel_init=kinit, name="fc2")(x)
+
+
+def init_lenet(key: jax.Array, image_size: int | tuple[int, int] = 128, num_classes: int = 1000,
+               ) -> tuple[LeNet5, Any]:
+  """Builds the module and its params for ``image_size`` inputs (the fc1 width depends on it)."""
+  h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+  model = LeNet5(num_classes=num_classes)
+  params = model.init(key, jnp.zeros((1, h, w, 3), jnp.float32))["params"]
+  return model, params

@@ -1,0 +1,182 @@
+"""FedFace and its baselines as one `FederatedAlgorithm(init, apply)`.
+
+Shape borrowed from FedJAX: `init` builds the server state from the pretrained
+backbone, `apply` runs one round. What differs between FedFace, plain FedAvg,
+FedAwS and the ablations is configuration only:
+
+  method          class_init     spreadout   clients train w_c
+  fedavg          random         off         yes
+  fedaws          random         on          yes
+  fedface         mean_feature   on          config (default: no, as FedFace code)
+  fedface_nosp    mean_feature   off         config
+
+`method_overrides(name)` returns those settings, so an experiment picks a
+method by name and can still override any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from fedface_jax import models
+from fedface_jax import optim
+from fedface_jax import sharding as sh
+from fedface_jax.federated import client_data
+from fedface_jax.federated import client_update
+from fedface_jax.federated import rounds
+
+METHODS = {
+    "fedavg": dict(class_init="random", spreadout=False, train_class_embedding=True),
+    "fedaws": dict(class_init="random", spreadout=True, train_class_embedding=True),
+    "fedface": dict(class_init="mean_feature", spreadout=True),
+    "fedface_nosp": dict(class_init="mean_feature", spreadout=False),
+}
+
+
+def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
+  """Fills class_init / spreadout / client.train_class_embedding from cfg.method."""
+  if cfg.method not in METHODS:
+    raise ValueError(f"unknown method {cfg.method!r}; valid: {sorted(METHODS)}")
+  cfg = mlc.ConfigDict(cfg.to_dict())
+  m = METHODS[cfg.method]
+  cfg.class_init = m["class_init"]
+  cfg.spreadout.enabled = m["spreadout"]
+  if "train_class_embedding" in m:
+    cfg.client.train_class_embedding = m["train_class_embedding"]
+  return cfg
+
+
+@dataclasses.dataclass
+class FederatedAlgorithm:
+  """`init(params0, rng) -> state`; `apply(state, round_index) -> (state, metrics)`."""
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
+  abstract_state: Any
+  state_sharding: Any
+  clients: client_data.FederatedClients
+  mesh: Any
+
+
+def _state_sharding(abstract, mesh):
+  def rule(path, leaf):
+    if "table" in jax.tree_util.keystr(path):
+      return sh.table_sharded(mesh)
+    return sh.replicated(mesh)
+  return jax.tree_util.tree_map_with_path(rule, abstract)
+
+
+def round_layout(clients_per_round: int, mesh, chunk: int) -> tuple[int, int]:
+  """(padded clients per round, chunk) so clients split over devices and chunks."""
+  devices = mesh.size
+  per_device = -(-clients_per_round // devices)
+  chunk = max(1, min(chunk, per_device))
+  per_device = -(-per_device // chunk) * chunk
+  return per_device * devices, chunk
+
+
+def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
+                  process_slice: Callable | None = None) -> FederatedAlgorithm:
+  """Builds the algorithm for the federated identities in `faces`.
+
+  Args:
+    cfg: the `federated` config section (after `apply_method`).
+    model: the backbone (linen module returning normalised embeddings).
+    faces: FaceArrays of the federated split; one client per identity.
+    mesh: ("data", "classes") mesh.
+    process_slice: for multi-host runs, maps the padded client list of a round
+      to this process's contiguous share (see engine); None = single process.
+  """
+  clients = client_data.FederatedClients(faces, cfg.min_images_per_client,
+                                         cfg.max_images_per_client)
+  apply_fn = lambda p, x: model.apply({"params": p}, x)
+  dim = cfg.embedding_dim
+  rows = sh.padded_num_classes(clients.num_clients, mesh)
+  padded_m, chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
+  cfg = mlc.ConfigDict(cfg.to_dict())
+  cfg.clients_per_chunk = chunk
+  server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
+  spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
+  round_fn = rounds.make_round_fn(apply_fn, cfg, mesh, clients.max_images, server_tx,
+                                  spread_tx, cfg.clients_per_round, clients.num_clients)
+
+  def make_state(params, table, rng_data):
+    return {"params": params, "table": table, "server_opt": server_tx.init(params),
+            "round": jnp.zeros((), jnp.int32), "rng": rng_data}
+
+  abstract = jax.eval_shape(
+      make_state, jax.eval_shape(lambda: _abstract_params(model, faces)),
+      jax.ShapeDtypeStruct((rows, dim), jnp.float32),
+      jax.ShapeDtypeStruct((2,), jnp.uint32))
+  state_sharding = _state_sharding(abstract, mesh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+      state_sharding)
+  cl = rounds.client_sharding(mesh)
+  round_jit = jax.jit(
+      round_fn, in_shardings=(state_sharding, cl, cl, cl, cl),
+      out_shardings=(state_sharding, sh.replicated(mesh), cl), donate_argnums=(0,))
+  make_state_jit = jax.jit(make_state, out_shardings=state_sharding)
+
+  def init(params0, rng):
+    table = initial_class_table(cfg, apply_fn, params0, clients, mesh, rows, rng)
+    rng_data = jax.random.key_data(jax.random.fold_in(rng, 1))
+    return make_state_jit(params0, table, rng_data)
+
+  def apply(state, round_index: int, poison_clients=()):
+    ids = client_data.sample_clients(cfg.seed, round_index, clients.num_clients,
+                                     cfg.clients_per_round)
+    padded_ids = np.zeros(padded_m, np.int32)
+    padded_ids[:len(ids)] = ids
+    poison = np.isin(padded_ids, np.asarray(poison_clients, np.int32))
+    poison[len(ids):] = False
+    lo, hi = process_slice(padded_m) if process_slice else (0, padded_m)
+    data = clients.round_data(padded_ids[lo:hi])
+    num_images = data.num_images.copy()
+    num_images[max(0, len(ids) - lo):] = 0            # padding slots
+    images = data.images
+    put = lambda x: jax.make_array_from_process_local_data(cl, x)
+    state, metrics, valid = round_jit(state, put(images), put(num_images),
+                                      put(padded_ids[lo:hi]), put(poison[lo:hi]))
+    return state, metrics, ids
+
+  return FederatedAlgorithm(init, apply, abstract, state_sharding, clients, mesh)
+
+
+def _abstract_params(model, faces):
+  return models.init_params(model, jax.random.key(0), faces.images.shape[1:])
+
+
+def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng):
+  """The server's class table before round 1, in its sharded layout.
+
+  mean_feature (FedFace): every client computes the normalised mean of its own
+  features under theta_0 and uploads only that vector; clients run in
+  parallel, vmapped and split over all devices. random (FedAvg/FedAwS):
+  Gaussian rows. Padding rows stay zero.
+  """
+  dim = cfg.embedding_dim
+  table = np.zeros((rows, dim), np.float32)
+  n = clients.num_clients
+  if cfg.class_init == "random":
+    table[:n] = np.asarray(jax.random.normal(rng, (n, dim))) / np.sqrt(dim)
+  elif cfg.class_init == "mean_feature":
+    group, _ = round_layout(min(n, cfg.clients_per_round), mesh, cfg.clients_per_chunk)
+    cl = rounds.client_sharding(mesh)
+    feat = jax.jit(jax.vmap(lambda im, k: client_update.mean_feature(apply_fn, params0, im, k)),
+                   in_shardings=(cl, cl), out_shardings=cl)
+    for start in range(0, n, group):
+      ids = np.arange(start, min(start + group, n))
+      padded = np.zeros(group, np.int32)
+      padded[:len(ids)] = ids
+      data = clients.round_data(padded)
+      table[ids] = np.asarray(feat(data.images, data.num_images))[:len(ids)]
+  else:
+    raise ValueError(f"unknown class_init {cfg.class_init!r}; valid: random, mean_feature")
+  return sh.put_table(table, mesh)

@@ -1,0 +1,185 @@
+"""One compiled federated round: parallel client updates, aggregation, server step.
+
+Layout of a round on a ("data", "classes") mesh:
+  * the client axis of the round's arrays is split over *all* devices
+    (`CLIENT_AXES` = both mesh axes), so every device trains its own slice of
+    clients; inside a device, clients run in chunks: `lax.scan` over chunks,
+    `vmap` within a chunk. Only the running weighted sum of deltas is carried,
+    never one parameter copy per client, and there is no Python loop over
+    clients;
+  * the class-embedding table stays split over "classes"; the round's rows are
+    fetched with an in-shard gather + psum (Q rows cross devices, not the
+    table), written back the same way, and spreadout compares this round's rows
+    with all rows block by block (`sharding.sharded_spreadout_rows`);
+  * a client whose update is NaN/Inf gets weight 0 and a zeroed delta, and is
+    counted in the round metrics: it is never averaged in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import optax
+
+from fedface_jax import sharding as sh
+from fedface_jax.federated import client_update as cu
+
+P = jax.sharding.PartitionSpec
+CLIENT_AXES = (sh.DATA, sh.CLASSES)
+
+
+def client_sharding(mesh):
+  return jax.NamedSharding(mesh, P(CLIENT_AXES))
+
+
+def _tree_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves))
+
+
+def _scatter_rows(table, row_ids, rows, mask, mesh):
+  """Writes `rows` into `table[row_ids]` where `mask`, shard-locally."""
+  rows_per_shard = table.shape[0] // mesh.shape[sh.CLASSES]
+
+  def local(table_local, ids, new_rows, m):
+    offset = jax.lax.axis_index(sh.CLASSES) * rows_per_shard
+    local_ids = ids - offset
+    owned = m & (local_ids >= 0) & (local_ids < rows_per_shard)
+    # Rows not owned are sent out of bounds and dropped by the scatter.
+    target = jnp.where(owned, local_ids, rows_per_shard)
+    return table_local.at[target].set(new_rows, mode="drop")
+
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(sh.CLASSES, None), P(), P(), P()),
+      out_specs=P(sh.CLASSES, None))(table, row_ids, rows, mask)
+
+
+def gather_rows(table, row_ids, mesh):
+  """`table[row_ids]` replicated, from a table split over "classes"."""
+  rows_per_shard = table.shape[0] // mesh.shape[sh.CLASSES]
+  return jax.shard_map(
+      lambda t, i: sh.gather_rows_local(t, i, rows_per_shard), mesh=mesh,
+      in_specs=(P(sh.CLASSES, None), P()), out_specs=P(), check_vma=False)(
+          table, row_ids)
+
+
+def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
+                       max_images: int):
+  """Runs every client of the round; returns sums and per-client outputs."""
+  update = cu.make_client_update(apply_fn, cfg.client, max_images)
+  chunk = int(cfg.clients_per_chunk)
+
+  def local(params, rows, images, num_images, key_data, poison):
+    keys = jax.random.wrap_key_data(key_data)
+    m_local = images.shape[0]
+    if m_local % chunk:
+      raise ValueError(f"{m_local} clients per device not divisible by chunk {chunk}")
+    split = lambda x: x.reshape(m_local // chunk, chunk, *x.shape[1:])
+    xs = jax.tree.map(split, (rows, images, num_images, keys, poison))
+    zero = jax.tree.map(jnp.zeros_like, params)
+
+    def body(carry, chunk_xs):
+      delta_sum, weight_sum = carry
+      c_rows, c_images, c_n, c_keys, c_poison = chunk_xs
+      deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))(
+          params, c_rows, c_images, c_n, c_keys)
+      # Fault injection for tests and robustness studies (see config).
+      deltas = jax.tree.map(
+          lambda d: jnp.where(c_poison.reshape((-1,) + (1,) * (d.ndim - 1)),
+                              jnp.nan, d), deltas)
+      finite = jax.vmap(_tree_finite)((deltas, new_rows)) & jnp.isfinite(metrics["loss_last"])
+      valid = finite & (c_n > 0)   # n == 0: a padding slot, not a client
+      weight = jnp.where(valid, c_n.astype(jnp.float32), 0.0)
+      # where(), not multiply: 0 * NaN would still be NaN.
+      weighted = jax.tree.map(
+          lambda d: jnp.tensordot(weight, jnp.where(
+              valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0.0), axes=1), deltas)
+      delta_sum = jax.tree.map(jnp.add, delta_sum, weighted)
+      return (delta_sum, weight_sum + weight.sum()), (new_rows, valid, finite, metrics)
+
+    (delta_sum, weight_sum), per_client = jax.lax.scan(
+        body, (zero, jnp.zeros((), jnp.float32)), xs)
+    merge = lambda x: x.reshape(m_local, *x.shape[2:])
+    delta_sum = jax.lax.psum(delta_sum, CLIENT_AXES)
+    weight_sum = jax.lax.psum(weight_sum, CLIENT_AXES)
+    return delta_sum, weight_sum, jax.tree.map(merge, per_client)
+
+  cl = P(CLIENT_AXES)
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl),
+      out_specs=(P(), P(), cl), check_vma=False)
+
+
+def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
+                  server_tx: optax.GradientTransformation,
+                  spread_tx: optax.GradientTransformation, num_real_clients: int,
+                  num_valid_rows: int):
+  """Returns `round_fn(state, images, num_images, client_ids, poison)`.
+
+  `state` = {"params", "table", "server_opt", "round", "rng"}. Spreadout
+  runs `spreadout.steps` optimiser steps on the table per round, with optimiser
+  state (e.g. momentum) started afresh each round, like FedFace's server.
+  The client arrays may be padded past `num_real_clients` with slots of
+  `num_images == 0` so that they split evenly over devices and chunks; padding
+  slots get weight 0 and are not counted as clients.
+  """
+  clients_phase = make_clients_phase(apply_fn, cfg, mesh, max_images)
+  spread = cfg.spreadout
+
+  def spread_loss(table, client_ids):
+    total, count = sh.sharded_spreadout_rows(
+        table, client_ids, mesh, margin=spread.margin, block_size=spread.block_size,
+        num_valid=num_valid_rows)
+    return spread.weight * total / jnp.maximum(count, 1)
+
+  def round_fn(state, images, num_images, client_ids, poison):
+    params, table = state["params"], state["table"]
+    round_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["round"])
+    keys = jax.vmap(lambda c: jax.random.key_data(jax.random.fold_in(round_key, c)))(
+        client_ids)
+    real_ids = client_ids[:num_real_clients]
+    rows = gather_rows(table, client_ids, mesh)
+    delta_sum, weight_sum, (new_rows, valid, finite, metrics) = clients_phase(
+        params, rows, images, num_images, keys, poison)
+    any_valid = weight_sum > 0
+    mean_delta = jax.tree.map(lambda d: d / jnp.maximum(weight_sum, 1e-12), delta_sum)
+    # The server optimiser treats -mean_delta as a gradient; SGD(lr=1) is FedAvg.
+    pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
+    updates, server_opt = server_tx.update(pseudo_grad, state["server_opt"], params)
+    new_params = optax.apply_updates(params, updates)
+    new_params, server_opt = jax.tree.map(
+        lambda a, b: jnp.where(any_valid, a, b), (new_params, server_opt),
+        (params, state["server_opt"]))
+
+    if cfg.client.train_class_embedding:   # FedAwS: clients upload their new rows.
+      table = _scatter_rows(table, client_ids, new_rows, valid, mesh)
+
+    sp_before = spread_loss(table, real_ids) if spread.enabled else jnp.zeros(())
+    if spread.enabled:
+      def sp_step(carry, _):
+        tbl, opt = carry
+        loss, g = jax.value_and_grad(spread_loss)(tbl, real_ids)
+        upd, opt = spread_tx.update(g, opt, tbl)
+        return (optax.apply_updates(tbl, upd), opt), loss
+      (table, _), _ = jax.lax.scan(sp_step, (table, spread_tx.init(table)), None,
+                                   length=spread.steps)
+
+    new_state = {"params": new_params, "table": table, "server_opt": server_opt,
+                 "round": state["round"] + 1,
+                 "rng": state["rng"]}
+    n_valid = valid.sum()
+    round_metrics = {
+        "clients": num_real_clients, "clients_valid": n_valid,
+        "clients_excluded": jnp.sum(~finite[:num_real_clients]),
+        "images": weight_sum,
+        "client_loss_first": jnp.sum(jnp.where(valid, metrics["loss_first"], 0)) / jnp.maximum(n_valid, 1),
+        "client_loss_last": jnp.sum(jnp.where(valid, metrics["loss_last"], 0)) / jnp.maximum(n_valid, 1),
+        "update_norm": optax.global_norm(mean_delta),
+        "spreadout_before": sp_before,
+    }
+    return new_state, round_metrics, valid
+
+  return round_fn

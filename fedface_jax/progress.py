@@ -1,0 +1,36 @@
+"""Progress bars with rate and ETA for long loops (pretraining steps, rounds, evaluation).
+
+A thin tqdm call with the defaults we want everywhere: elapsed<remaining and
+rate in the bar, refreshed at most once a second (so logs captured to a file
+stay short), and silent on non-primary processes so a multi-host run shows one
+bar rather than one per host.
+"""
+
+import numbers
+from typing import Iterable, TypeVar
+
+import tqdm
+
+from fedface_jax import distributed
+
+T = TypeVar("T")
+
+
+def progress(iterable_or_total: Iterable[T] | int, desc: str | None = None, *,
+             total: int | None = None, disable: bool | None = None,
+             unit: str = "step") -> tqdm.tqdm:
+  """A tqdm bar over an iterable, or a manual bar of `total` steps given an int.
+
+  Usage: `for batch in progress(loader, "eval", total=n): ...`, or
+  `with progress(num_steps, "pretrain") as bar: ...; bar.update(); bar.set_postfix(loss=l)`.
+
+  `disable=None` disables the bar on every process but the primary one.
+  """
+  if disable is None:
+    disable = not distributed.is_primary()
+  kwargs = dict(desc=desc, unit=unit, disable=disable, dynamic_ncols=True, mininterval=1.0)
+  if isinstance(iterable_or_total, numbers.Integral):
+    if total is not None and total != iterable_or_total:
+      raise ValueError(f"Got a total of {iterable_or_total} and total={total}.")
+    return tqdm.tqdm(total=int(iterable_or_total), **kwargs)
+  return tqdm.tqdm(iterable_or_total, total=total, **kwargs)

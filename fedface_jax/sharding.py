@@ -1,0 +1,207 @@
+"""Device meshes and the class-embedding table sharded over devices.
+
+Face recognition heads grow with the number of identities: 100k-1M rows of 512
+floats. The table is therefore sharded row-wise over the "classes" mesh axis,
+and every computation that touches it (CosFace logits, softmax, spreadout) runs
+inside `jax.shard_map`, exchanging only per-example scalars (max, sum of exps,
+target logit) across shards. No device ever holds the whole table or a C x C
+matrix.
+
+Mesh axes used throughout the codebase:
+  "data":    the batch in pretraining, the client axis in federated rounds;
+  "classes": rows of the class-embedding table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+import numpy as np
+
+P = jax.sharding.PartitionSpec
+DATA = "data"
+CLASSES = "classes"
+
+
+def make_mesh(data: int | None = None, classes: int = 1,
+              devices: list[Any] | None = None) -> jax.sharding.Mesh:
+  """Builds a ("data", "classes") mesh; `data=None` takes all remaining devices."""
+  devices = list(devices) if devices is not None else jax.devices()
+  if data is None:
+    if len(devices) % classes:
+      raise ValueError(f"{len(devices)} devices do not split into classes={classes}")
+    data = len(devices) // classes
+  if data * classes > len(devices):
+    raise ValueError(
+        f"mesh data={data} x classes={classes} needs {data * classes} devices, "
+        f"only {len(devices)} available")
+  return jax.make_mesh(
+      (data, classes), (DATA, CLASSES),
+      axis_types=(jax.sharding.AxisType.Auto,) * 2,
+      devices=devices[:data * classes])
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh) -> NamedSharding:
+  """Leading axis over "data" (a batch, or the clients of a round)."""
+  return NamedSharding(mesh, P(DATA))
+
+
+def table_sharded(mesh) -> NamedSharding:
+  """Rows of a [C, D] class table over "classes"."""
+  return NamedSharding(mesh, P(CLASSES, None))
+
+
+def padded_num_classes(num_classes: int, mesh) -> int:
+  """Row count rounded up so the table splits evenly over the classes axis.
+
+  Padding rows are never labels of any example; they take part in the softmax
+  denominator only if `num_valid` is not passed, so the losses below mask them.
+  """
+  shards = mesh.shape[CLASSES]
+  return int(-(-num_classes // shards) * shards)
+
+
+def _normalize(x, axis=-1, eps=1e-10):
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis, keepdims=True), eps))
+
+
+def _local_margin_logits(emb, table_local, labels, num_valid, scale, margin):
+  """CosFace logits for this shard's rows, with padding rows masked to -inf."""
+  rows = table_local.shape[0]
+  offset = jax.lax.axis_index(CLASSES) * rows
+  cos = emb @ _normalize(table_local).T                       # [b, rows]
+  row_ids = offset + jnp.arange(rows)
+  onehot = (row_ids[None, :] == labels[:, None]).astype(cos.dtype)
+  logits = scale * (cos - margin * onehot)
+  logits = jnp.where(row_ids[None, :] < num_valid, logits, -jnp.inf)
+  return logits, onehot, row_ids
+
+
+def sharded_cosface_loss(embeddings, table, labels, mesh, *, scale=64.0,
+                         margin=0.35, num_valid: int | None = None):
+  """CosFace loss and accuracy with the class table sharded over "classes".
+
+  Args:
+    embeddings: [B, D] L2-normalised features, sharded (or shardable) on "data".
+    table: [C, D] class weights (normalised inside), sharded on "classes".
+    labels: [B] int labels in [0, num_valid).
+    mesh: the ("data", "classes") mesh.
+    num_valid: real classes; rows >= num_valid are padding and never compete.
+
+  Returns:
+    (mean loss, accuracy), both replicated scalars. Only [B]-sized vectors
+    cross shards: a log-sum-exp assembled from per-shard max and sum.
+  """
+  num_valid = table.shape[0] if num_valid is None else num_valid
+  global_batch = embeddings.shape[0]
+
+  def local(emb, table_local, lab):
+    logits, onehot, row_ids = _local_margin_logits(
+        emb, table_local, lab, num_valid, scale, margin)
+    # The shift only stabilises exp(); log-sum-exp does not depend on it.
+    shift = jax.lax.pmax(
+        jax.lax.stop_gradient(jnp.max(logits, axis=-1)), CLASSES)
+    sum_exp = jax.lax.psum(jnp.sum(jnp.exp(logits - shift[:, None]), -1), CLASSES)
+    target = jax.lax.psum(jnp.sum(jnp.where(onehot > 0, logits, 0.0), -1), CLASSES)
+    per_example = jnp.log(sum_exp) + shift - target
+    # Accuracy: an example is right when the target logit is the global max of
+    # the un-margined cosines; compare against the best of the other rows.
+    plain = jax.lax.stop_gradient(logits + scale * margin * onehot)
+    best_other = jax.lax.pmax(
+        jnp.max(jnp.where(onehot > 0, -jnp.inf, plain), -1), CLASSES)
+    target_plain = jax.lax.psum(jnp.sum(jnp.where(onehot > 0, plain, 0.0), -1),
+                                CLASSES)
+    correct = (target_plain > best_other).astype(jnp.float32)
+    loss = jax.lax.psum(jnp.sum(per_example), DATA) / global_batch
+    acc = jax.lax.psum(jnp.sum(correct), DATA) / global_batch
+    # Identical on every "classes" shard already; pmean makes that visible to
+    # the varying-manual-axes check.
+    return jax.lax.pmean(loss, CLASSES), jax.lax.pmean(acc, CLASSES)
+
+  fn = jax.shard_map(
+      local, mesh=mesh,
+      in_specs=(P(DATA, None), P(CLASSES, None), P(DATA)),
+      out_specs=(P(), P()))
+  return fn(embeddings, table, labels)
+
+
+def sharded_spreadout_rows(table, query_ids, mesh, *, margin=0.3,
+                           block_size: int = 4096, num_valid: int | None = None):
+  """Spreadout of a few query rows against every row of a sharded table.
+
+  FedFace's server pushes class embeddings apart with
+  mean_{i != j} max(0, cos_ij - margin)^2. Over 1M rows the full C x C matrix is
+  out of the question, so a round only regularises the rows of its own clients
+  (`query_ids`, Q of them) against all C rows: each "classes" shard scores the
+  replicated [Q, D] query block against its local rows block by block
+  (`lax.scan`, at most [Q, block_size] live), and only the partial sums cross
+  shards.
+
+  Returns:
+    (sum of squared hinges over ordered pairs (q, j), j != q, j < num_valid,
+    pair count). Rows at or past `num_valid` are padding and take no part. The
+    gradient flows into `table` both through the queries and through the rows
+    they are compared against, exactly like the dense loss restricted to those
+    pairs.
+  """
+  num_rows = table.shape[0]
+  num_valid = num_rows if num_valid is None else num_valid
+  shards = mesh.shape[CLASSES]
+  rows_per_shard = num_rows // shards
+  if num_rows % shards:
+    raise ValueError(f"table rows {num_rows} not divisible by classes={shards}")
+  block = min(block_size, rows_per_shard)
+  while rows_per_shard % block:
+    block -= 1
+
+  def local(table_local, q_ids):
+    q = _normalize(gather_rows_local(table_local, q_ids, rows_per_shard))
+    offset = jax.lax.axis_index(CLASSES) * rows_per_shard
+    blocks = table_local.reshape(rows_per_shard // block, block, -1)
+
+    def body(carry, xs):
+      total, count = carry
+      rows, start = xs
+      cos = q @ _normalize(rows).T                              # [Q, block]
+      ids = offset + start + jnp.arange(block)
+      not_self = (ids[None, :] != q_ids[:, None]) & (ids[None, :] < num_valid)
+      hinge = jnp.where(not_self, jnp.maximum(cos - margin, 0.0) ** 2, 0.0)
+      return (total + hinge.sum(), count + not_self.sum()), None
+
+    starts = jnp.arange(0, rows_per_shard, block)
+    (total, count), _ = jax.lax.scan(
+        jax.checkpoint(body), (jnp.zeros((), q.dtype), jnp.zeros((), jnp.int32)),
+        (blocks, starts))
+    return jax.lax.psum(total, CLASSES), jax.lax.psum(count, CLASSES)
+
+  fn = jax.shard_map(
+      local, mesh=mesh,
+      in_specs=(P(CLASSES, None), P()),
+      out_specs=(P(), P()), check_vma=False)
+  return fn(table, query_ids)
+
+
+def gather_rows_local(table_local, row_ids, rows_per_shard):
+  """Inside shard_map: the rows `row_ids` of the sharded table, on every shard.
+
+  Each shard contributes the rows it owns (zeros elsewhere) and a psum over
+  "classes" assembles the [Q, D] block, so only Q rows ever cross devices, never
+  the table.
+  """
+  offset = jax.lax.axis_index(CLASSES) * rows_per_shard
+  local_ids = row_ids - offset
+  owned = (local_ids >= 0) & (local_ids < rows_per_shard)
+  rows = table_local[jnp.clip(local_ids, 0, rows_per_shard - 1)]
+  return jax.lax.psum(jnp.where(owned[:, None], rows, 0.0), CLASSES)
+
+
+def put_table(table: np.ndarray, mesh) -> jax.Array:
+  """Places a host [C, D] table (C divisible by the classes axis) on the mesh."""
+  return jax.device_put(table, table_sharded(mesh))

@@ -1,0 +1,247 @@
+"""Centralised CosFace pretraining with a class table sharded over devices.
+
+This produces theta_0, the starting point of FedFace. The backbone is
+replicated and the batch is split over the "data" mesh axis; the class table
+(one row per pretraining identity) is split over the "classes" axis, and the
+margin softmax is assembled across shards by `sharding.sharded_cosface_loss`
+without ever gathering the table.
+
+Sections: state -> update step -> checkpoint/resume -> loop -> evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import data as data_lib
+from fedface_jax import metrics_io
+from fedface_jax import models
+from fedface_jax import optim
+from fedface_jax import progress as progress_lib
+from fedface_jax import sharding as sh
+from fedface_jax.training import input_pipeline
+
+P = jax.sharding.PartitionSpec
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything the loop and the evaluation need, built once from the config."""
+  model: Any
+  mesh: jax.sharding.Mesh
+  splits: dict
+  num_classes: int
+  table_rows: int
+  tx: optax.GradientTransformation
+  state_sharding: Any
+  abstract_state: Any
+  init_fn: Any  # jitted rng -> state, created directly in its sharded layout
+
+
+def load_splits(config: mlc.ConfigDict) -> dict:
+  """Faces of the dataset in `config.data`, split into disjoint identity sets."""
+  faces = data_lib.load_faces(config.data)
+  return data_lib.split_identities(faces, config.splits, config.splits.seed)
+
+
+def _state_sharding(abstract_state, mesh):
+  """Table-shaped leaves (the table and its optimiser moments) go on "classes"."""
+  table_shape = abstract_state["table"].shape
+
+  def rule(path, leaf):
+    keys = jax.tree_util.keystr(path)
+    if "table" in keys and getattr(leaf, "shape", None) == table_shape:
+      return sh.table_sharded(mesh)
+    return sh.replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(rule, abstract_state)
+
+
+def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
+  mesh_cfg = config.mesh
+  mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
+  splits = load_splits(config) if splits is None else splits
+  train_faces = splits[config.get("train_split", "pretrain")]
+  num_classes = train_faces.num_identities
+  table_rows = sh.padded_num_classes(num_classes, mesh)
+  model = models.create_model(config.model.name, config.model.embedding_dim,
+                              **config.model.get("kwargs", {}))
+  tx = optim.create_optimizer(config.optimizer, config.num_steps)
+  image_shape = train_faces.image_shape
+
+  def init(rng):
+    r_model, r_table = jax.random.split(rng)
+    params = models.init_params(model, r_model, image_shape)
+    table = 0.01 * jax.random.normal(r_table, (table_rows, config.model.embedding_dim))
+    trainable = {"backbone": params, "table": table}
+    return {"params": params, "table": table, "opt_state": tx.init(trainable),
+            "step": jnp.zeros((), jnp.int32)}
+
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  state_sharding = _state_sharding(abstract, mesh)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, state_sharding)
+  return Setup(model, mesh, splits, num_classes, table_rows, tx, state_sharding,
+               abstract, jax.jit(init, out_shardings=state_sharding))
+
+
+def make_train_step(setup: Setup, config: mlc.ConfigDict):
+  """The jitted update: flip augmentation, forward, sharded CosFace, optax."""
+  model, mesh = setup.model, setup.mesh
+  loss_cfg = config.loss
+
+  def loss_fn(trainable, images, labels, rng):
+    x = models.preprocess(images)
+    if config.get("augment_flip", True):
+      flip = jax.random.bernoulli(rng, 0.5, (x.shape[0], 1, 1, 1))
+      x = jnp.where(flip, x[:, :, ::-1], x)
+    emb = model.apply({"params": trainable["backbone"]}, x)
+    return sh.sharded_cosface_loss(
+        emb, trainable["table"], labels, mesh, scale=loss_cfg.scale,
+        margin=loss_cfg.margin, num_valid=setup.num_classes)
+
+  def step_fn(state, images, labels, rng):
+    rng = jax.random.fold_in(rng, state["step"])
+    trainable = {"backbone": state["params"], "table": state["table"]}
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trainable, images, labels, rng)
+    updates, opt_state = setup.tx.update(grads, state["opt_state"], trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    new_state = {"params": trainable["backbone"], "table": trainable["table"],
+                 "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {"loss": loss, "accuracy": acc, "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+  data = sh.data_sharded(mesh)
+  return jax.jit(
+      step_fn,
+      in_shardings=(setup.state_sharding, data, data, sh.replicated(mesh)),
+      out_shardings=(setup.state_sharding, sh.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def restore_or_init(setup: Setup, checkpointer, config):
+  """Resumes from the newest finished checkpoint, else initialises.
+
+  `config.init_backbone` (a backbone export directory) starts the backbone
+  from theta_0 instead of from scratch: the centralised fine-tuning oracle.
+  """
+  step, state = checkpointer.restore_latest(setup.abstract_state)
+  if state is not None:
+    logging.info("Resumed pretraining from step %d", step)
+    return state
+  state = setup.init_fn(jax.random.key(config.seed))
+  if config.get("init_backbone", ""):
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            state["params"])
+    with ckpt_lib.Checkpointer(config.init_backbone) as ck:
+      _, params = ck.restore_latest(abstract)
+    if params is None:
+      raise FileNotFoundError(f"no backbone checkpoint in {config.init_backbone}")
+    state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
+  return state
+
+
+def export_backbone(workdir: str, step: int, params) -> str:
+  """Saves the backbone alone: theta_0 for FedFace, independent of the head."""
+  path = os.path.join(workdir, "backbone")
+  with ckpt_lib.Checkpointer(path, max_to_keep=1) as ck:
+    latest = ck.latest_step()
+    if latest is not None and latest >= step:
+      logging.info("Backbone of step %d already exported to %s", latest, path)
+      return path
+    ck.save(step, jax.device_get(params), force=True)
+    ck.wait()
+  return path
+
+
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
+  """Pretrains, checkpoints every `checkpoint_every_steps`, then evaluates.
+
+  Returns the evaluation report on the held-out identities (also written to
+  `workdir/eval/`).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  setup = build(config)
+  logging.info("Pretraining on %d identities (%d images); table %d rows over %s",
+               setup.num_classes,
+               setup.splits[config.get("train_split", "pretrain")].num_images,
+               setup.table_rows, dict(setup.mesh.shape))
+  writer = metrics_io.MetricWriter(workdir)
+  writer.write_config(config)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       max_to_keep=config.get("keep_checkpoints", 2))
+  state = restore_or_init(setup, checkpointer, config)
+  start = int(state["step"])
+  train_step = make_train_step(setup, config)
+  batches = input_pipeline.RandomBatches(
+      setup.splits[config.get("train_split", "pretrain")], config.batch_size, config.seed)
+  rng = jax.random.key(config.seed + 1)
+  data_sharding = sh.data_sharded(setup.mesh)
+  stream = input_pipeline.prefetch(batches.batch, range(start, config.num_steps),
+                                   data_sharding)
+  bar = progress_lib.progress(config.num_steps, desc="pretrain", unit="step")
+  bar.update(start)
+  t0, pending = time.time(), None
+  for step, (images, labels) in stream:
+    state, metrics = train_step(state, images, labels, rng)
+    # Pull the previous step's metrics while this one runs (one step late).
+    if pending is not None:
+      _log(writer, bar, *pending, t0, config.log_every_steps)
+    pending = (step + 1, metrics)
+    bar.update(1)
+    if (step + 1) % config.checkpoint_every_steps == 0 or step + 1 == config.num_steps:
+      checkpointer.save(step + 1, state)
+  if pending is not None:
+    _log(writer, bar, *pending, t0, config.log_every_steps, force=True)
+  bar.close()
+  checkpointer.wait()
+  export_backbone(workdir, int(state["step"]), state["params"])
+  report = evaluate_state(setup, state, config, os.path.join(workdir, "eval"))
+  writer.write(int(state["step"]), {f"eval/{k}": v for k, v in _scalars(report).items()})
+  writer.close()
+  checkpointer.close()
+  return report
+
+
+def _log(writer, bar, step, metrics, t0, every, force=False):
+  metrics = jax.device_get(metrics)
+  if not np.all(np.isfinite([float(v) for v in metrics.values()])):
+    raise FloatingPointError(f"non-finite training metrics at step {step}: {metrics}")
+  bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.2f}")
+  if force or step % max(every, 1) == 0:
+    writer.write(step, {**{f"train/{k}": float(v) for k, v in metrics.items()},
+                        "train/elapsed_s": time.time() - t0})
+
+
+def _scalars(report: dict) -> dict:
+  return {k: float(v) for k, v in report.items()
+          if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}
+
+
+def make_embed_fn(model, params):
+  """A jitted float-images -> embeddings function for evaluation."""
+  return jax.jit(lambda x: model.apply({"params": params}, x))
+
+
+def evaluate_state(setup: Setup, state, config, out_dir: str, split="evaluation",
+                   name="pretrained") -> dict:
+  from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
+  params = jax.device_get(state["params"])
+  embed_fn = make_embed_fn(setup.model, params)
+  return eval_api.evaluate_verification(
+      embed_fn, setup.splits[split], flip=config.eval.flip,
+      num_impostor_pairs=config.eval.num_impostor_pairs, seed=config.seed,
+      fars=tuple(config.eval.fars), out_dir=out_dir, name=name)

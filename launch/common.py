@@ -1,0 +1,27 @@
+"""Flags shared by every entry point: --config, --workdir and multi-host setup."""
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from fedface_jax import distributed
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(default_config: str):
+  config_flags.DEFINE_config_file(
+      "config", default_config, "ml_collections config file (path[:arg]).",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+  distributed.define_distributed_flags()
+
+
+def setup_runtime():
+  """Joins the multi-controller runtime when asked, and logs the topology."""
+  distributed.maybe_initialize_distributed(
+      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)",
+               jax.__version__, jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(), jax.default_backend())

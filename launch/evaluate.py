@@ -1,0 +1,60 @@
+"""Verification on held-out identities (and LFW / IJB protocols) for a backbone.
+
+Evaluates `<workdir>/backbone` (written by launch.pretrain and launch.fedface):
+  python -m launch.evaluate --config experiments/pretrain_celeba.py \
+      --workdir runs/celeba/pretrain
+  # LFW 10-fold with a pairs.txt and an image tree:
+  python -m launch.evaluate --config experiments/pretrain_celeba.py --workdir ... \
+      --lfw_pairs /data/lfw/pairs.txt --lfw_root /data/lfw
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from launch import common
+
+common.define_flags("experiments/pretrain_synthetic.py")
+flags.DEFINE_string("split", "evaluation", "Identity split to evaluate on.")
+flags.DEFINE_string("lfw_pairs", None, "Optional LFW pairs.txt.")
+flags.DEFINE_string("lfw_root", None, "Image root for --lfw_pairs.")
+flags.DEFINE_string("name", "evaluate", "Name of the JSON/PNG outputs.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  common.setup_runtime()
+  # pylint: disable=g-import-not-at-top
+  from fedface_jax import models
+  from fedface_jax.evaluation import api as eval_api
+  from fedface_jax.federated import engine
+  from fedface_jax.training import pretrain
+  # pylint: enable=g-import-not-at-top
+  config = FLAGS.config
+  splits = pretrain.load_splits(config)
+  model = models.create_model(config.model.name, config.model.embedding_dim,
+                              **config.model.get("kwargs", {}))
+  faces = splits[FLAGS.split]
+  params = engine.load_backbone(model, faces.image_shape,
+                                os.path.join(FLAGS.workdir, "backbone"))
+  embed_fn = pretrain.make_embed_fn(model, params)
+  out_dir = os.path.join(FLAGS.workdir, "eval")
+  report = eval_api.evaluate_verification(
+      embed_fn, faces, flip=config.eval.flip,
+      num_impostor_pairs=config.eval.num_impostor_pairs, seed=config.seed,
+      fars=tuple(config.eval.fars), out_dir=out_dir, name=FLAGS.name)
+  rows = {f"{FLAGS.split} identities": report}
+  if FLAGS.lfw_pairs:
+    rows["LFW"] = eval_api.evaluate_lfw(embed_fn, FLAGS.lfw_pairs, FLAGS.lfw_root,
+                                        image_size=faces.image_shape[:2],
+                                        flip=config.eval.flip)
+  print(eval_api.format_results_table(rows))
+  print(json.dumps({"out_dir": out_dir}))
+
+
+if __name__ == "__main__":
+  app.run(main)

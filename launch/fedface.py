@@ -1,0 +1,36 @@
+"""FedFace rounds (and the FedAvg / FedAwS / ablation baselines) from theta_0.
+
+  python -m launch.fedface --config experiments/fedface_synthetic.py:method=fedface \
+      --workdir runs/synthetic/fedface
+  # several devices on one host (clients over all devices, table over "classes"):
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m launch.fedface \
+      --config experiments/fedface_synthetic.py --config.mesh.classes=2 --workdir ...
+  # several hosts: the same command on each host, plus
+  #   --coordinator_address=HOST0:1234 --num_processes=N --process_id=i
+"""
+
+from absl import app
+from absl import flags
+
+from launch import common
+
+common.define_flags("experiments/fedface_synthetic.py")
+flags.DEFINE_integer("stop_after_rounds", None,
+                     "Exit after this many rounds (simulates an interruption).")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  common.setup_runtime()
+  from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
+  from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
+  out = engine.run(FLAGS.config, FLAGS.workdir, stop_after_rounds=FLAGS.stop_after_rounds)
+  rows = {f"round {r}": rep for r, rep in out["history"]}
+  if rows:
+    print(eval_api.format_results_table(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)

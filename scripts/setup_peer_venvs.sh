@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Creates the isolated virtual environments of the peer FL frameworks that the throughput benchmark
+# compares against (scripts/peers/*_bench.py).
+#
+# Why separate venvs: FedJAX 0.0.17 (last release) needs a 2024-era JAX/Haiku stack that cannot
+# coexist with the project's JAX, and Flower pulls Ray + PyTorch. Both stay out of .venv.
+#
+#   .peer_venvs/fedjax : fedjax==0.0.17, jax/jaxlib==0.4.35, dm-haiku==0.0.13, optax 0.2.4, numpy<2
+#   .peer_venvs/flower : flwr[simulation] (Ray) + torch CPU
+#
+# Idempotent: an existing venv whose pinned packages import with the pinned versions is left alone
+# (set FORCE=1 to rebuild). Prints the versions at the end.
+#
+# Usage: bash scripts/setup_peer_venvs.sh [fedjax|flower|all]   (default: all)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENVS="${ROOT}/.peer_venvs"
+PYTHON="${PYTHON:-python3}"
+WHICH="${1:-all}"
+
+# --- Pins --------------------------------------------------------------------------------------
+# FedJAX's last release. It imports `jax.tree_util` helpers and Haiku APIs that later JAX removed;
+# jax 0.4.35 is the newest 0.4.x jaxlib wheel that still ships for py3.11 with haiku 0.0.13.
+FEDJAX_PINS=(
+  "fedjax==0.0.17"
+  "jax==0.4.35"
+  "jaxlib==0.4.35"
+  "dm-haiku==0.0.13"
+  "optax==0.2.4"
+  "chex==0.1.87"
+  "numpy<2"
+  "scipy<1.15"
+  "ml_dtypes==0.5.0"
+)
+# Flower: flwr[simulation] brings Ray. torch==2.13.0 resolves to the local CPU wheel; an unpinned
+# `torch` would resolve to a multi-GB CUDA build.
+FLWR_VERSION="${FLWR_VERSION:-1.42.0}"
+FLOWER_PINS=(
+  "flwr[simulation]==${FLWR_VERSION}"
+  "torch==2.13.0"
+  "numpy"
+)
+
+log() { echo "[setup_peer_venvs] $*" >&2; }
+
+make_venv() {
+  local dir="$1"
+  if [[ "${FORCE:-0}" == "1" && -d "${dir}" ]]; then
+    log "FORCE=1: removing ${dir}"
+    rm -rf "${dir}"
+  fi
+  if [[ ! -x "${dir}/bin/python" ]]; then
+    log "creating ${dir}"
+    "${PYTHON}" -m venv "${dir}"
+    "${dir}/bin/python" -m pip install --quiet --upgrade pip wheel
+  fi
+}
+
+fedjax_ok() {
+  local py="${VENVS}/fedjax/bin/python"
+  [[ -x "${py}" ]] && "${py}" - <<'PY' 2>/dev/null
+from importlib.metadata import version
+import jax, haiku, fedjax, optax, numpy  # noqa: F401  (all must import)
+assert version("jax") == "0.4.35", version("jax")
+assert version("jaxlib") == "0.4.35", version("jaxlib")
+assert version("dm-haiku") == "0.0.13", version("dm-haiku")
+assert version("fedjax") == "0.0.17", version("fedjax")
+assert version("optax") == "0.2.4", version("optax")
+assert int(version("numpy").split(".")[0]) < 2, version("numpy")
+PY
+}
+
+flower_ok() {
+  local py="${VENVS}/flower/bin/python"
+  [[ -x "${py}" ]] && FLWR_VERSION="${FLWR_VERSION}" "${py}" - <<'PY' 2>/dev/null
+import os
+from importlib.metadata import version
+import flwr, ray, torch  # noqa: F401  (all must import)
+import flwr.simulation  # noqa: F401
+assert version("flwr") == os.environ["FLWR_VERSION"], version("flwr")
+assert version("torch").startswith("2.13.0"), version("torch")
+PY
+}
+
+setup_fedjax() {
+  if fedjax_ok; then
+    log "fedjax venv already up to date"
+    return
+  fi
+  make_venv "${VENVS}/fedjax"
+  log "installing ${FEDJAX_PINS[*]}"
+  "${VENVS}/fedjax/bin/python" -m pip install --quiet "${FEDJAX_PINS[@]}"
+  fedjax_ok || { log "fedjax venv failed its import check"; "${VENVS}/fedjax/bin/python" -c \
+    "import jax, haiku, fedjax, optax, numpy"; exit 1; }
+}
+
+setup_flower() {
+  if flower_ok; then
+    log "flower venv already up to date"
+    return
+  fi
+  make_venv "${VENVS}/flower"
+  log "installing ${FLOWER_PINS[*]}"
+  "${VENVS}/flower/bin/python" -m pip install --quiet "${FLOWER_PINS[@]}"
+  flower_ok || { log "flower venv failed its import check"; "${VENVS}/flower/bin/python" -c \
+    "import flwr, ray, torch, flwr.simulation"; exit 1; }
+}
+
+mkdir -p "${VENVS}"
+case "${WHICH}" in
+  fedjax) setup_fedjax ;;
+  flower) setup_flower ;;
+  all) setup_fedjax; setup_flower ;;
+  *) echo "usage: $0 [fedjax|flower|all]" >&2; exit 2 ;;
+esac
+
+echo "== peer venv versions"
+if [[ -x "${VENVS}/fedjax/bin/python" ]]; then
+  "${VENVS}/fedjax/bin/python" -c "
+import sys
+from importlib.metadata import version
+pkgs = ['fedjax', 'jax', 'jaxlib', 'dm-haiku', 'optax', 'chex', 'numpy', 'scipy', 'ml_dtypes']
+print('fedjax venv: python', sys.version.split()[0], '|', ' | '.join(p + ' ' + version(p) for p in pkgs))"
+fi
+if [[ -x "${VENVS}/flower/bin/python" ]]; then
+  "${VENVS}/flower/bin/python" -c "
+import sys
+from importlib.metadata import version
+pkgs = ['flwr', 'ray', 'torch', 'numpy']
+print('flower venv: python', sys.version.split()[0], '|', ' | '.join(p + ' ' + version(p) for p in pkgs))"
+fi

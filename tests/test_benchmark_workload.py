@@ -1,0 +1,136 @@
+"""Tests of the shared benchmark workload (fedface_jax/benchmark/workload.py).
+
+The peers' numbers are only comparable if the workload is well defined: JSON must round-trip
+exactly, the CNN must give unit embeddings, and the reference round must be plain FedAvg over
+plain-SGD client updates.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedface_jax.benchmark import workload as wl
+
+
+def _tiny(**kw):
+  base = dict(num_clients=2, images_per_client=3, image_size=(16, 12), local_steps=1,
+              batch_size=2, model="bench_cnn_small", embedding_dim=8, lr=0.5, seed=3)
+  base.update(kw)
+  return wl.Workload(**base)
+
+
+def test_json_round_trip(tmp_path):
+  w = _tiny(model="bench_cnn_large", lr=0.25)
+  assert wl.Workload.from_json(w.to_json()) == w
+  path = tmp_path / "w.json"
+  w.save(path)
+  assert wl.Workload.load(path) == w
+  d = json.loads(path.read_text())
+  assert d["image_size"] == [16, 12] and d["model"] == "bench_cnn_large"
+  # Integer lr from a hand-written JSON is accepted as a float.
+  d["lr"] = 1
+  assert wl.Workload.from_dict(d).lr == 1.0
+
+
+@pytest.mark.parametrize("bad", [
+    {"num_clients": 0}, {"model": "resnet"}, {"lr": -1.0}, {"image_size": [32]},
+    {"batch_size": 2.5}, {"extra_field": 1}])
+def test_bad_workloads_raise(bad):
+  d = _tiny().to_dict()
+  d.update(bad)
+  with pytest.raises(ValueError):
+    wl.Workload.from_dict(d)
+
+
+def test_load_missing_file_raises(tmp_path):
+  with pytest.raises(FileNotFoundError):
+    wl.Workload.load(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("name,channels", sorted(wl.BENCH_MODELS.items()))
+def test_cnn_shapes_and_unit_norm(name, channels):
+  w = _tiny(model=name, image_size=(32, 32), embedding_dim=16)
+  params = wl.init_params(w)
+  c1, c2, c3 = channels
+  assert params["conv1"]["kernel"].shape == (3, 3, 3, c1)
+  assert params["conv2"]["kernel"].shape == (3, 3, c1, c2)
+  assert params["conv3"]["kernel"].shape == (3, 3, c2, c3)
+  assert params["conv3"]["bias"].shape == (c3,)
+  assert params["embed"]["kernel"].shape == (c3, 16)
+  assert "bias" not in params["embed"]
+  data = wl.synthetic_client_data(w)
+  emb = jax.jit(wl.workload_model(w).apply)({"params": params}, wl.preprocess(data.images[0]))
+  assert emb.shape == (3, 16) and emb.dtype == jnp.float32
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=1), 1.0, rtol=1e-5)
+  flat = wl.params_to_flat(params)
+  assert tuple(flat) == wl.PARAM_NAMES
+  back = wl.flat_to_params(flat)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
+
+
+def test_synthetic_data_deterministic_and_shaped():
+  w = _tiny()
+  a, b = wl.synthetic_client_data(w), wl.synthetic_client_data(w)
+  assert a.images.dtype == np.uint8 and a.images.shape == (2, 3, 16, 12, 3)
+  assert a.class_embeddings.shape == (2, 8) and a.class_embeddings.dtype == np.float32
+  np.testing.assert_array_equal(a.images, b.images)
+  np.testing.assert_array_equal(a.class_embeddings, b.class_embeddings)
+  np.testing.assert_allclose(np.linalg.norm(a.class_embeddings, axis=1), 1.0, rtol=1e-6)
+  c = wl.synthetic_client_data(_tiny(seed=4))
+  assert not np.array_equal(a.images, c.images)
+  # The documented recipe (what the peer scripts reimplement).
+  raw = np.random.PCG64(3).random_raw((a.images.size + 7) // 8)
+  np.testing.assert_array_equal(raw.astype("<u8").view(np.uint8)[:a.images.size],
+                                a.images.reshape(-1))
+
+
+def test_batch_indices_cycle():
+  w = _tiny(images_per_client=3, batch_size=2, local_steps=3)
+  np.testing.assert_array_equal(wl.batch_indices(w), [[0, 1], [2, 0], [1, 2]])
+
+
+def test_sequential_round_is_weighted_mean_of_client_sgd():
+  w = _tiny(local_steps=1, batch_size=2)
+  data = wl.synthetic_client_data(w)
+  params = wl.init_params(w)
+  model = wl.workload_model(w)
+
+  @jax.jit
+  def by_hand(images, class_embedding):
+    # One SGD step on the first batch_size images of a client.
+    g = jax.grad(lambda p: wl.positive_loss(
+        model.apply({"params": p}, wl.preprocess(images[:2])), class_embedding))(params)
+    return jax.tree_util.tree_map(lambda p, gg: p - w.lr * gg, params, g)
+
+  p0 = by_hand(data.images[0], data.class_embeddings[0])
+  p1 = by_hand(data.images[1], data.class_embeddings[1])
+  # Both clients hold 3 images, so the weights are equal; still written as the weighted mean.
+  expected = jax.tree_util.tree_map(lambda a, b: (3 * a + 3 * b) / 6, p0, p1)
+  got = wl.sequential_round(params, data, w)
+  jax.tree_util.tree_map(
+      lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6), got, expected)
+  # The update is not a no-op (the loss has a gradient at init).
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(params)))
+  assert moved > 1e-6
+
+
+def test_fedavg_weights():
+  a = {"x": jnp.array([0.0, 2.0])}
+  b = {"x": jnp.array([4.0, 2.0])}
+  np.testing.assert_allclose(wl.fedavg([a, b], [1, 3])["x"], [3.0, 2.0])
+  with pytest.raises(ValueError):
+    wl.fedavg([a], [0.0])
+
+
+def test_write_reference(tmp_path):
+  w = _tiny()
+  path = tmp_path / "ref.npz"
+  wl.write_reference(path, w)
+  ref = np.load(path)
+  assert wl.Workload.from_json(str(ref["workload"])) == w
+  for name in wl.PARAM_NAMES:
+    assert ref[f"init/{name}"].shape == ref[f"round1/{name}"].shape
