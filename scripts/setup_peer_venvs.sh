@@ -20,8 +20,10 @@ PYTHON="${PYTHON:-python3}"
 WHICH="${1:-all}"
 
 # --- Pins --------------------------------------------------------------------------------------
-# FedJAX's last release. It imports `jax.tree_util` helpers and Haiku APIs that later JAX removed;
-# jax 0.4.35 is the newest 0.4.x jaxlib wheel that still ships for py3.11 with haiku 0.0.13.
+# FedJAX's last release (0.0.17) still calls `jax.tree_map`, which JAX 0.6 removed, so it needs an
+# old JAX: 0.4.35 (Oct 2024) with dm-haiku 0.0.13. optax/chex/scipy/ml_dtypes are pinned to
+# releases of the same period so that the resolver never drags in ones that need a newer JAX or
+# NumPy 2. This set is verified: FedJAX FedAvg reproduces our reference round to ~1e-7.
 FEDJAX_PINS=(
   "fedjax==0.0.17"
   "jax==0.4.35"
@@ -33,9 +35,11 @@ FEDJAX_PINS=(
   "scipy<1.15"
   "ml_dtypes==0.5.0"
 )
-# Flower: flwr[simulation] brings Ray. torch==2.13.0 resolves to the local CPU wheel; an unpinned
-# `torch` would resolve to a multi-GB CUDA build.
-FLWR_VERSION="${FLWR_VERSION:-1.42.0}"
+# Flower: flwr[simulation] brings Ray (flwr 1.41.0 pins ray==2.55.1). 1.41.0 is the newest release
+# that resolves here: 1.42.0 requires a certifi release newer than the package index serves.
+# torch==2.13.0 resolves to the local CPU wheel; an unpinned `torch` would resolve to a multi-GB
+# CUDA build.
+FLWR_VERSION="${FLWR_VERSION:-1.41.0}"
 FLOWER_PINS=(
   "flwr[simulation]==${FLWR_VERSION}"
   "torch==2.13.0"
@@ -121,12 +125,14 @@ if [[ -x "${VENVS}/fedjax/bin/python" ]]; then
 import sys
 from importlib.metadata import version
 pkgs = ['fedjax', 'jax', 'jaxlib', 'dm-haiku', 'optax', 'chex', 'numpy', 'scipy', 'ml_dtypes']
-print('fedjax venv: python', sys.version.split()[0], '|', ' | '.join(p + ' ' + version(p) for p in pkgs))"
+vers = ' | '.join(p + ' ' + version(p) for p in pkgs)
+print('fedjax venv: python', sys.version.split()[0], '|', vers)"
 fi
 if [[ -x "${VENVS}/flower/bin/python" ]]; then
   "${VENVS}/flower/bin/python" -c "
 import sys
 from importlib.metadata import version
 pkgs = ['flwr', 'ray', 'torch', 'numpy']
-print('flower venv: python', sys.version.split()[0], '|', ' | '.join(p + ' ' + version(p) for p in pkgs))"
+vers = ' | '.join(p + ' ' + version(p) for p in pkgs)
+print('flower venv: python', sys.version.split()[0], '|', vers)"
 fi

@@ -65,10 +65,29 @@ def test_cnn_shapes_and_unit_norm(name, channels):
   emb = jax.jit(wl.workload_model(w).apply)({"params": params}, wl.preprocess(data.images[0]))
   assert emb.shape == (3, 16) and emb.dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=1), 1.0, rtol=1e-5)
+  # init_params matches the shapes of flax's own init of the module.
+  shapes = jax.eval_shape(wl.workload_model(w).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 32, 32, 3)))["params"]
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), params, shapes)
   flat = wl.params_to_flat(params)
   assert tuple(flat) == wl.PARAM_NAMES
   back = wl.flat_to_params(flat)
   jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
+
+
+def test_init_is_deterministic_lecun_normal():
+  w = _tiny(model="bench_cnn_large", embedding_dim=128)
+  a, b = wl.init_flat_params(w), wl.init_flat_params(w)
+  for name in wl.PARAM_NAMES:
+    np.testing.assert_array_equal(a[name], b[name])
+  assert not np.array_equal(a["conv2/kernel"], wl.init_flat_params(_tiny(
+      model="bench_cnn_large", embedding_dim=128, seed=4))["conv2/kernel"])
+  k = a["conv3/kernel"]  # fan_in = 3 * 3 * 64; LeCun variance 1 / fan_in.
+  assert abs(k.std() * np.sqrt(9 * 64) - 1.0) < 0.05
+  assert np.abs(k).max() <= 2.0 / 0.87962566103423978 / np.sqrt(9 * 64) + 1e-6
+  assert not np.any(a["conv3/bias"])
+  z = wl.truncated_normal_np(np.random.PCG64(0), 50_000)
+  assert abs(z.mean()) < 0.02 and abs(z.std() - 0.87962566) < 0.01
 
 
 def test_synthetic_data_deterministic_and_shaped():

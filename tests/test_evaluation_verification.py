@@ -51,7 +51,7 @@ FARS = (1e-4, 1e-3, 1e-2, 0.05, 1e-1, 0.3)
 
 
 def _tied_scores(seed, n_gen=400, n_imp=5000, decimals=2):
-  """Overlapping genuine/impostor scores rounded so that many ties (and collinear ROC runs) occur."""
+  """Overlapping genuine/impostor scores, rounded so that many ties and collinear ROC runs occur."""
   rng = np.random.default_rng(seed)
   g = np.round(rng.normal(0.5, 0.2, n_gen), decimals)
   i = np.round(rng.normal(0.1, 0.2, n_imp), decimals)
@@ -230,6 +230,7 @@ def test_verification_report_flags_unresolved_fars():
   assert rep["threshold_at_far"][1e-3] > i.max()
   assert rep["actual_far"][1e-2] == pytest.approx(5 / 500)
   assert 0.9 < rep["auc"] <= 1.0 and 0.0 <= rep["eer"] < 0.2
+  assert rep["tar@far=1e-2"] == rep["tar_at_far"][1e-2]  # flat scalar for metric loggers
   rep_roc = V.verification_report(g, i, fars=(1e-2,), method="roc")
   assert rep_roc["tar_at_far"][1e-2] == _insightface_tars(g, i, [1e-2])[0]
 

@@ -163,8 +163,23 @@ def _check_target(target: PyTree, params0: PyTree) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class _RunOutput:
+  variables: PyTree
+  loss_history: np.ndarray
+  matching_history: np.ndarray
+  final_total: float
+  final_matching: float
+  final_outputs: dict[str, np.ndarray]
+  timing: dict[str, float]
+
+
 class _Runner:
-  """Minimises ``objective(variables, aux) -> (total, matching)`` in jitted chunks of ``lax.scan`` steps.
+  """Minimises ``objective(variables, aux) -> (total, outputs)`` in jitted chunks of ``lax.scan`` steps.
+
+  ``outputs`` is a dict with at least ``"matching"`` (recorded every iteration); the whole dict is returned once,
+  at the final variables (e.g. the upsampled images, the class embeddings used), so that nothing has to be
+  recompiled after the run.
 
   Arrays that the objective reads (global params, target, labels) travel in ``aux`` as jit *arguments*, never as
   closure constants, so a 34M-parameter model is not baked into the compiled program. One runner compiles once and
@@ -177,23 +192,24 @@ class _Runner:
     self._tx = tx
     self._project = project
     self._chunk_fn = jax.jit(self._chunk, static_argnames=("length",))
-    self.evaluate = jax.jit(objective)
 
   def _chunk(self, variables, opt_state, aux, length: int):
     def body(carry, _):
       v, s = carry
-      (total, matching), grads = jax.value_and_grad(self._objective, has_aux=True)(v, aux)
+      (total, outputs), grads = jax.value_and_grad(self._objective, has_aux=True)(v, aux)
       updates, s = self._tx.update(grads, s, v)
       v = optax.apply_updates(v, updates)
       if self._project is not None:
         v = self._project(v)
-      return (v, s), (total, matching)
+      return (v, s), (total, outputs["matching"])
 
     (variables, opt_state), (totals, matchings) = jax.lax.scan(body, (variables, opt_state), None, length=length)
-    return variables, opt_state, totals, matchings
+    # The objective at the chunk's final variables, in the same program: a separate jitted evaluation would cost a
+    # second compilation (seconds on CPU) for a value needed only once per run.
+    return variables, opt_state, totals, matchings, self._objective(variables, aux)
 
   def run(self, variables: PyTree, aux: PyTree, iterations: int, chunk: int = 10, progress: bool = True,
-          desc: str = "inversion") -> tuple[PyTree, np.ndarray, np.ndarray, dict[str, float]]:
+          desc: str = "inversion") -> "_RunOutput":
     if iterations < 1:
       raise ValueError(f"iterations must be >= 1, got {iterations}")
     chunk = max(1, min(int(chunk), iterations))
@@ -205,7 +221,7 @@ class _Runner:
     with tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
       while done < iterations:
         length = min(chunk, iterations - done)
-        variables, opt_state, tot, mat = self._chunk_fn(variables, opt_state, aux, length=length)
+        variables, opt_state, tot, mat, final = self._chunk_fn(variables, opt_state, aux, length=length)
         tot = np.asarray(tot)  # blocks: the timing below is real
         totals.append(tot)
         matchings.append(np.asarray(mat))
@@ -225,7 +241,10 @@ class _Runner:
     if not np.all(np.isfinite(loss_history)):
       logging.warning("%s: %d of %d iterations had a non-finite loss", desc,
                       int(np.sum(~np.isfinite(loss_history))), iterations)
-    return variables, loss_history, np.concatenate(matchings), timing
+    final_total, final_outputs = final
+    final_outputs = jax.tree.map(np.asarray, final_outputs)
+    return _RunOutput(variables, loss_history, np.concatenate(matchings), float(final_total),
+                      float(final_outputs["matching"]), final_outputs, timing)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -302,14 +321,14 @@ def invert_paper_faithful(apply_fn: ApplyFn, params0: PyTree, target: PyTree, la
     return cross_entropy_onehot(apply_fn(params, x), y)
 
   def objective(z, aux):
-    x01 = upsample(z, sf, method)
-    y = aux["labels"]
+    dummy = upsample(z, sf, method)
+    x01, y = dummy, aux["labels"]
     if "known_images" in aux:
-      x01 = jnp.concatenate([aux["known_images"], x01], axis=0)
+      x01 = jnp.concatenate([aux["known_images"], dummy], axis=0)
       y = jnp.concatenate([aux["known_labels"], y], axis=0)
     g = unroll.unrolled_pseudograd(client_loss, aux["params0"], (input_transform(x01), y), eta, tau, remat=remat)
     m = matching_fn(g, aux["target"])
-    return m, m
+    return m, {"matching": m, "images": dummy}
 
   aux = {"params0": params0, "target": target, "labels": labels_onehot}
   if known_images is not None:
@@ -320,14 +339,13 @@ def invert_paper_faithful(apply_fn: ApplyFn, params0: PyTree, target: PyTree, la
   z0 = jax.random.uniform(key, shape, jnp.float32)  # np.random.rand in [C]
   tx = optax.adam(_cosine_schedule(c.lr, c.lr_min, c.iterations, c.scheduler_offset))
   runner = _Runner(objective, tx)
-  z, hist, mhist, timing = runner.run(z0, aux, c.iterations, c.chunk, progress, desc="paper-faithful")
-  final, _ = runner.evaluate(z, aux)
-  z = np.asarray(z)
+  out = runner.run(z0, aux, c.iterations, c.chunk, progress, desc="paper-faithful")
+  z = np.asarray(out.variables)
   latent_clipped = np.clip(z, 0.0, 1.0)
   return InversionResult(
-      images=np.clip(np.asarray(upsample(jnp.asarray(z), sf, method)), 0.0, 1.0),
-      latent=z, loss_history=hist, matching_history=mhist, final_loss=float(final), final_matching=float(final),
-      timing=timing,
+      images=np.clip(out.final_outputs["images"], 0.0, 1.0),
+      latent=z, loss_history=out.loss_history, matching_history=out.matching_history, final_loss=out.final_total,
+      final_matching=out.final_matching, timing=out.timing,
       extras={"reference_eval": nearest_upsample(latent_clipped, sf), "latent_clipped": latent_clipped,
               "resize_method": method})
 
@@ -406,7 +424,7 @@ def invert_inverting_gradients(apply_fn: ApplyFn, params0: PyTree, target: PyTre
                                    remat=remat)
     m = matching_fn(g, aux["target"])
     total = m + tv_weight * objectives.total_variation(x01) if tv_weight else m
-    return total, m
+    return total, {"matching": m}
 
   parts = [_sign_gradients()] if c.signed else []
   tx = optax.chain(*parts, optax.adam(_ig_schedule(c.lr, c.iterations, c.lr_decay)))
@@ -420,19 +438,18 @@ def invert_inverting_gradients(apply_fn: ApplyFn, params0: PyTree, target: PyTre
     x0 = _init_images(k, shape, c.init, c.init_std)
     if c.boxed:
       x0 = jnp.clip(x0, 0.0, 1.0)
-    x, hist, mhist, timing = runner.run(x0, aux, c.iterations, c.chunk, progress, desc=f"IG restart {r}")
-    total, matching = runner.evaluate(x, aux)
-    runs.append((float(matching), float(total), x, hist, mhist, timing))
-  scores = np.array([r[0] for r in runs])
-  finite = np.where(np.isfinite(scores), scores, np.inf)
-  best = int(np.argmin(finite))
-  matching, total, x, hist, mhist, timing = runs[best]
-  timing = dict(timing, total_s=sum(r[5]["total_s"] for r in runs))
-  x = np.asarray(x)
+    runs.append(runner.run(x0, aux, c.iterations, c.chunk, progress, desc=f"IG restart {r}"))
+  # IG scores a restart by its matching loss alone (no TV), at the final images.
+  scores = np.array([r.final_matching for r in runs])
+  best = int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))
+  out = runs[best]
+  x = np.asarray(out.variables)
   return InversionResult(
-      images=np.clip(x, 0.0, 1.0), latent=x, loss_history=hist, matching_history=mhist, final_loss=total,
-      final_matching=matching, timing=timing,
-      extras={"restart_scores": scores, "best_restart": best, "restart_loss_histories": [r[3] for r in runs]})
+      images=np.clip(x, 0.0, 1.0), latent=x, loss_history=out.loss_history, matching_history=out.matching_history,
+      final_loss=out.final_total, final_matching=out.final_matching,
+      timing=dict(out.timing, total_s=sum(r.timing["total_s"] for r in runs)),
+      extras={"restart_scores": scores, "best_restart": best,
+              "restart_loss_histories": [r.loss_history for r in runs]})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -539,7 +556,7 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
                                    momentum=momentum)
     m = matching_fn(g, aux["target"])
     total = m + tv_weight * objectives.total_variation(x01) if tv_weight else m
-    return total, m
+    return total, {"matching": m, "images": x01, "class_embeddings": _normalise(w)}
 
   key = jax.random.PRNGKey(c.seed) if key is None else key
   z0 = _init_images(key, shape, c.init, c.init_std)
@@ -562,16 +579,14 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
   if c.boxed:
     project = lambda v: dict(v, z=jnp.clip(v["z"], 0.0, 1.0))
   runner = _Runner(objective, tx, project)
-  variables, hist, mhist, timing = runner.run(variables, aux, c.iterations, c.chunk, progress,
-                                              desc=f"FedFace ({mode})")
-  total, matching = runner.evaluate(variables, aux)
-  z = variables["z"]
-  x01 = upsample(z, sf, method)
-  final_ce = jax.jit(current_class_embeddings)(variables, aux, input_transform(x01))
+  out = runner.run(variables, aux, c.iterations, c.chunk, progress, desc=f"FedFace ({mode})")
   return InversionResult(
-      images=np.clip(np.asarray(x01), 0.0, 1.0), latent=np.asarray(z), loss_history=hist,
-      matching_history=mhist, final_loss=float(total), final_matching=float(matching), timing=timing,
-      extras={"class_embeddings": np.asarray(_normalise(final_ce)), "victim_index": np.repeat(np.arange(v_count), n),
+      images=np.clip(out.final_outputs["images"], 0.0, 1.0), latent=np.asarray(out.variables["z"]),
+      loss_history=out.loss_history,
+      matching_history=out.matching_history, final_loss=out.final_total, final_matching=out.final_matching,
+      timing=out.timing,
+      extras={"class_embeddings": out.final_outputs["class_embeddings"],
+              "victim_index": np.repeat(np.arange(v_count), n),
               "class_embedding_mode": mode})
 
 

@@ -13,6 +13,8 @@ Differences from the PyTorch original, on purpose:
 - The input is used as given (images in [0, 1], no normalisation), as in the reference.
 """
 
+import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -64,10 +66,29 @@ class LeNet5(nn.Module):
     return nn.Dense(self.num_classes, use_bias=False, kernel_init=kinit, name="fc2")(x)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _uniform_pm1(key: jax.Array, size: int) -> jax.Array:
+  return jax.random.uniform(key, (size,), jnp.float32, -1.0, 1.0)
+
+
 def init_lenet(key: jax.Array, image_size: int | tuple[int, int] = 128, num_classes: int = 1000,
                ) -> tuple[LeNet5, Any]:
-  """Builds the module and its params for ``image_size`` inputs (the fc1 width depends on it)."""
+  """Builds the module and PyTorch-default params for ``image_size`` inputs (the fc1 width depends on it).
+
+  Same distribution as ``model.init`` (every leaf U(+-1/sqrt(fan_in)) of its layer), but drawn as ONE uniform
+  vector that is sliced and scaled per leaf: compiling a threefry draw per initializer costs ~2 s each on CPU,
+  which dominated small attack runs. (Different numbers than ``model.init`` for the same key.)
+  """
   h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
   model = LeNet5(num_classes=num_classes)
-  params = model.init(key, jnp.zeros((1, h, w, 3), jnp.float32))["params"]
+  shapes = jax.eval_shape(model.init, key, jnp.zeros((1, h, w, 3), jnp.float32))["params"]
+  layer_fan_in = {name: math.prod(layer["kernel"].shape[:-1]) for name, layer in shapes.items()}
+  leaves = [(name, leaf, s) for name, layer in shapes.items() for leaf, s in layer.items()]
+  sizes = [math.prod(s.shape) for _, _, s in leaves]
+  flat = _uniform_pm1(key, sum(sizes))
+  params, offset = {}, 0
+  for (name, leaf, s), size in zip(leaves, sizes):
+    bound = 1.0 / math.sqrt(layer_fan_in[name])
+    params.setdefault(name, {})[leaf] = (flat[offset:offset + size] * bound).reshape(s.shape)
+    offset += size
   return model, params

@@ -10,8 +10,9 @@ module pins that down once:
   this package) read exactly the same definition.
 * `BenchCNN`: a small CNN family that is trivially re-implemented in Haiku and PyTorch:
   conv3x3(c1)-ReLU-avgpool2 -> conv3x3(c2)-ReLU-avgpool2 -> conv3x3(c3)-ReLU-global-avg-pool
-  -> Dense(embedding_dim, no bias) -> L2-normalise. Convs use SAME padding and a bias; every
-  kernel is initialised with LeCun-normal (truncated normal, fan-in), biases with zeros.
+  -> Dense(embedding_dim, no bias) -> L2-normalise. Convs use SAME padding and a bias. Every
+  framework starts from the same numbers: `init_flat_params` draws LeCun-normal kernels (the
+  flax/Haiku default: truncated normal, fan-in) and zero biases with NumPy only.
 * The FedFace client objective: positive-only loss mean(max(0, 0.9 - cos(e, w_c))^2) against the
   client's fixed class embedding w_c, plain SGD, `local_steps` steps. Step s uses the images
   `(s * batch_size + arange(batch_size)) % images_per_client` (cyclic, no shuffling: identical to
@@ -67,7 +68,7 @@ class Workload:
     model: one of `BENCH_MODELS`.
     embedding_dim: size D of the embeddings and class embeddings.
     lr: client SGD learning rate.
-    seed: seed of the synthetic data and of the model initialisation.
+    seed: seed of the synthetic data and of the model initialisation (`init_flat_params`).
   """
   num_clients: int = 64
   images_per_client: int = 8
@@ -237,12 +238,63 @@ def workload_model(workload: Workload) -> BenchCNN:
   return create_bench_model(workload.model, workload.embedding_dim)
 
 
+def _uniform_open(bits: np.random.PCG64, n: int) -> np.ndarray:
+  """n float64 uniforms in (0, 1) from the raw stream: ((raw >> 11) + 0.5) * 2**-53."""
+  raw = bits.random_raw(n)
+  return ((raw >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def truncated_normal_np(bits: np.random.PCG64, n: int) -> np.ndarray:
+  """n standard normals truncated to [-2, 2], from the raw stream only.
+
+  Box-Muller on successive pairs (u1, u2) gives (r cos(2 pi u2), r sin(2 pi u2)), r =
+  sqrt(-2 ln u1); values are taken in that order and those with |z| > 2 are dropped.
+  """
+  out = np.empty((0,), np.float64)
+  while out.size < n:
+    pairs = (n - out.size) // 2 + 64
+    u = _uniform_open(bits, 2 * pairs).reshape(pairs, 2)
+    r = np.sqrt(-2.0 * np.log(u[:, 0]))
+    z = np.stack([r * np.cos(2.0 * np.pi * u[:, 1]), r * np.sin(2.0 * np.pi * u[:, 1])], 1)
+    z = z.reshape(-1)
+    out = np.concatenate([out, z[np.abs(z) <= 2.0]])
+  return out[:n]
+
+
+def param_shapes(workload: Workload) -> dict[str, tuple[int, ...]]:
+  """{PARAM_NAMES[i]: shape} of the workload's model."""
+  c1, c2, c3 = workload.channels
+  return {"conv1/kernel": (3, 3, 3, c1), "conv1/bias": (c1,),
+          "conv2/kernel": (3, 3, c1, c2), "conv2/bias": (c2,),
+          "conv3/kernel": (3, 3, c2, c3), "conv3/bias": (c3,),
+          "embed/kernel": (c3, workload.embedding_dim)}
+
+
+def init_flat_params(workload: Workload) -> dict[str, np.ndarray]:
+  """Framework-neutral initial params (what every framework starts from).
+
+  Kernels: LeCun normal as flax/Haiku define it, i.e. N(0, 1) truncated to [-2, 2] times
+  sqrt(1 / fan_in) / 0.87962566103423978 (fan_in = prod of all but the last kernel dim), drawn
+  by `truncated_normal_np` from `PCG64(SeedSequence([seed, i]))` for the i-th name of
+  `PARAM_NAMES`; biases are zero. NumPy only (a stable stream), so the peers reproduce it
+  exactly, and no PRNG kernel has to be compiled.
+  """
+  flat = {}
+  for i, (name, shape) in enumerate(param_shapes(workload).items()):
+    if name.endswith("/bias"):
+      flat[name] = np.zeros(shape, np.float32)
+      continue
+    fan_in = int(np.prod(shape[:-1]))
+    stddev = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    bits = np.random.PCG64(np.random.SeedSequence([workload.seed, i]))
+    z = truncated_normal_np(bits, int(np.prod(shape)))
+    flat[name] = (z * stddev).astype(np.float32).reshape(shape)
+  return flat
+
+
 def init_params(workload: Workload) -> Params:
-  """Initial server params, from `PRNGKey(workload.seed)`."""
-  h, w = workload.image_size
-  x = jnp.zeros((1, h, w, 3), jnp.float32)
-  init = jax.jit(workload_model(workload).init)
-  return init(jax.random.PRNGKey(workload.seed), x)["params"]
+  """Initial server params as a flax params tree (see `init_flat_params`)."""
+  return flat_to_params(init_flat_params(workload))
 
 
 def count_params(params: Params) -> int:

@@ -1,1 +1,124 @@
-"""data concern of fedface_jax."""
+"""The data concern: faces in, `FaceArrays` out.
+
+`load_faces(data_config)` is the one entry point the rest of the code uses. Whatever the source
+(procedural `synthetic_faces` or a real `image_folder` tree), it
+  1. prepares a TFDS dataset to ArrayRecord (once; no TensorFlow, no network),
+  2. reads it back with `tfds.data_source` into a decoded, memory-mapped uint8 cache (once),
+  3. returns `FaceArrays` over that memmap.
+`split_identities` then cuts it into disjoint pretrain / federated / evaluation identities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ml_collections as mlc
+
+from fedface_jax.data.faces import FaceArrays
+from fedface_jax.data.splits import SPLITS, SplitPlan, plan_split, split_identities
+
+__all__ = [
+    "FaceArrays", "SPLITS", "SplitPlan", "DATASET_NAMES", "default_data_config",
+    "default_split_config", "load_faces", "load_faces_with_info", "plan_split", "split_identities",
+]
+
+DATASET_NAMES = ("synthetic_faces", "image_folder")
+DEFAULT_DATA_DIR = "~/.cache/fedface_jax"
+
+
+def default_data_config() -> mlc.ConfigDict:
+  """Synthetic faces at 64x64: runs anywhere, no download."""
+  c = mlc.ConfigDict()
+  c.name = "synthetic_faces"
+  c.root = ""  # image_folder only: <root>/<identity>/<image>.
+  c.num_identities = 1000  # synthetic_faces only.
+  c.images_per_identity = 20  # synthetic_faces only.
+  c.image_size = (64, 64)  # (H, W).
+  c.seed = 0  # synthetic_faces: renderer seed.
+  c.difficulty = 1.0  # synthetic_faces: nuisance strength.
+  c.data_dir = DEFAULT_DATA_DIR  # TFDS datasets and decoded caches.
+  c.progress = True  # tqdm bar while building the cache.
+  return c
+
+
+def default_split_config() -> mlc.ConfigDict:
+  """Identity split sizes: ints = counts, floats = fractions, -1 = the rest."""
+  c = mlc.ConfigDict()
+  c.pretrain = 0.5
+  c.federated = 0.3
+  c.evaluation = -1
+  c.min_images_per_identity = 2
+  c.seed = 0
+  return c
+
+
+def _image_size(data_config) -> tuple[int, int]:
+  size = data_config.image_size
+  if isinstance(size, int):
+    return size, size
+  h, w = (int(s) for s in size)
+  return h, w
+
+
+def load_faces(data_config: mlc.ConfigDict) -> FaceArrays:
+  """Faces described by `data_config` (see `default_data_config`), built and cached on first use.
+
+  Raises:
+    ValueError: unknown `name`, or invalid settings.
+    FileNotFoundError: `image_folder` root missing.
+  """
+  return load_faces_with_info(data_config)[0]
+
+
+def load_faces_with_info(data_config: mlc.ConfigDict):
+  """`load_faces`, plus the cache's `CacheInfo` (path, built or reused, meta with skip stats)."""
+  # Imported here: TFDS costs ~1 s to import, and most users of this package only need FaceArrays.
+  from fedface_jax.data import cache  # pylint: disable=g-import-not-at-top
+  from fedface_jax.data import image_folder  # pylint: disable=g-import-not-at-top
+  from fedface_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
+
+  name = data_config.get("name", None)
+  if name not in DATASET_NAMES:
+    raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+  data_dir = os.path.expanduser(data_config.get("data_dir", None) or DEFAULT_DATA_DIR)
+  h, w = _image_size(data_config)
+  progress = bool(data_config.get("progress", True))
+  if name == "synthetic_faces":
+    config = tfds_builders.SyntheticFacesConfig(
+        num_identities=int(data_config.num_identities),
+        images_per_identity=int(data_config.images_per_identity), image_height=h, image_width=w,
+        seed=int(data_config.seed), difficulty=float(data_config.difficulty))
+    builder_cls = tfds_builders.SyntheticFaces
+    fingerprint = None
+  else:
+    root = data_config.get("root", None)
+    if not root:
+      raise ValueError("data_config.root must name the <root>/<identity>/<image> folder")
+    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w)
+    builder_cls = tfds_builders.ImageFolderFaces
+    fingerprint = image_folder.folder_fingerprint(config.root)  # Also: clear error if root is bad.
+
+  expected = {
+      "builder": builder_cls.name,
+      "builder_version": str(builder_cls.VERSION),
+      "config_name": config.name,
+      "config": config.to_dict(),
+      "source_fingerprint": fingerprint,
+  }
+
+  def make_source():
+    builder = tfds_builders.prepare(config, data_dir)
+    if fingerprint and builder.info.metadata.get("fingerprint") != fingerprint:
+      logging.warning("%s changed since its TFDS dataset was prepared; rebuilding it", config.root)
+      builder = tfds_builders.prepare(config, data_dir, force=True)
+    skip_stats = dict(builder.info.metadata.get("stats", {}))
+    return tfds_builders.data_source(config, data_dir), {"skip_stats": skip_stats}
+
+  faces, info = cache.load_or_build(data_dir, config.name, expected, make_source, progress=progress)
+  stats = info.meta.get("skip_stats", {})
+  logging.info("loaded %s: %d images of %d identities at %dx%d from %s%s", config.name,
+               faces.num_images, faces.num_identities, h, w, info.path,
+               f" (skipped {stats.get('num_corrupt_skipped', 0)} unreadable files, dropped "
+               f"{stats.get('num_empty_identities_dropped', 0)} empty identities)" if stats else "")
+  return faces, info

@@ -1,9 +1,10 @@
 """`FaceArrays`: the one container every concern uses for labelled face images.
 
-Face recognition splits data by *identity*, not by image (pretrain / federated / evaluation identities are
-disjoint), so the container is organised around identities: dense labels `0..num_identities-1` and the
-matching names. Images are usually a read-only `np.memmap` over the decoded cache; the helpers here return
-index arrays so that callers can gather only what they need instead of copying the whole map.
+Face recognition splits data by *identity*, not by image (pretrain / federated / evaluation
+identities are disjoint), so the container is organised around identities: dense labels
+`0..num_identities-1` and the matching names. Images are usually a read-only `np.memmap` over the
+decoded cache; the helpers here return index arrays so that callers can gather only what they need
+instead of copying the whole map.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class FaceArrays:
     object.__setattr__(self, "labels", labels)
     object.__setattr__(self, "identity_names", tuple(str(n) for n in self.identity_names))
     if labels.size and (labels.min() < 0 or labels.max() >= len(self.identity_names)):
-      raise ValueError(
-          f"labels must lie in [0, {len(self.identity_names)}), got [{labels.min()}, {labels.max()}]")
+      raise ValueError(f"labels must lie in [0, {len(self.identity_names)}), "
+                       f"got [{labels.min()}, {labels.max()}]")
 
   @property
   def num_identities(self) -> int:
@@ -72,8 +73,8 @@ class FaceArrays:
   def subset(self, identity_indices: Sequence[int] | np.ndarray) -> FaceArrays:
     """The images of the given identities, relabelled densely in the given order.
 
-    Image order is kept (ascending index in `self`). When the selected images form one contiguous run,
-    the result is a slice, i.e. a view that shares the memmap; otherwise it is a fancy-indexing copy.
+    Image order is kept (ascending index in `self`). When the selected images form one contiguous
+    run, the result is a slice, i.e. a view that shares the memmap; otherwise a fancy-indexing copy.
 
     Args:
       identity_indices: distinct indices into `identity_names`.

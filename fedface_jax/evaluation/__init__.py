@@ -7,6 +7,7 @@ imported only when a figure is written.
 """
 
 from fedface_jax.evaluation.api import evaluate_embeddings
+from fedface_jax.evaluation.api import evaluate_lfw  # images -> report; see protocols for features
 from fedface_jax.evaluation.api import evaluate_verification
 from fedface_jax.evaluation.api import format_results_table
 from fedface_jax.evaluation.embeddings import compute_embeddings
@@ -16,7 +17,6 @@ from fedface_jax.evaluation.pairs import pair_scores
 from fedface_jax.evaluation.protocols import evaluate_ijb
 from fedface_jax.evaluation.protocols import evaluate_ijba
 from fedface_jax.evaluation.protocols import evaluate_ijbc_vanilla
-from fedface_jax.evaluation.protocols import evaluate_lfw
 from fedface_jax.evaluation.protocols import read_ijb_protocol
 from fedface_jax.evaluation.protocols import read_ijba_split
 from fedface_jax.evaluation.protocols import read_lfw_pairs

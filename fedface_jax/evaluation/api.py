@@ -20,6 +20,7 @@ import numpy as np
 
 from fedface_jax.evaluation import embeddings as embeddings_lib
 from fedface_jax.evaluation import pairs as pairs_lib
+from fedface_jax.evaluation import protocols
 from fedface_jax.evaluation import verification
 
 DEFAULT_NUM_IMPOSTOR_PAIRS = 1_000_000
@@ -95,9 +96,10 @@ def evaluate_embeddings(embeddings: Any, labels: Any, *,
     s = pairs_lib.pair_scores(emb, a, b)
     genuine, impostor = s[same], s[~same]
     pair_mode = "sampled"
-  report = verification.verification_report(genuine, impostor, fars, method)
+  scores = verification.SortedScores(genuine, impostor)  # one sort for all metrics
+  report = verification.verification_report(scores, fars=fars, method=method)
   kf = _balanced_kfold(genuine, impostor, kfold_pairs_per_class, seed)
-  fpr, tpr, _ = verification.roc_curve_points(genuine, impostor)
+  fpr, tpr, _ = scores.roc()
   roc_f, roc_t = _roc_for_json(fpr, tpr)
   report.update(
       name=name, num_images=int(lab.size), num_identities=int(np.unique(lab).size),
@@ -164,6 +166,75 @@ def evaluate_verification(embed_fn: Callable[[Any], Any], faces: Any, *, flip: b
       exhaustive_impostor_limit=exhaustive_impostor_limit, seed=seed, fars=fars,
       method=method, kfold_pairs_per_class=kfold_pairs_per_class, out_dir=out_dir, name=name,
       extra={"flip": flip, "embed_seconds": t_embed})
+
+
+def _load_lfw_images(root: str, paths: Sequence[str], image_size: tuple[int, int] | None
+                     ) -> np.ndarray:
+  """Decodes LFW images (RGB uint8), resizing to `image_size` (H, W) when they differ.
+
+  LFW must already be aligned/cropped like the training faces (e.g. the common 112x112 aligned
+  release); resizing only adapts the resolution, it does not align.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out, missing, resized = [], [], 0
+  for rel in paths:
+    path = os.path.join(root, rel)
+    if not os.path.isfile(path):  # aligned releases often re-encode as .png (or .jpg)
+      stem = os.path.splitext(path)[0]
+      path = next((stem + e for e in (".png", ".jpg", ".jpeg") if os.path.isfile(stem + e)),
+                  None)
+      if path is None:
+        missing.append(rel)
+        continue
+    with Image.open(path) as im:
+      im = im.convert("RGB")
+      if image_size is not None and im.size != (image_size[1], image_size[0]):
+        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+        resized += 1
+      out.append(np.asarray(im, np.uint8))
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} LFW images not found under {root}, "
+                            f"e.g. {missing[:3]}")
+  if resized:
+    logging.warning("resized %d of %d LFW images to %s", resized, len(paths), image_size)
+  return np.stack(out)
+
+
+def evaluate_lfw(embed_fn: Callable[[Any], Any], pairs_path: str, lfw_root: str, *,
+                 image_size: tuple[int, int] | None = None, flip: bool = False,
+                 batch_size: int = 256, fars: Sequence[float] = protocols.LFW_FARS,
+                 kfold_method: str = "facepy", out_dir: str | None = None,
+                 name: str = "lfw") -> dict[str, Any]:
+  """LFW 1:1 protocol end to end: pairs.txt -> images -> embeddings -> 10-fold accuracy.
+
+  Args:
+    embed_fn: jitted ``float_images -> [B, D]``.
+    pairs_path: LFW ``pairs.txt``.
+    lfw_root: folder holding ``name/name_0001.jpg`` (aligned crops; ``.png`` also found).
+    image_size: (H, W) the model expects; images of another size are resized (with a warning).
+    flip: flip test (FedFace's lfw.py uses none; insightface sums both).
+    batch_size: embedding batch size.
+    fars: TAR@FAR targets over all 6,000 pairs (3,000 impostors).
+    kfold_method: ``"facepy"`` (FedFace) or ``"insightface"`` thresholding.
+    out_dir: when set, writes ``<name>.json``.
+    name: output name.
+
+  Returns:
+    `protocols.evaluate_lfw`'s report (``accuracy``, ``accuracy_std``, ``kfold``, TAR@FAR, ...).
+  """
+  pairs = protocols.read_lfw_pairs(pairs_path)
+  paths = sorted({p for a, b, _, _ in pairs for p in (a, b)})
+  images = _load_lfw_images(lfw_root, paths, image_size)
+  emb = embeddings_lib.compute_embeddings(embed_fn, images, batch_size=batch_size, flip=flip,
+                                          mode="sum", desc=name)
+  report = protocols.evaluate_lfw(dict(zip(paths, emb)), pairs, fars=fars,
+                                  kfold_method=kfold_method)
+  report.update(name=name, flip=flip, num_images=len(paths))
+  if out_dir is not None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+      json.dump(_json_ready(report), f, indent=1)
+  return report
 
 
 def _lookup_far(d: Mapping[Any, Any], far: float) -> Any:

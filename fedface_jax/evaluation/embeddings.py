@@ -70,8 +70,8 @@ def compute_embeddings(embed_fn: Callable[[Any], Any], images_u8: Any, batch_siz
   show = num_batches >= _PROGRESS_MIN_BATCHES if progress is None else progress
   bar = None
   if show:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=n, desc=desc, unit="img", dynamic_ncols=True)
+    from fedface_jax import progress as progress_lib  # pylint: disable=g-import-not-at-top
+    bar = progress_lib.progress(n, desc, unit="img")
 
   def dispatch(start: int) -> tuple[int, Any, Any]:
     batch = np.asarray(images[start:start + batch_size])

@@ -63,7 +63,10 @@ def save_roc_png(curves: Mapping[str, tuple[Any, Any]], path: str,
     if pos.size:
       smallest = min(smallest, float(pos.min()))
     ax.step(np.maximum(f, 1e-12), t, where="post", label=name, linewidth=1.3)
-  left = min_far if min_far is not None else max(smallest, 1e-8)
+  if min_far is not None:
+    left = min_far
+  else:  # show the marked FARs even when a curve reaches TAR=1 at FAR=0 (no positive FAR).
+    left = max(min([smallest, 1e-2, *fars_marked]), 1e-8)
   for far in fars_marked:
     if far >= left:
       ax.axvline(far, color="gray", linestyle=":", linewidth=0.8)

@@ -93,7 +93,8 @@ def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict[str, A
   image_shape = tuple(int(d) for d in image_shape)
   if len(image_shape) != 3:
     raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
-  return model.init(rng, jnp.zeros((1,) + image_shape, jnp.float32))
+  # One jitted computation: eager init would dispatch (and compile) every op of a deep net one by one.
+  return jax.jit(model.init)(rng, jnp.zeros((1,) + image_shape, jnp.float32))
 
 
 def init_params(model: nn.Module, rng: jax.Array, image_shape) -> Any:

@@ -75,8 +75,9 @@ class ResNetSmall(nn.Module):
   embedding_dim: int = 512
   widths: Sequence[int] = (16, 32, 64, 128)
   blocks: Sequence[int] = (1, 1, 1, 1)
-  strides: Sequence[int] = (2, 2, 2, 2)
+  strides: Sequence[int] = (1, 2, 2, 2)
   stem_width: int | None = None
+  stem_stride: int = 2
   norm: str = "group"
   pooling: str = "flatten"
   dtype: Dtype = jnp.float32
@@ -95,8 +96,8 @@ class ResNetSmall(nn.Module):
       raise ValueError("ResNetSmall is stateless by design; use norm='group', 'layer' or 'none'")
     x = x.astype(self.dtype)
     stem = self.stem_width or self.widths[0]
-    x = nn.Conv(stem, (3, 3), padding="SAME", use_bias=False, kernel_init=_CONV_INIT,
-                dtype=self.dtype, name="stem_conv")(x)
+    x = nn.Conv(stem, (3, 3), strides=self.stem_stride, padding="SAME", use_bias=False,
+                kernel_init=_CONV_INIT, dtype=self.dtype, name="stem_conv")(x)
     x = common.make_norm(self.norm, dtype=self.dtype, name="stem_norm")(x)
     x = nn.relu(x)
     for stage, (width, num_blocks, stride) in enumerate(zip(self.widths, self.blocks, self.strides)):

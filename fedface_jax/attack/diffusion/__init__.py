@@ -7,6 +7,9 @@ See ATTACK.md §4. Typical use:
   model, schedule = build_prior(config)
   out01 = ddrm_super_resolution(params, model.apply, recon01_16x16, scale=2, sigma_0=0.05,
                                 rng=key, schedule=schedule)
+
+`train_prior` names the submodule here (its function of the same name is
+`fedface_jax.attack.diffusion.train_prior.train_prior`).
 """
 
 from fedface_jax.attack.diffusion.ddpm import ddim_sample
@@ -22,5 +25,4 @@ from fedface_jax.attack.diffusion.train_prior import default_prior_config
 from fedface_jax.attack.diffusion.train_prior import load_or_train_prior
 from fedface_jax.attack.diffusion.train_prior import sample_prior
 from fedface_jax.attack.diffusion.train_prior import save_sample_grid
-from fedface_jax.attack.diffusion.train_prior import train_prior
 from fedface_jax.attack.diffusion.unet import UNet

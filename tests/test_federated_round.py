@@ -1,0 +1,159 @@
+"""The compiled FedFace round: device-count invariance, NaN exclusion, sampling, math."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import pytest
+
+from experiments import common
+from fedface_jax import losses
+from fedface_jax import models
+from fedface_jax import sharding as sh
+from fedface_jax.data.faces import FaceArrays
+from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import client_data
+
+
+def _faces(num_ids=12, per_id=5, size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  counts = np.full(num_ids, per_id)
+  counts[0] = 1            # a client with one photo: dropped with min_images=2
+  counts[1] = 3
+  labels = np.repeat(np.arange(num_ids), counts).astype(np.int32)
+  images = rng.integers(0, 256, (labels.size, size, size, 3), dtype=np.uint8)
+  return FaceArrays(images, labels, tuple(f"id{i}" for i in range(num_ids)))
+
+
+class TinyNet(nn.Module):
+  """Two convs: the engine is under test, not the backbone; compiles fast."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
+    x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
+    x = nn.Dense(16, use_bias=False)(x.mean((1, 2)))
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _model():
+  return TinyNet()
+
+
+def _cfg(method="fedface", **kw):
+  cfg = common.federated_section(
+      method=method, num_rounds=3, clients_per_round=8, embedding_dim=16,
+      local_steps=2, batch_size=3, clients_per_chunk=2, client_lr=0.05, **kw)
+  return alg_lib.apply_method(cfg)
+
+
+def _run(mesh, cfg, rounds=2, poison=()):
+  faces = _faces()
+  model = _model()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  state = algo.init(params0, jax.random.key(1))
+  all_metrics = []
+  for r in range(rounds):
+    state, metrics, _ = algo.apply(state, r, poison_clients=poison)
+    all_metrics.append(jax.device_get(metrics))
+  return jax.device_get(state), all_metrics, algo
+
+
+def test_sampling_is_deterministic_and_without_replacement():
+  a = client_data.sample_clients(3, 7, 100, 10)
+  b = client_data.sample_clients(3, 7, 100, 10)
+  c = client_data.sample_clients(3, 8, 100, 10)
+  np.testing.assert_array_equal(a, b)
+  assert len(set(a)) == 10 and not np.array_equal(a, c)
+  with pytest.raises(ValueError):
+    client_data.sample_clients(0, 0, 5, 6)
+
+
+def test_clients_with_too_few_images_are_dropped_and_counted():
+  clients = client_data.FederatedClients(_faces(), min_images=2, max_images=4)
+  assert clients.num_dropped == 1 and clients.num_clients == 11
+  data = clients.round_data(np.array([0, 1]))
+  np.testing.assert_array_equal(data.num_images, [3, 4])  # capped at max_images
+  assert not data.images[0, 3:].any()                      # padding slots are zero
+
+
+@pytest.mark.parametrize("method", ["fedface", "fedaws"])
+def test_one_vs_eight_devices_same_round(method):
+  cfg = _cfg(method)
+  devices = jax.devices()
+  assert len(devices) >= 8, "tests/conftest.py should force 8 CPU devices"
+  s1, m1, _ = _run(sh.make_mesh(1, 1, devices[:1]), cfg)
+  s8, m8, _ = _run(sh.make_mesh(4, 2, devices[:8]), cfg)
+  n = 11  # clients; the 2-shard table has one padding row more
+  s1["table"], s8["table"] = s1["table"][:n], s8["table"][:n]
+  for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
+  assert m1[-1]["clients_valid"] == m8[-1]["clients_valid"] == 8
+  # The round really moved the model and the class table.
+  assert float(m1[-1]["update_norm"]) > 0
+
+
+def test_nan_client_is_excluded_not_averaged():
+  cfg = _cfg()
+  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
+  ids_round0 = client_data.sample_clients(cfg.seed, 0, 11, cfg.clients_per_round)
+  bad = int(ids_round0[3])
+  s_bad, m_bad, _ = _run(mesh, cfg, rounds=1, poison=(bad,))
+  assert m_bad[0]["clients_excluded"] == 1 and m_bad[0]["clients_valid"] == 7
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(s_bad))
+  # Same as a round where that client simply had no weight.
+  s_ok, m_ok, _ = _run(mesh, cfg, rounds=1)
+  diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(s_bad["params"]), jax.tree.leaves(s_ok["params"])))
+  assert diff > 0  # excluding a client changes the average ...
+  assert m_ok[0]["images"] - m_bad[0]["images"] > 0  # ... by exactly its weight
+
+
+def test_fedavg_round_equals_weighted_mean_of_client_models():
+  """Server SGD(lr=1) on the weighted mean delta is plain FedAvg."""
+  cfg = _cfg("fedface_nosp")
+  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
+  faces = _faces()
+  model = _model()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  state = algo.init(params0, jax.random.key(1))
+  table0 = np.asarray(state["table"])
+  state1, _, ids = algo.apply(jax.tree.map(jnp.copy, state), 0)
+  # Re-run each client alone with the same update function and average by hand.
+  from fedface_jax.federated import client_update as cu  # pylint: disable=g-import-not-at-top
+  apply_fn = lambda p, x: model.apply({"params": p}, x)
+  upd = jax.jit(cu.make_client_update(apply_fn, cfg.client, algo.clients.max_images))
+  data = algo.clients.round_data(ids)
+  round_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 0)
+  total, weights = None, data.num_images.astype(np.float64)
+  for k, c in enumerate(ids):
+    delta, _, _ = upd(params0, table0[c], data.images[k], data.num_images[k],
+                      jax.random.fold_in(round_key, c))
+    contrib = jax.tree.map(lambda d: np.asarray(d, np.float64) * weights[k], delta)
+    total = contrib if total is None else jax.tree.map(np.add, total, contrib)
+  expected = jax.tree.map(lambda p, t: np.asarray(p) + t / weights.sum(), params0, total)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(state1["params"])):
+    np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_mean_feature_init_and_spreadout_lowers_loss():
+  cfg = _cfg("fedface", spread_weight=1.0, spread_steps=5)
+  mesh = sh.make_mesh(1, 2, jax.devices()[:2])
+  faces = _faces()
+  model = _model()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  state = algo.init(params0, jax.random.key(1))
+  table = np.asarray(state["table"])[:algo.clients.num_clients]
+  # Row c is the normalised mean feature of client c's own images.
+  imgs = algo.clients.client_images(4)
+  emb = np.asarray(model.apply({"params": params0}, models.preprocess(imgs)))
+  mean = emb.mean(0) / np.linalg.norm(emb.mean(0))
+  np.testing.assert_allclose(table[4], mean, rtol=1e-4, atol=1e-5)
+  before = float(losses.spreadout_loss(jnp.asarray(table)))
+  state, _, _ = algo.apply(state, 0)
+  after = float(losses.spreadout_loss(state["table"][:algo.clients.num_clients]))
+  assert after < before
