@@ -83,3 +83,18 @@ def test_invalid_arguments_raise(kwargs):
 
 def test_zero_images():
   assert synthetic_faces.render_identity_images(0, 0, (16, 16), seed=0).shape == (0, 16, 16, 3)
+
+
+def test_renderer_output_is_pinned():
+  """Per-image channel means of a few renders. If this fails, the renderer's output changed: bump
+  `synthetic_faces.RENDERER_VERSION` (so prepared datasets and caches are rebuilt) and update these
+  numbers. The tolerance absorbs float32 differences between CPUs / numpy builds."""
+  x = synthetic_faces.render_identity_images(0, 4, (32, 32), seed=0).astype(np.float64)
+  y = synthetic_faces.render_identity_images(7, 4, (32, 32), seed=3, difficulty=0.5)
+  assert synthetic_faces.RENDERER_VERSION == 1
+  np.testing.assert_allclose(x.mean(axis=(1, 2)), [
+      [198.21, 66.22, 183.45], [117.78, 138.83, 142.09], [136.3, 132.01, 114.3],
+      [135.66, 143.21, 115.22]], atol=0.5)
+  np.testing.assert_allclose(y.astype(np.float64).mean(axis=(1, 2)), [
+      [112.74, 92.62, 102.43], [146.91, 134.48, 91.75], [99.14, 108.02, 118.8],
+      [107.88, 77.46, 73.22]], atol=0.5)

@@ -53,8 +53,7 @@ def default_split_config() -> mlc.ConfigDict:
   return c
 
 
-def _image_size(data_config) -> tuple[int, int]:
-  size = data_config.image_size
+def _image_size(size) -> tuple[int, int]:
   if isinstance(size, int):
     return size, size
   h, w = (int(s) for s in size)
@@ -78,21 +77,31 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
   from fedface_jax.data import image_folder  # pylint: disable=g-import-not-at-top
   from fedface_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
 
-  name = data_config.get("name", None)
+  defaults = default_data_config()
+
+  def field(key):
+    # Works for ConfigDicts and plain dicts; missing fields take `default_data_config()`'s values.
+    if hasattr(data_config, "get"):
+      value = data_config.get(key, None)
+    else:
+      value = getattr(data_config, key, None)
+    return defaults[key] if value is None else value
+
+  name = field("name")
   if name not in DATASET_NAMES:
     raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-  data_dir = os.path.expanduser(data_config.get("data_dir", None) or DEFAULT_DATA_DIR)
-  h, w = _image_size(data_config)
-  progress = bool(data_config.get("progress", True))
+  data_dir = os.path.expanduser(field("data_dir"))
+  h, w = _image_size(field("image_size"))
+  progress = bool(field("progress"))
   if name == "synthetic_faces":
     config = tfds_builders.SyntheticFacesConfig(
-        num_identities=int(data_config.num_identities),
-        images_per_identity=int(data_config.images_per_identity), image_height=h, image_width=w,
-        seed=int(data_config.seed), difficulty=float(data_config.difficulty))
+        num_identities=int(field("num_identities")),
+        images_per_identity=int(field("images_per_identity")), image_height=h, image_width=w,
+        seed=int(field("seed")), difficulty=float(field("difficulty")))
     builder_cls = tfds_builders.SyntheticFaces
     fingerprint = None
   else:
-    root = data_config.get("root", None)
+    root = field("root")
     if not root:
       raise ValueError("data_config.root must name the <root>/<identity>/<image> folder")
     config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w)

@@ -29,6 +29,10 @@ import numpy as np
 
 from fedface_jax.data.faces import FaceArrays
 
+# Bump whenever the rendered bytes change: it is part of the TFDS config name, so stale prepared
+# datasets and caches are never reused (tests/test_data_synthetic.py pins a summary of the output).
+RENDERER_VERSION = 1
+
 # Domain tags keep the identity, image and background random streams apart.
 _IDENTITY_STREAM = 0x1D3A
 _IMAGE_STREAM = 0x1A6E

@@ -47,7 +47,7 @@ def _float_token(x: float) -> str:
 
 
 class SyntheticFacesConfig(tfds.core.BuilderConfig):
-  """Every setting of the procedural renderer; the name encodes all of them."""
+  """Every setting of the procedural renderer; the name encodes all of them (and its version)."""
 
   def __init__(self, *, num_identities: int, images_per_identity: int, image_height: int,
                image_width: int, seed: int, difficulty: float):
@@ -59,7 +59,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
     if seed < 0 or not np.isfinite(difficulty) or difficulty < 0:
       raise ValueError(f"need seed >= 0 and finite difficulty >= 0, got {seed}, {difficulty}")
     name = (f"n{num_identities}_k{images_per_identity}_{image_height}x{image_width}_s{seed}"
-            f"_d{_float_token(difficulty)}")
+            f"_d{_float_token(difficulty)}_r{synthetic_faces.RENDERER_VERSION}")
     super().__init__(
         name=name,
         description=(f"{num_identities} identities x {images_per_identity} images, "
@@ -74,7 +74,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   def to_dict(self) -> dict:
     return dict(num_identities=self.num_identities, images_per_identity=self.images_per_identity,
                 image_height=self.image_height, image_width=self.image_width, seed=self.seed,
-                difficulty=self.difficulty)
+                difficulty=self.difficulty, renderer_version=synthetic_faces.RENDERER_VERSION)
 
 
 def _features(height: int, width: int) -> tfds.features.FeaturesDict:

@@ -69,7 +69,8 @@ def ddim_step(params, apply_fn: ApplyFn, schedule: schedule_lib.Schedule, x_t: j
     eps = jnp.where(t >= 0, schedule_lib.predict_eps(schedule, x_t, t, x0), eps)
   a = schedule_lib.alpha_bar_at(schedule, t)
   a_next = schedule_lib.alpha_bar_at(schedule, t_next)
-  var = eta**2 * (1.0 - a_next) / (1.0 - a + 1e-12) * (1.0 - a / a_next)
+  # max(), not "+ 1e-12": XLA may reassociate 1 - a + 1e-12 into (1 + 1e-12) - a = 0 in float32.
+  var = eta**2 * (1.0 - a_next) / jnp.maximum(1.0 - a, 1e-12) * (1.0 - a / a_next)
   var = jnp.clip(var, 0.0, 1.0 - a_next)
   x_next = (jnp.sqrt(a_next) * x0 + jnp.sqrt(1.0 - a_next - var) * eps
             + jnp.sqrt(var) * jax.random.normal(rng, x_t.shape, x_t.dtype))

@@ -10,13 +10,14 @@ Workdir layout: `checkpoints/` (orbax steps), `prior_meta.json` (model config + 
 checked on resume/load so a stale prior is never silently reused), `samples.png` (DDIM samples).
 """
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -76,9 +77,26 @@ def default_prior_config(variant: str = "demo") -> mlc.ConfigDict:
   return c
 
 
+def _freeze(d) -> str:
+  """A hashable, order-independent key for (parts of) a config."""
+  return json.dumps(d, sort_keys=True, default=list)
+
+
+@functools.lru_cache(maxsize=16)
+def _build_prior_cached(key: str):
+  d = json.loads(key)
+  model = unet_lib.unet_from_config(mlc.ConfigDict(d["model"]))
+  return model, schedule_lib.schedule_from_config(mlc.ConfigDict(d["diffusion"]))
+
+
 def build_prior(config: mlc.ConfigDict) -> tuple[unet_lib.UNet, schedule_lib.Schedule]:
-  """The U-Net module and the schedule a config describes; `module.apply` is the enhancers' apply_fn."""
-  return unet_lib.unet_from_config(config.model), schedule_lib.schedule_from_config(config.diffusion)
+  """The U-Net module and the schedule a config describes; `module.apply` is the enhancers' apply_fn.
+
+  Memoised on the model/diffusion config, so repeated calls return the *same* module and the jitted
+  enhancers (which take `apply_fn` as a static argument, hashed by module identity) do not recompile.
+  """
+  return _build_prior_cached(_freeze(dict(model=config.model.to_dict(),
+                                          diffusion=config.diffusion.to_dict())))
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -131,41 +149,70 @@ def _check_meta(workdir: str, meta: dict) -> None:
 # ---------------------------------------------------------------------------------------- training
 
 
-def make_optimizer(train_config: mlc.ConfigDict) -> optax.GradientTransformation:
-  """Adam with linear warmup then cosine decay to end_lr_fraction·lr, after global-norm clipping."""
-  lr = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train_config.learning_rate,
-      warmup_steps=max(1, train_config.warmup_steps),
-      decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
-      end_value=train_config.learning_rate * train_config.end_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optax.adam(lr))
+def learning_rate_at(train_config: mlc.ConfigDict, step: int) -> float:
+  """Linear warmup to learning_rate, then cosine decay to end_lr_fraction·learning_rate.
+
+  Computed on the host and fed to the jitted step, so that the compiled step does not depend on
+  num_steps (changing the length of a run, e.g. to resume it longer, reuses the compilation).
+  """
+  peak = train_config.learning_rate
+  warmup = max(1, train_config.warmup_steps)
+  if step < warmup:
+    return peak * (step + 1) / warmup
+  decay = max(1, train_config.num_steps - warmup)
+  progress_frac = min(1.0, (step - warmup) / decay)
+  end = peak * train_config.end_lr_fraction
+  return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * progress_frac))
 
 
-def init_train_state(config: mlc.ConfigDict, rng: jax.Array) -> dict:
+def _optimizer(grad_clip: float) -> optax.GradientTransformation:
+  # Adam without its learning rate, which the step applies (see learning_rate_at).
+  return optax.chain(optax.clip_by_global_norm(grad_clip), optax.scale_by_adam())
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(key: str):
+  model, _ = _build_prior_cached(key)
+  return jax.jit(model.init)
+
+
+def init_train_state(config: mlc.ConfigDict, seed: int) -> dict:
   """{"step", "params", "ema_params", "opt_state"}: a plain pytree that orbax saves as is."""
-  model, _ = build_prior(config)
   s = config.image_size
-  # Jitted: eager init of a U-Net is op-by-op and many times slower on CPU.
-  params = jax.jit(model.init)(rng, jnp.zeros((1, s, s, 3)), jnp.zeros((1,), jnp.int32))["params"]
-  opt_state = make_optimizer(config.train).init(params)
+  init = _jitted_init(_freeze(dict(model=config.model.to_dict(),
+                                   diffusion=config.diffusion.to_dict())))
+  # An "rbg" key: with the default threefry, XLA's CPU compile of the ~100 param initialisers takes
+  # several times longer than the whole U-Net forward pass.
+  rng = jax.random.key(seed, impl="rbg")
+  params = init(rng, jnp.zeros((1, s, s, 3)), jnp.zeros((1,), jnp.int32))["params"]
+  opt_state = _optimizer(config.train.grad_clip).init(params)
   return dict(step=jnp.zeros((), jnp.int32), params=params,
               ema_params=jax.tree.map(jnp.copy, params), opt_state=opt_state)
 
 
 def make_train_step(config: mlc.ConfigDict):
-  """Returns jitted `train_step(state, images_u8, rng) -> (state, loss)`; images are [B, S, S, 3] uint8.
+  """Returns jitted `train_step(state, images_u8, rng, lr) -> (state, loss)`, images [B, S, S, 3] uint8.
 
   The step maps to [-1, 1], applies random horizontal flips (faces are roughly symmetric, so this
-  doubles the data for free), takes one Adam step on the ε-MSE and updates the EMA with the usual
-  warm-started decay min(decay, (1+step)/(10+step)) so short runs still get a useful EMA.
+  doubles the data for free), takes one Adam step of size `lr` on the ε-MSE and updates the EMA with
+  the usual warm-started decay min(decay, (1+step)/(10+step)) so short runs still get a useful EMA.
+  Memoised on the parts of the config it depends on.
   """
-  model, schedule = build_prior(config)
-  optimizer = make_optimizer(config.train)
-  use_dropout = config.model.get("dropout", 0.0) > 0
-  flip = config.train.get("random_flip", True)
-  ema_decay = config.train.ema_decay
+  tc = config.train
+  return _make_train_step_cached(_freeze(dict(
+      model=config.model.to_dict(), diffusion=config.diffusion.to_dict(),
+      grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, random_flip=tc.get("random_flip", True))))
 
-  def train_step(state, images_u8, rng):
+
+@functools.lru_cache(maxsize=16)
+def _make_train_step_cached(key: str):
+  d = json.loads(key)
+  model, schedule = _build_prior_cached(_freeze(dict(model=d["model"], diffusion=d["diffusion"])))
+  optimizer = _optimizer(d["grad_clip"])
+  use_dropout = d["model"].get("dropout", 0.0) > 0
+  flip, ema_decay = d["random_flip"], d["ema_decay"]
+
+  def train_step(state, images_u8, rng, lr):
     flip_rng, loss_rng, drop_rng = jax.random.split(rng, 3)
     x = images_u8.astype(jnp.float32) / 127.5 - 1.0
     if flip:
@@ -175,7 +222,7 @@ def make_train_step(config: mlc.ConfigDict):
                                             drop_rng if use_dropout else None)
     loss, grads = jax.value_and_grad(loss_fn)(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    params = jax.tree.map(lambda p, u: p - lr * u, state["params"], updates)
     step = state["step"]
     decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
@@ -221,7 +268,7 @@ def _wait(ckpt) -> None:
 
 
 def _abstract_state(config: mlc.ConfigDict) -> dict:
-  return jax.eval_shape(lambda: init_train_state(config, jax.random.key(0)))
+  return jax.eval_shape(lambda: init_train_state(config, 0))
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -274,7 +321,7 @@ def train_prior(config: mlc.ConfigDict, images_u8: np.ndarray, workdir: str):
     state = ckpt.restore(latest, _abstract_state(config))
     logging.info("prior: resumed from step %d in %s", latest, workdir)
   else:
-    state = init_train_state(config, jax.random.key(tc.seed))
+    state = init_train_state(config, tc.seed)
   start = int(state["step"])
   train_step = make_train_step(config)
   base_rng = jax.random.key(tc.seed + 1)
@@ -288,7 +335,8 @@ def train_prior(config: mlc.ConfigDict, images_u8: np.ndarray, workdir: str):
     bar.update(start)
     for step in range(start, tc.num_steps):
       idx = np.random.default_rng([tc.seed, step]).integers(0, n, size=batch)
-      state, loss = train_step(state, images[idx], jax.random.fold_in(base_rng, step))
+      state, loss = train_step(state, images[idx], jax.random.fold_in(base_rng, step),
+                               np.float32(learning_rate_at(tc, step)))
       losses.append(loss)
       bar.update()
       done = step + 1

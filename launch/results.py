@@ -1,0 +1,51 @@
+"""Method x TAR@FAR tables of RESULTS.md: pretrained, FedAvg, FedAwS, FedFace (+/- spreadout),
+centralised oracle, all from one theta_0 and evaluated on the same held-out identities.
+
+  python -m launch.results --dataset=synthetic --workdir=runs/synthetic
+  python -m launch.results --dataset=celeba --workdir=runs/celeba
+Resumable: re-running finishes only what is missing.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "celeba"], "Which data.")
+flags.DEFINE_string("workdir", None, "Root of the runs.")
+flags.DEFINE_string("variant", "demo", "Config variant (synthetic only): demo | tiny.")
+flags.DEFINE_bool("update_results_md", True, "Rewrite this dataset's RESULTS.md block.")
+flags.DEFINE_list("methods", "fedavg,fedaws,fedface_nosp,fedface", "Federated methods.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  # pylint: disable=g-import-not-at-top
+  from experiments import fedface_celeba
+  from experiments import fedface_synthetic
+  from experiments import pretrain_celeba
+  from experiments import pretrain_synthetic
+  from fedface_jax import results
+  # pylint: enable=g-import-not-at-top
+  if FLAGS.dataset == "synthetic":
+    pre = pretrain_synthetic.get_config(f"variant={FLAGS.variant}")
+    fed = lambda m: fedface_synthetic.get_config(f"variant={FLAGS.variant},method={m}")
+    title = f"Synthetic faces ({FLAGS.variant})"
+  else:
+    pre = pretrain_celeba.get_config()
+    fed = lambda m: fedface_celeba.get_config(f"method={m}")
+    title = "Real faces (../shared/data/celeba_faces_112)"
+  result = results.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
+  results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
+  command = "python -m launch.results " + " ".join(sys.argv[1:])
+  section = results.markdown_section(title, command, result)
+  print(section)
+  if FLAGS.update_results_md:
+    results.update_results_md("RESULTS.md", f"fedface-{FLAGS.dataset}", section)
+
+
+if __name__ == "__main__":
+  app.run(main)
