@@ -19,9 +19,31 @@ def define_flags(default_config: str):
 
 def setup_runtime():
   """Joins the multi-controller runtime when asked, and logs the topology."""
+  quiet_library_logs()
   distributed.maybe_initialize_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   import jax  # pylint: disable=g-import-not-at-top
   logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.default_backend())
+
+
+
+class _LibraryInfoFilter:
+  """Drops INFO records that libraries emit through absl (orbax logs every save step)."""
+
+  _NOISY = ("/orbax/", "/tensorboardX/", "/jax/_src/distributed")
+
+  def filter(self, record) -> bool:
+    import logging as pylogging  # pylint: disable=g-import-not-at-top
+    if record.levelno >= pylogging.WARNING:
+      return True
+    return not any(part in record.pathname for part in self._NOISY)
+
+
+def quiet_library_logs():
+  """Keeps the console to progress bars and results; `--verbosity=1` brings library logs back."""
+  import logging as pylogging  # pylint: disable=g-import-not-at-top
+  if FLAGS.is_parsed() and FLAGS.verbosity > 0:
+    return
+  pylogging.getLogger("absl").addFilter(_LibraryInfoFilter())
