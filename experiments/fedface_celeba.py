@@ -19,8 +19,8 @@ def get_config(arg=None):
   config = pretrain_celeba.get_config()
   config.pretrained_backbone = f"{arg.pretrained}/backbone"
   config.federated = common.federated_section(
-      method=arg.method, num_rounds=40, clients_per_round=20, embedding_dim=128,
-      local_steps=5, batch_size=16, client_lr=0.01, clients_per_chunk=5)
-  config.eval.every_rounds = 5
+      method=arg.method, num_rounds=20, clients_per_round=20, embedding_dim=128,
+      local_steps=5, batch_size=16, client_lr=0.03, clients_per_chunk=5)
+  config.eval.every_rounds = 10
   config.fault_injection = dict(nan_client_ids=())
   return config

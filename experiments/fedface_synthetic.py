@@ -26,8 +26,10 @@ def get_config(arg=None):
     config.eval.every_rounds = 1
   else:
     config.federated = common.federated_section(
-        method=arg.method, num_rounds=40, clients_per_round=50, embedding_dim=128,
-        local_steps=5, batch_size=16, client_lr=0.01, clients_per_chunk=5)
-    config.eval.every_rounds = 5
+        method=arg.method, num_rounds=30 if arg.variant == "demo" else 100,
+        clients_per_round=30 if arg.variant == "demo" else 100,
+        embedding_dim=config.model.embedding_dim, local_steps=5, batch_size=16, client_lr=0.03,
+        clients_per_chunk=5)
+    config.eval.every_rounds = 10
   config.fault_injection = dict(nan_client_ids=())
   return config

@@ -2,7 +2,8 @@
 
   python -m launch.pretrain --config experiments/pretrain_synthetic.py \
       --workdir runs/synthetic/pretrain
-  # variants: experiments/pretrain_synthetic.py:variant=tiny (tests, seconds)
+  # variants: experiments/pretrain_synthetic.py:variant=tiny (tests, seconds) | demo (default,
+  #   32x32, minutes on a CPU) | full (64x64, 2,000 identities; a GPU job)
   # 8 devices:  XLA_FLAGS=--xla_force_host_platform_device_count=8 ... \
   #     --config.mesh.data=2 --config.mesh.classes=4
 """
@@ -26,12 +27,21 @@ def get_config(arg=None):
     common.pretrain_section(config, num_steps=2, batch_size=16, lr=0.1, warmup_steps=0)
     config.eval = common.evaluation(flip=False, num_impostor_pairs=2000)
   elif arg.variant == "demo":
-    config.data = common.synthetic_data(num_identities=700, images_per_identity=20)
+    # 32x32 keeps `make demo` to minutes on two CPU cores; `variant=full` is the 64x64 setting.
+    config.data = common.synthetic_data(num_identities=700, images_per_identity=20,
+                                        image_size=(32, 32))
     config.splits = common.splits(pretrain=400, federated=150, evaluation=-1)
     config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128, kwargs={}))
     common.pretrain_section(config, num_steps=1500, batch_size=128, lr=0.1)
     config.eval = common.evaluation()
+  elif arg.variant == "full":
+    config.data = common.synthetic_data(num_identities=2000, images_per_identity=20,
+                                        image_size=(64, 64))
+    config.splits = common.splits(pretrain=1000, federated=500, evaluation=-1)
+    config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=256, kwargs={}))
+    common.pretrain_section(config, num_steps=6000, batch_size=128, lr=0.1)
+    config.eval = common.evaluation()
   else:
-    raise ValueError(f"unknown variant {arg.variant!r}; valid: tiny, demo")
+    raise ValueError(f"unknown variant {arg.variant!r}; valid: tiny, demo, full")
   config.mesh = common.mesh()
   return config

@@ -29,7 +29,9 @@ def main(argv):
   from experiments import pretrain_celeba
   from experiments import pretrain_synthetic
   from fedface_jax import results
+  from launch import common
   # pylint: enable=g-import-not-at-top
+  common.quiet_library_logs()
   if FLAGS.dataset == "synthetic":
     pre = pretrain_synthetic.get_config(f"variant={FLAGS.variant}")
     fed = lambda m: fedface_synthetic.get_config(f"variant={FLAGS.variant},method={m}")
