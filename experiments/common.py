@@ -75,6 +75,10 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
                      steps=spread_steps, block_size=4096,
                      optimizer=dict(name="momentum", learning_rate=spread_lr,
                                     momentum=0.9, schedule="constant")),
+      # Defences (federated/rounds.py): DP-FedAvg and simulated secure aggregation.
+      dp=dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0,
+              accounting="rdp"),
+      secure_aggregation=False,
   ))
 
 

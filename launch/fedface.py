@@ -9,6 +9,8 @@
   #   --coordinator_address=HOST0:1234 --num_processes=N --process_id=i
 """
 
+import time
+
 from absl import app
 from absl import flags
 
@@ -17,6 +19,9 @@ from launch import common
 common.define_flags("experiments/fedface_synthetic.py")
 flags.DEFINE_integer("stop_after_rounds", None,
                      "Exit after this many rounds (simulates an interruption).")
+flags.DEFINE_float("test_sleep_after_round_s", 0.0,
+                   "TEST ONLY: sleep this long after each round's checkpoint, so that a "
+                   "test can kill the process mid-run (tests/test_federated_resume.py).")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -26,7 +31,10 @@ def main(argv):
   common.setup_runtime()
   from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
   from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
-  out = engine.run(FLAGS.config, FLAGS.workdir, stop_after_rounds=FLAGS.stop_after_rounds)
+  sleep_s = FLAGS.test_sleep_after_round_s
+  after_round = (lambda _: time.sleep(sleep_s)) if sleep_s > 0 else None
+  out = engine.run(FLAGS.config, FLAGS.workdir, stop_after_rounds=FLAGS.stop_after_rounds,
+                   after_round=after_round)
   rows = {f"round {r}": rep for r, rep in out["history"]}
   if rows:
     print(eval_api.format_results_table(rows))

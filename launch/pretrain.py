@@ -14,6 +14,8 @@ from absl import flags
 from launch import common
 
 common.define_flags("experiments/pretrain_synthetic.py")
+flags.DEFINE_integer("stop_after_steps", None,
+                     "Exit after this many steps (checkpointed; simulates an interruption).")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -23,7 +25,10 @@ def main(argv):
   common.setup_runtime()
   from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
   from fedface_jax.training import pretrain  # pylint: disable=g-import-not-at-top
-  report = pretrain.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  report = pretrain.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                       stop_after_steps=FLAGS.stop_after_steps)
+  if report is None:
+    return
   print(eval_api.format_results_table({"pretrained": report}))
   print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)},
                    default=str))

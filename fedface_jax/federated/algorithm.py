@@ -12,6 +12,14 @@ FedAwS and the ablations is configuration only:
 
 `method_overrides(name)` returns those settings, so an experiment picks a
 method by name and can still override any field.
+
+Defences, orthogonal to the method (default off; see rounds.py, privacy.py,
+secure_aggregation.py):
+  federated.dp = {enabled, clip_norm, noise_multiplier, delta, accounting}
+      DP-FedAvg (fixed denominator, equal client weights); delta <= 0 means
+      1 / num_clients^1.1; accounting "rdp" | "pld" | "wor".
+  federated.secure_aggregation = bool
+      pairwise-mask aggregation simulated inside the compiled round.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -30,6 +39,7 @@ from fedface_jax import optim
 from fedface_jax import sharding as sh
 from fedface_jax.federated import client_data
 from fedface_jax.federated import client_update
+from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
 
 METHODS = {
@@ -40,8 +50,16 @@ METHODS = {
 }
 
 
+DP_DEFAULTS = dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0,
+                   accounting="rdp")
+
+
 def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
-  """Fills class_init / spreadout / client.train_class_embedding from cfg.method."""
+  """Fills class_init / spreadout / client.train_class_embedding from cfg.method.
+
+  Also fills the defence keys (`dp`, `secure_aggregation`, off) for configs
+  written before they existed.
+  """
   if cfg.method not in METHODS:
     raise ValueError(f"unknown method {cfg.method!r}; valid: {sorted(METHODS)}")
   cfg = mlc.ConfigDict(cfg.to_dict())
@@ -50,6 +68,19 @@ def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
   cfg.spreadout.enabled = m["spreadout"]
   if "train_class_embedding" in m:
     cfg.client.train_class_embedding = m["train_class_embedding"]
+  dp = dict(DP_DEFAULTS)
+  dp.update(cfg.dp.to_dict() if "dp" in cfg else {})
+  unknown = set(dp) - set(DP_DEFAULTS)
+  if unknown:
+    raise ValueError(f"unknown federated.dp keys {sorted(unknown)}; valid: {sorted(DP_DEFAULTS)}")
+  cfg.dp = dp
+  if "secure_aggregation" not in cfg:
+    cfg.secure_aggregation = False
+  rounds.dp_settings(cfg)   # validates clip_norm / noise_multiplier
+  if cfg.dp.enabled and cfg.client.train_class_embedding:
+    logging.warning("federated.dp protects the backbone delta only: with "
+                    "client.train_class_embedding (%s) each client's class row is "
+                    "uploaded without clipping or noise", cfg.method)
   return cfg
 
 
@@ -62,6 +93,13 @@ class FederatedAlgorithm:
   state_sharding: Any
   clients: client_data.FederatedClients
   mesh: Any
+  config: Any = None
+
+  def privacy_report(self, rounds_done: int) -> dict[str, float]:
+    """{"privacy/epsilon", "privacy/delta"} after `rounds_done` rounds; {} without DP."""
+    if self.config is None:
+      return {}
+    return privacy.run_epsilon(self.config, self.clients.num_clients, rounds_done)
 
 
 def _state_sharding(abstract, mesh):
@@ -125,7 +163,8 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
   make_state_jit = jax.jit(make_state, out_shardings=state_sharding)
 
   def init(params0, rng):
-    table = initial_class_table(cfg, apply_fn, params0, clients, mesh, rows, rng)
+    table = initial_class_table(cfg, apply_fn, params0, clients, mesh, rows, rng,
+                                process_slice)
     rng_data = jax.random.key_data(jax.random.fold_in(rng, 1))
     return make_state_jit(params0, table, rng_data)
 
@@ -146,20 +185,23 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
                                       put(padded_ids[lo:hi]), put(poison[lo:hi]))
     return state, metrics, ids
 
-  return FederatedAlgorithm(init, apply, abstract, state_sharding, clients, mesh)
+  return FederatedAlgorithm(init, apply, abstract, state_sharding, clients, mesh, cfg)
 
 
 def _abstract_params(model, faces):
   return models.init_params(model, jax.random.key(0), faces.images.shape[1:])
 
 
-def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng):
+def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng,
+                        process_slice: Callable | None = None):
   """The server's class table before round 1, in its sharded layout.
 
   mean_feature (FedFace): every client computes the normalised mean of its own
   features under theta_0 and uploads only that vector; clients run in
   parallel, vmapped and split over all devices. random (FedAvg/FedAwS):
-  Gaussian rows. Padding rows stay zero.
+  Gaussian rows. Padding rows stay zero. Multi-host: each process loads only
+  its `process_slice` of a group of clients; the [group, D] features come back
+  replicated, so every process fills the same host table.
   """
   dim = cfg.embedding_dim
   table = np.zeros((rows, dim), np.float32)
@@ -169,14 +211,18 @@ def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng):
   elif cfg.class_init == "mean_feature":
     group, _ = round_layout(min(n, cfg.clients_per_round), mesh, cfg.clients_per_chunk)
     cl = rounds.client_sharding(mesh)
-    feat = jax.jit(jax.vmap(lambda im, k: client_update.mean_feature(apply_fn, params0, im, k)),
-                   in_shardings=(cl, cl), out_shardings=cl)
+    feat = jax.jit(jax.vmap(lambda p, im, k: client_update.mean_feature(apply_fn, p, im, k),
+                            in_axes=(None, 0, 0)),
+                   in_shardings=(sh.replicated(mesh), cl, cl), out_shardings=sh.replicated(mesh))
+    put = lambda x: jax.make_array_from_process_local_data(cl, x)
+    lo, hi = process_slice(group) if process_slice else (0, group)
     for start in range(0, n, group):
       ids = np.arange(start, min(start + group, n))
       padded = np.zeros(group, np.int32)
       padded[:len(ids)] = ids
-      data = clients.round_data(padded)
-      table[ids] = np.asarray(feat(data.images, data.num_images))[:len(ids)]
+      data = clients.round_data(padded[lo:hi])
+      out = feat(params0, put(data.images), put(data.num_images))
+      table[ids] = np.asarray(out.addressable_data(0))[:len(ids)]
   else:
     raise ValueError(f"unknown class_init {cfg.class_init!r}; valid: random, mean_feature")
   return sh.put_table(table, mesh)

@@ -7,6 +7,14 @@ w_c is fixed during local training by default (FedFace code); the
 `train_class_embedding` switch lets the client update it too (FedAwS), in
 which case the server receives the new row.
 
+`local_loss` picks the client objective:
+  * "positive_only" (default): FedFace's hinge above;
+  * "softmax_ce": a classifier client (the curious-client attack's LeNet
+    victims, ATTACK.md 1): the model returns logits and the loss is the cross
+    entropy against the client's row of the class table, read as a (one-hot)
+    label vector, so a table with row c = e_c gives every image of client c
+    the label c. The row is a constant here (never trained).
+
 Everything here is a pure function of one client's arrays, so the engine can
 `vmap` it over a chunk of clients and shard chunks over devices.
 """
@@ -47,11 +55,20 @@ def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   tx = optim.create_optimizer(cfg.optimizer, 1)
   batch = cfg.batch_size
   margin = cfg.margin
-  train_w = cfg.train_class_embedding
+  local_loss = cfg.get("local_loss", "positive_only")
+  train_w = cfg.train_class_embedding and local_loss == "positive_only"
 
-  def loss_fn(trainable, x):
-    emb = apply_fn(trainable["params"], x)
-    return losses.positive_only_loss(emb, trainable["w"], margin=margin)
+  if local_loss == "positive_only":
+    def loss_fn(trainable, x):
+      emb = apply_fn(trainable["params"], x)
+      return losses.positive_only_loss(emb, trainable["w"], margin=margin)
+  elif local_loss == "softmax_ce":
+    def loss_fn(trainable, x):
+      logits = apply_fn(trainable["params"], x)
+      label = jax.lax.stop_gradient(trainable["w"])
+      return jnp.mean(-jnp.sum(label * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+  else:
+    raise ValueError(f"unknown local_loss {local_loss!r}; valid: positive_only, softmax_ce")
 
   def update(params, class_emb, images, num_images, rng):
     steps, bound = local_num_steps(cfg, num_images, max_images)

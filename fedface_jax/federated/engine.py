@@ -5,13 +5,23 @@ A run is fully determined by its config: clients of round t come from
 point and restarted from its last checkpoint ends in the same state as an
 uninterrupted run. Checkpoints hold the whole server state (backbone, class
 table, server optimiser state, round, RNG) and are never written when the
-state is not finite.
+state is not finite: the state is checked after every round, and a NaN/Inf
+stops the run with a `FloatingPointError` that names the last good checkpoint
+(which is left untouched).
+
+Multi-host (`jax.distributed` initialised, one process per host): every
+process runs this same loop (SPMD). Each loads only its contiguous block of a
+round's clients (`process_slice_fn`) and builds the global arrays with
+`jax.make_array_from_process_local_data`; theta_0 is restored replicated on the
+global mesh; orbax writes checkpoints from all processes together; metrics,
+evaluation and plots happen on process 0 only.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 from absl import logging
 import jax
@@ -27,9 +37,16 @@ from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.training import pretrain
 
 
-def load_backbone(model, image_shape, backbone_dir: str):
-  """theta_0: the backbone exported at the end of pretraining."""
+def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
+  """theta_0: the backbone exported at the end of pretraining.
+
+  With a mesh, it comes back replicated over it (a global array: what a
+  multi-host jit needs; a single-device array would be rejected there).
+  """
   abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), image_shape))
+  if mesh is not None:
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh.replicated(mesh)), abstract)
   with ckpt_lib.Checkpointer(backbone_dir) as ck:
     step, params = ck.restore_latest(abstract)
   if params is None:
@@ -39,22 +56,43 @@ def load_backbone(model, image_shape, backbone_dir: str):
   return params
 
 
-def process_slice_fn():
-  """Each process feeds the contiguous block of clients its devices own."""
-  if jax.process_count() == 1:
+def process_slice_fn(mesh=None):
+  """Each process feeds the contiguous block of clients its devices own.
+
+  The client axis of a round is split over all mesh devices in mesh order
+  (`rounds.CLIENT_AXES`); `jax.make_mesh` keeps each process's devices
+  together, so process p owns the p-th of `process_count` equal blocks. That
+  is checked against the mesh, since a different device order would silently
+  feed clients to the wrong devices.
+  """
+  count = jax.process_count()
+  if count == 1:
     return None
+  if mesh is not None:
+    owners = [d.process_index for d in mesh.devices.flat]
+    per_proc = len(owners) // count
+    expected = [p for p in range(count) for _ in range(per_proc)]
+    if owners != expected:
+      raise ValueError(f"mesh devices are not grouped by process ({owners}); the engine "
+                       "needs each process's devices contiguous along the client axis")
+
   def slice_for(padded_m):
-    per = padded_m // jax.process_count()
+    if padded_m % count:
+      raise ValueError(f"{padded_m} client slots do not split over {count} processes")
+    per = padded_m // count
     return jax.process_index() * per, (jax.process_index() + 1) * per
   return slice_for
 
 
 def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
-        stop_after_rounds: int | None = None) -> dict:
+        stop_after_rounds: int | None = None,
+        after_round: Callable[[int], None] | None = None) -> dict:
   """Runs (or resumes) the federated rounds of `config.federated`.
 
-  Returns {"final": evaluation report, "history": [(round, report), ...]}.
-  `stop_after_rounds` ends the process early (used to simulate interruptions).
+  Returns {"final": evaluation report, "history": [(round, report), ...],
+  "state": server state}. `stop_after_rounds` ends the run early (simulates an
+  interruption); `after_round(round)` is called after each round's checkpoint
+  (tests use it to slow a run down so that it can be killed mid-way).
   """
   os.makedirs(workdir, exist_ok=True)
   fcfg = alg_lib.apply_method(config.federated)
@@ -64,29 +102,35 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   fed_faces = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn())
+  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn(mesh))
   logging.info("%s: %d clients (%d dropped), %d per round, table %s over %s",
                fcfg.method, algo.clients.num_clients, algo.clients.num_dropped,
                fcfg.clients_per_round, algo.abstract_state["table"].shape,
                dict(mesh.shape))
 
-  writer = metrics_io.MetricWriter(workdir, is_primary=jax.process_index() == 0)
+  primary = jax.process_index() == 0
+  writer = metrics_io.MetricWriter(workdir, is_primary=primary)
   writer.write_config(config)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        max_to_keep=config.get("keep_checkpoints", 2))
   start, state = checkpointer.restore_latest(algo.abstract_state)
   if state is None:
-    params0 = load_backbone(model, fed_faces.image_shape, config.pretrained_backbone)
+    params0 = load_backbone(model, fed_faces.image_shape, config.pretrained_backbone, mesh)
     state = algo.init(params0, jax.random.key(fcfg.seed))
     start = 0
     checkpointer.save(0, state)
   else:
     logging.info("Resumed federated run at round %d", start)
 
-  eval_fn = lambda st, name: pretrain.evaluate_state(
-      _EvalSetup(model, splits), st, config, os.path.join(workdir, "eval"), name=name)
+  def eval_fn(st, name):
+    # Process 0 only: the backbone is replicated, evaluation is host-local.
+    if not primary:
+      return None
+    return pretrain.evaluate_state(_EvalSetup(model, splits), st, config,
+                                   os.path.join(workdir, "eval"), name=name)
+
   history = []
-  if start == 0 and config.eval.get("at_round_0", True):
+  if start == 0 and config.eval.get("at_round_0", True) and primary:
     report = eval_fn(state, "round_0")
     writer.write(0, _eval_scalars(report))
     history.append((0, report))
@@ -102,6 +146,12 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
     state, metrics, ids = algo.apply(state, r, poison_clients=poison)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics["round_s"] = time.time() - t0
+    bad = ckpt_lib.nonfinite_leaves(state)
+    if bad:
+      raise FloatingPointError(
+          f"round {r + 1}: the server state has NaN/Inf in {bad[:5]}; it is not "
+          f"checkpointed. Last good checkpoint: round {checkpointer.latest_step()} in "
+          f"{checkpointer.directory}.")
     if metrics["clients_excluded"]:
       logging.warning("Round %d: excluded %d client updates with NaN/Inf", r + 1,
                       int(metrics["clients_excluded"]))
@@ -112,17 +162,26 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
     last = r + 1 == num_rounds
     if (r + 1) % fcfg.checkpoint_every_rounds == 0 or last:
       checkpointer.save(r + 1, state)
-    if config.eval.every_rounds and ((r + 1) % config.eval.every_rounds == 0 or last):
+    if primary and config.eval.every_rounds and (
+        (r + 1) % config.eval.every_rounds == 0 or last):
       report = eval_fn(state, f"round_{r + 1}")
       writer.write(r + 1, _eval_scalars(report))
       history.append((r + 1, report))
+    if after_round is not None:
+      after_round(r + 1)
+  if (primary and end == num_rounds and config.eval.every_rounds and
+      not any(h[0] == num_rounds for h in history) and start == num_rounds):
+    # Killed after the last checkpoint but before the final evaluation.
+    report = eval_fn(state, f"round_{num_rounds}")
+    writer.write(num_rounds, _eval_scalars(report))
+    history.append((num_rounds, report))
   bar.close()
   checkpointer.wait()
   checkpointer.close()
   if end == num_rounds:
     pretrain.export_backbone(workdir, num_rounds, state["params"])
   logging.info("Rounds %d..%d took %.1f s", start, end, time.time() - t_start)
-  if jax.process_index() == 0:
+  if primary:
     plot_tar_vs_round(workdir, config.eval.fars)
   writer.close()
   return {"final": history[-1][1] if history else None, "history": history,

@@ -13,6 +13,30 @@ Layout of a round on a ("data", "classes") mesh:
     with all rows block by block (`sharding.sharded_spreadout_rows`);
   * a client whose update is NaN/Inf gets weight 0 and a zeroed delta, and is
     counted in the round metrics: it is never averaged in.
+
+Defences (docs/ATTACK.md section 9), both off by default:
+  * `federated.dp` (enabled, clip_norm S, noise_multiplier z): DP-FedAvg with a
+    fixed denominator (McMahan et al. 2018). Each client's backbone delta is
+    clipped to L2 norm S over the whole backbone, inside the chunk loop (no
+    per-client copy is kept); the server adds N(0, (z S)^2) to the *sum* of the
+    clipped deltas and divides by the number of sampled clients K, so the mean
+    update has noise std z S / K. Clients get *equal* weight: with image-count
+    weights a client's share n_k / sum(n) is unbounded and data-dependent (one
+    client with many photos could dominate), so S would no longer bound its
+    influence on the sum, which is what the Gaussian mechanism's sensitivity
+    needs. A NaN-excluded client still counts in K (fixed denominator). The
+    noise comes from a server key (state rng, round) *after* the psum, so it
+    is the same whatever the number of devices. The class-embedding rows are
+    not clipped or noised: a client's row is not summed with others but
+    written to its own slot (FedAwS), so DP on the sum cannot protect it;
+    FedFace's default clients never upload a row during rounds, but its
+    round-0 mean-feature init does. See `privacy.py` for the accounting and
+    these caveats;
+  * `federated.secure_aggregation`: each client adds pairwise masks from seeds
+    shared with every other client of the round (`secure_aggregation.py`);
+    the psum over devices adds masked updates, and the masks cancel. The
+    result equals the unmasked round to float rounding: masking hides single
+    updates from the server, not the new global model from the clients.
 """
 
 from __future__ import annotations
@@ -26,9 +50,26 @@ import optax
 
 from fedface_jax import sharding as sh
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import secure_aggregation as sa
 
 P = jax.sharding.PartitionSpec
 CLIENT_AXES = (sh.DATA, sh.CLASSES)
+
+
+# fold_in constant separating the DP noise's key stream from the clients' keys.
+DP_NOISE_STREAM = 0xD1FF
+
+
+def dp_settings(cfg: mlc.ConfigDict) -> tuple[bool, float, float]:
+  """(enabled, clip_norm S, noise_multiplier z) of `cfg.dp`; off when absent."""
+  dp = cfg.get("dp")
+  if dp is None or not dp.get("enabled", False):
+    return False, float("inf"), 0.0
+  clip, z = float(dp.clip_norm), float(dp.noise_multiplier)
+  if not clip > 0 or z < 0:
+    raise ValueError(f"federated.dp needs clip_norm > 0 and noise_multiplier >= 0, "
+                     f"got {clip}, {z}")
+  return True, clip, z
 
 
 def client_sharding(mesh):
@@ -68,37 +109,59 @@ def gather_rows(table, row_ids, mesh):
 
 def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
                        max_images: int):
-  """Runs every client of the round; returns sums and per-client outputs."""
+  """Runs every client of the round; returns sums and per-client outputs.
+
+  `participants` [M] (replicated) holds the round's client ids, -1 for padding
+  slots, and `sa_key_data` the round's mask key; both are used only with
+  secure aggregation. Per-client outputs: (new rows, valid, finite, metrics,
+  delta norm before clipping).
+  """
   update = cu.make_client_update(apply_fn, cfg.client, max_images)
   chunk = int(cfg.clients_per_chunk)
+  dp_on, clip_norm, _ = dp_settings(cfg)
+  secure = bool(cfg.get("secure_aggregation", False))
 
-  def local(params, rows, images, num_images, key_data, poison):
+  def local(params, rows, images, num_images, key_data, poison, participants, sa_key_data):
     keys = jax.random.wrap_key_data(key_data)
     m_local = images.shape[0]
     if m_local % chunk:
       raise ValueError(f"{m_local} clients per device not divisible by chunk {chunk}")
+    # Client ids of this device's slots (-1 = padding), for the pairwise masks.
+    first = jax.lax.axis_index(CLIENT_AXES) * m_local
+    own_ids = jax.lax.dynamic_slice_in_dim(participants, first, m_local)
     split = lambda x: x.reshape(m_local // chunk, chunk, *x.shape[1:])
-    xs = jax.tree.map(split, (rows, images, num_images, keys, poison))
+    xs = jax.tree.map(split, (rows, images, num_images, keys, poison, own_ids))
     zero = jax.tree.map(jnp.zeros_like, params)
+    sa_key = jax.random.wrap_key_data(sa_key_data)
 
     def body(carry, chunk_xs):
       delta_sum, weight_sum = carry
-      c_rows, c_images, c_n, c_keys, c_poison = chunk_xs
+      c_rows, c_images, c_n, c_keys, c_poison, c_ids = chunk_xs
       deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))(
           params, c_rows, c_images, c_n, c_keys)
       # Fault injection for tests and robustness studies (see config).
-      deltas = jax.tree.map(
-          lambda d: jnp.where(c_poison.reshape((-1,) + (1,) * (d.ndim - 1)),
-                              jnp.nan, d), deltas)
+      bcast = lambda v, d: v.reshape((-1,) + (1,) * (d.ndim - 1))
+      deltas = jax.tree.map(lambda d: jnp.where(bcast(c_poison, d), jnp.nan, d), deltas)
       finite = jax.vmap(_tree_finite)((deltas, new_rows)) & jnp.isfinite(metrics["loss_last"])
       valid = finite & (c_n > 0)   # n == 0: a padding slot, not a client
-      weight = jnp.where(valid, c_n.astype(jnp.float32), 0.0)
       # where(), not multiply: 0 * NaN would still be NaN.
-      weighted = jax.tree.map(
-          lambda d: jnp.tensordot(weight, jnp.where(
-              valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0.0), axes=1), deltas)
-      delta_sum = jax.tree.map(jnp.add, delta_sum, weighted)
-      return (delta_sum, weight_sum + weight.sum()), (new_rows, valid, finite, metrics)
+      deltas = jax.tree.map(lambda d: jnp.where(bcast(valid, d), d, 0.0), deltas)
+      norms = jax.vmap(optax.global_norm)(deltas)
+      if dp_on:
+        # DP-FedAvg: clip each client's whole backbone delta to S, equal weights.
+        scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-30))
+        weight = jnp.where(valid, 1.0, 0.0)
+        coef = weight * scale
+      else:
+        weight = jnp.where(valid, c_n.astype(jnp.float32), 0.0)
+        coef = weight
+      contrib = jax.tree.map(lambda d: bcast(coef, d).astype(d.dtype) * d, deltas)
+      if secure:
+        # Each client uploads only contrib + its pairwise masks; the sum cancels them.
+        masks = jax.vmap(lambda c: sa.client_mask(sa_key, c, participants, params))(c_ids)
+        contrib = jax.tree.map(jnp.add, contrib, masks)
+      delta_sum = jax.tree.map(lambda acc, c: acc + c.sum(0), delta_sum, contrib)
+      return (delta_sum, weight_sum + weight.sum()), (new_rows, valid, finite, metrics, norms)
 
     (delta_sum, weight_sum), per_client = jax.lax.scan(
         body, (zero, jnp.zeros((), jnp.float32)), xs)
@@ -109,7 +172,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
 
   cl = P(CLIENT_AXES)
   return jax.shard_map(
-      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl),
+      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl, P(), P()),
       out_specs=(P(), P(), cl), check_vma=False)
 
 
@@ -128,6 +191,7 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
   """
   clients_phase = make_clients_phase(apply_fn, cfg, mesh, max_images)
   spread = cfg.spreadout
+  dp_on, clip_norm, noise_multiplier = dp_settings(cfg)
 
   def spread_loss(table, client_ids):
     total, count = sh.sharded_spreadout_rows(
@@ -137,15 +201,32 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
 
   def round_fn(state, images, num_images, client_ids, poison):
     params, table = state["params"], state["table"]
-    round_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["round"])
+    base_key = jax.random.wrap_key_data(state["rng"])
+    round_key = jax.random.fold_in(base_key, state["round"])
     keys = jax.vmap(lambda c: jax.random.key_data(jax.random.fold_in(round_key, c)))(
         client_ids)
     real_ids = client_ids[:num_real_clients]
     rows = gather_rows(table, client_ids, mesh)
-    delta_sum, weight_sum, (new_rows, valid, finite, metrics) = clients_phase(
-        params, rows, images, num_images, keys, poison)
+    slots = jnp.arange(client_ids.shape[0])
+    participants = jnp.where(slots < num_real_clients, client_ids, -1)
+    sa_key = jax.random.key_data(sa.round_key(base_key, state["round"]))
+    delta_sum, weight_sum, (new_rows, valid, finite, metrics, norms) = clients_phase(
+        params, rows, images, num_images, keys, poison, participants, sa_key)
     any_valid = weight_sum > 0
-    mean_delta = jax.tree.map(lambda d: d / jnp.maximum(weight_sum, 1e-12), delta_sum)
+    if dp_on:
+      # Server step of DP-FedAvg, after the psum: one replicated draw from the
+      # server's key, identical on any number of devices.
+      noise_key = jax.random.fold_in(jax.random.fold_in(base_key, DP_NOISE_STREAM),
+                                     state["round"])
+      sum_std = noise_multiplier * clip_norm if noise_multiplier > 0 else 0.0
+      leaves, treedef = jax.tree.flatten(delta_sum)
+      if sum_std > 0:
+        leaves = [x + sum_std * jax.random.normal(jax.random.fold_in(noise_key, i), x.shape,
+                                                  x.dtype)
+                  for i, x in enumerate(leaves)]
+      mean_delta = jax.tree.unflatten(treedef, [x / num_real_clients for x in leaves])
+    else:
+      mean_delta = jax.tree.map(lambda d: d / jnp.maximum(weight_sum, 1e-12), delta_sum)
     # The server optimiser treats -mean_delta as a gradient; SGD(lr=1) is FedAvg.
     pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
     updates, server_opt = server_tx.update(pseudo_grad, state["server_opt"], params)
@@ -174,12 +255,22 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
     round_metrics = {
         "clients": num_real_clients, "clients_valid": n_valid,
         "clients_excluded": jnp.sum(~finite[:num_real_clients]),
-        "images": weight_sum,
+        "images": jnp.sum(jnp.where(valid, num_images, 0)).astype(jnp.float32),
         "client_loss_first": jnp.sum(jnp.where(valid, metrics["loss_first"], 0)) / jnp.maximum(n_valid, 1),
         "client_loss_last": jnp.sum(jnp.where(valid, metrics["loss_last"], 0)) / jnp.maximum(n_valid, 1),
         "update_norm": optax.global_norm(mean_delta),
         "spreadout_before": sp_before,
     }
+    if dp_on:
+      n_valid_f = jnp.maximum(n_valid, 1)
+      round_metrics.update({
+          "dp_clip_fraction": jnp.sum(valid & (norms > clip_norm)) / n_valid_f,
+          "dp_delta_norm_mean": jnp.sum(jnp.where(valid, norms, 0.0)) / n_valid_f,
+          "dp_delta_norm_max": jnp.max(jnp.where(valid, norms, 0.0)),
+          # Std of the noise on the mean update (per coordinate): z S / K.
+          "dp_noise_std": jnp.float32(noise_multiplier * clip_norm / num_real_clients
+                                      if noise_multiplier > 0 else 0.0),
+      })
     return new_state, round_metrics, valid
 
   return round_fn

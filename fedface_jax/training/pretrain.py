@@ -167,11 +167,18 @@ def export_backbone(workdir: str, step: int, params) -> str:
   return path
 
 
-def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
+                       stop_after_steps: int | None = None) -> dict | None:
   """Pretrains, checkpoints every `checkpoint_every_steps`, then evaluates.
 
+  Resumes from the newest checkpoint in `workdir/checkpoints`: step t's batch
+  and augmentation depend only on (seed, t), so an interrupted run that is
+  restarted ends with the same parameters as an uninterrupted one.
+
   Returns the evaluation report on the held-out identities (also written to
-  `workdir/eval/`).
+  `workdir/eval/`). `stop_after_steps` stops after that many steps of this
+  call (an interruption: the state is checkpointed, nothing is exported or
+  evaluated, None is returned).
   """
   os.makedirs(workdir, exist_ok=True)
   setup = build(config)
@@ -190,8 +197,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       setup.splits[config.get("train_split", "pretrain")], config.batch_size, config.seed)
   rng = jax.random.key(config.seed + 1)
   data_sharding = sh.data_sharded(setup.mesh)
-  stream = input_pipeline.prefetch(batches.batch, range(start, config.num_steps),
-                                   data_sharding)
+  end = config.num_steps if stop_after_steps is None else min(
+      config.num_steps, start + stop_after_steps)
+  stream = input_pipeline.prefetch(batches.batch, range(start, end), data_sharding)
   bar = progress_lib.progress(config.num_steps, desc="pretrain", unit="step")
   bar.update(start)
   t0, pending = time.time(), None
@@ -202,12 +210,17 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str) -> dict:
       _log(writer, bar, *pending, t0, config.log_every_steps)
     pending = (step + 1, metrics)
     bar.update(1)
-    if (step + 1) % config.checkpoint_every_steps == 0 or step + 1 == config.num_steps:
+    if (step + 1) % config.checkpoint_every_steps == 0 or step + 1 in (config.num_steps, end):
       checkpointer.save(step + 1, state)
   if pending is not None:
     _log(writer, bar, *pending, t0, config.log_every_steps, force=True)
   bar.close()
   checkpointer.wait()
+  if end < config.num_steps:
+    logging.info("Stopped after step %d of %d (checkpointed)", end, config.num_steps)
+    writer.close()
+    checkpointer.close()
+    return None
   export_backbone(workdir, int(state["step"]), state["params"])
   report = evaluate_state(setup, state, config, os.path.join(workdir, "eval"))
   writer.write(int(state["step"]), {f"eval/{k}": v for k, v in _scalars(report).items()})
