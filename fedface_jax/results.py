@@ -10,6 +10,7 @@ so re-running after an interruption only finishes what is missing.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -93,17 +94,25 @@ def markdown_section(title: str, command: str, result: dict, notes: str = "") ->
 
 
 def update_results_md(path: str, key: str, section: str):
-  """Replaces (or appends) the block between `<!-- key -->` markers."""
+  """Replaces (or appends) the block between `<!-- key -->` markers.
+
+  Several result scripts (demo, method tables, attack sweeps) may finish at
+  the same time; an exclusive lock on a side file keeps one from overwriting
+  another's freshly written block.
+  """
   begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
-  text = open(path).read() if os.path.exists(path) else "# Results\n"
   block = f"{begin}\n{section}\n{end}"
-  if begin in text and end in text:
-    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text,
-                  flags=re.S)
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  with open(path, "w") as f:
-    f.write(text)
+  with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    text = open(path).read() if os.path.exists(path) else "# Results\n"
+    if begin in text and end in text:
+      text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text,
+                    flags=re.S)
+    else:
+      text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def save_json(path: str, result: dict):

@@ -8,8 +8,10 @@ Evaluates `<workdir>/backbone` (written by launch.pretrain and launch.fedface):
       --lfw_pairs /data/lfw/pairs.txt --lfw_root /data/lfw
 """
 
+import datetime
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -21,6 +23,8 @@ flags.DEFINE_string("split", "evaluation", "Identity split to evaluate on.")
 flags.DEFINE_string("lfw_pairs", None, "Optional LFW pairs.txt.")
 flags.DEFINE_string("lfw_root", None, "Image root for --lfw_pairs.")
 flags.DEFINE_string("name", "evaluate", "Name of the JSON/PNG outputs.")
+flags.DEFINE_string("results_md_key", None,
+                    "Also write the table as the `<key>` block of RESULTS.md, with its command.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -29,7 +33,9 @@ def main(argv):
   del argv
   common.setup_runtime()
   # pylint: disable=g-import-not-at-top
+  import jax
   from fedface_jax import models
+  from fedface_jax import results
   from fedface_jax.evaluation import api as eval_api
   from fedface_jax.federated import engine
   from fedface_jax.training import pretrain
@@ -52,8 +58,16 @@ def main(argv):
     rows["LFW"] = eval_api.evaluate_lfw(embed_fn, FLAGS.lfw_pairs, FLAGS.lfw_root,
                                         image_size=faces.image_shape[:2],
                                         flip=config.eval.flip)
-  print(eval_api.format_results_table(rows))
+  table = eval_api.format_results_table(rows)
+  print(table)
   print(json.dumps({"out_dir": out_dir}))
+  if FLAGS.results_md_key and jax.process_index() == 0:
+    command = "python -m launch.evaluate " + " ".join(sys.argv[1:])
+    section = (f"### {FLAGS.results_md_key}: {FLAGS.workdir}/backbone on {FLAGS.split} identities"
+               f"\n\n- Command: `{command}`\n- Machine: {results.machine_line()}\n"
+               f"- Date: {datetime.date.today().isoformat()}\n- Identities: "
+               f"{faces.num_identities}, images: {len(faces.labels)}\n\n{table}\n")
+    results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 
 if __name__ == "__main__":
