@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import time
 from typing import Any, Mapping
 
@@ -40,6 +41,15 @@ def _to_number(name: str, value: Any) -> int | float:
   if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
     return int(arr.reshape(()))
   return float(arr.reshape(()))
+
+
+def tensorboard_tag(name: str) -> str:
+  """A TensorBoard-legal tag: `eval/tar@far=1e-3` -> `eval/tar_far_1e-3`.
+
+  TensorBoard accepts only [A-Za-z0-9_./-]; tensorboardX would rename the tag
+  itself, but logs a line per call. The JSONL keeps the original name.
+  """
+  return re.sub(r"[^A-Za-z0-9_./-]+", "_", name)
 
 
 class MetricWriter:
@@ -79,7 +89,7 @@ class MetricWriter:
     self._jsonl.flush()
     if self._tb is not None:
       for k, v in values.items():
-        self._tb.add_scalar(k, v, global_step=step)
+        self._tb.add_scalar(tensorboard_tag(k), v, global_step=step)
 
   def write_config(self, config):
     """Writes `workdir/config.json` and a TensorBoard text summary of `config`."""

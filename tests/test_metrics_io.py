@@ -109,3 +109,8 @@ def test_progress_bar():
   assert progress.progress(3, disable=True).disable
   with pytest.raises(ValueError):
     progress.progress(3, total=4)
+
+
+def test_tensorboard_tags_are_sanitised_jsonl_keeps_names():
+  assert metrics_io.tensorboard_tag("eval/tar@far=1e-3") == "eval/tar_far_1e-3"
+  assert metrics_io.tensorboard_tag("loss/client_first") == "loss/client_first"
