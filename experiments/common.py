@@ -64,6 +64,7 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
       clients_per_chunk=clients_per_chunk, embedding_dim=embedding_dim,
       min_images_per_client=2, max_images_per_client=max_images_per_client,
       class_init="mean_feature", seed=seed, checkpoint_every_rounds=5,
+      num_class_rows=0,  # > 0: table rows for a population larger than the dataset
       client=dict(
           local_steps=local_steps, local_epochs=0, batch_size=batch_size,
           margin=0.9, train_class_embedding=False, augment_flip=True,

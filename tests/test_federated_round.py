@@ -157,3 +157,16 @@ def test_mean_feature_init_and_spreadout_lowers_loss():
   state, _, _ = algo.apply(state, 0)
   after = float(losses.spreadout_loss(state["table"][:algo.clients.num_clients]))
   assert after < before
+
+
+def test_num_class_rows_sizes_the_table_for_a_larger_population():
+  """The table can hold rows for clients beyond the dataset; fewer rows than clients is an error."""
+  mesh = sh.make_mesh(1, 2, jax.devices()[:2])
+  faces = _faces()   # 11 clients after dropping one
+  cfg = _cfg()
+  assert alg_lib.build_fedface(cfg, _model(), faces, mesh).abstract_state["table"].shape == (12, 16)
+  cfg.num_class_rows = 1000
+  assert alg_lib.build_fedface(cfg, _model(), faces, mesh).abstract_state["table"].shape == (1000, 16)
+  cfg.num_class_rows = 10
+  with pytest.raises(ValueError, match="num_class_rows=10 < 11 clients"):
+    alg_lib.build_fedface(cfg, _model(), faces, mesh)

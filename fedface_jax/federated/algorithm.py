@@ -119,6 +119,25 @@ def round_layout(clients_per_round: int, mesh, chunk: int) -> tuple[int, int]:
   return per_device * devices, chunk
 
 
+def class_table_rows(cfg: mlc.ConfigDict, num_clients: int) -> int:
+  """Rows of the server's class table: one per client, or `cfg.num_class_rows`.
+
+  A deployed server sizes its table for the whole enrolled population, not for
+  the identities one dataset happens to hold. `federated.num_class_rows` > 0
+  reserves that many rows (rows past the clients stay zero, are never sampled
+  and take no part in spreadout, see `num_valid_rows`), so memory and the
+  blockwise spreadout cost can be measured at population scale with a small
+  dataset. 0 (the default) means one row per client.
+  """
+  requested = int(cfg.get("num_class_rows", 0) or 0)
+  if requested == 0:
+    return num_clients
+  if requested < num_clients:
+    raise ValueError(f"federated.num_class_rows={requested} < {num_clients} clients; "
+                     "every client needs a row (0 = one row per client)")
+  return requested
+
+
 def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
                   process_slice: Callable | None = None) -> FederatedAlgorithm:
   """Builds the algorithm for the federated identities in `faces`.
@@ -135,7 +154,7 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
                                          cfg.max_images_per_client)
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   dim = cfg.embedding_dim
-  rows = sh.padded_num_classes(clients.num_clients, mesh)
+  rows = sh.padded_num_classes(class_table_rows(cfg, clients.num_clients), mesh)
   padded_m, chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
   cfg = mlc.ConfigDict(cfg.to_dict())
   cfg.clients_per_chunk = chunk
