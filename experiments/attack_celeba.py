@@ -9,6 +9,7 @@ under runs/, which is gitignored: never commit them.
   python -m launch.attack --config experiments/attack_celeba.py:clients=2 \
       --workdir runs/attack/celeba_k2
   # objective=fedface attacks real FedFace rounds of the face backbone instead of a LeNet.
+  python -m launch.attack_results --suite=celeba      # the sweeps, on these faces
 """
 
 from experiments import common

@@ -5,7 +5,9 @@
   python -m launch.attack --config experiments/attack_synthetic.py:variant=demo \
       --workdir runs/attack/synthetic_demo
   # objectives: objective=paper_faithful | inverting_gradients | fedface
-  # the K / tau / DP sweeps: python -m launch.attack_results --suite=synthetic
+  # with the demo's backbone (make demo): ...attack_synthetic.py:pretrained=runs/demo/pretrain
+  # the K / n_k / tau / DP / secure-aggregation sweeps (backbone: runs/demo/pretrain):
+  python -m launch.attack_results --suite=synthetic
   # optional public-face prior for the enhancement (pretrain identities only):
   python -m launch.train_prior --config experiments/prior_synthetic.py:variant=demo \
       --workdir runs/prior/synthetic_demo

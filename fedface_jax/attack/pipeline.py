@@ -228,11 +228,22 @@ def run_honest_round(config: mlc.ConfigDict, model, params0, round_faces: faces_
 
 
 def attack_target(seen: dict, config: mlc.ConfigDict):
-  """The pseudo-gradient the attacker inverts: g_bar, minus its own update if it knows K."""
+  """The pseudo-gradient the attacker inverts: g_bar, minus its own update if it knows K.
+
+  Under DP-FedAvg the aggregate holds the attacker's *clipped* delta, and the clip norm S is part of
+  the protocol, so the attacker clips its own update the same way before removing it (otherwise
+  an unclipped g_own would leave a spurious residual in the target whenever its norm exceeds S).
+  """
   a = config.attack
   g_bar = updates.diluted_update(seen["w_t"], seen["w_t1"], float(a.eta))
   if a.knows_num_clients:
-    return updates.remove_own_update(g_bar, seen["g_own"], int(a.num_clients))
+    g_own = seen["g_own"]
+    dp = config.federated.get("dp")
+    if dp is not None and dp.get("enabled", False):
+      delta_norm = float(a.eta) * float(updates.tree_l2_norm(g_own))
+      scale = min(1.0, float(dp.clip_norm) / max(delta_norm, 1e-30))
+      g_own = jax.tree.map(lambda g: np.asarray(g) * scale, g_own)
+    return updates.remove_own_update(g_bar, g_own, int(a.num_clients))
   return g_bar
 
 
@@ -437,7 +448,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None,
-               splits: dict | None = None, mesh=None) -> dict[str, Any]:
+               splits: dict | None = None, mesh=None,
+               return_target: bool = False) -> dict[str, Any]:
   """Runs one attack and writes `workdir/{metrics.json, grid_*.png, table.md}`.
 
   Args:
@@ -448,10 +460,13 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       `config.pretrained_backbone`.
     splits: precomputed `pretrain.load_splits(config)` (sweeps pass it to load the data once).
     mesh: a ("data", "classes") mesh; default one from `config.mesh`.
+    return_target: also return the inverted pseudo-gradient as `out["target"]` (sweeps use it to
+      check that secure aggregation leaves it unchanged).
 
   Returns:
     {"table": markdown, "rows": [{"name", "summary"}], "loss_first", "loss_last",
-     "target_recovery_rel_err", "round_metrics", "timing_s", "workdir", "enhance_status", ...}.
+     "target_recovery_rel_err", "client_delta_norms", "round_metrics", "timing_s", "workdir",
+     "enhance_status", ...}.
   """
   t_start = time.time()
   stages = {}
@@ -501,6 +516,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   # Sanity: how close is the attacker's target to the victims' true mean pseudo-gradient?
   # (exact without DP; only the simulation can compute this.)
   true_rel = None
+  client_delta_norms = []   # the victims' ||delta_k|| (what DP's clip norm S is compared with)
   if a.knows_num_clients:
     upd = seen["client_update"]
     gs = []
@@ -508,6 +524,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       d, _, _ = upd(seen["w_t"], jnp.asarray(seen["class_rows"][v]),
                     round_faces.images[v * n:(v + 1) * n], jnp.int32(n), jax.random.key(0))
       gs.append(jax.tree.map(lambda x: -np.asarray(x) / float(a.eta), jax.device_get(d)))
+      client_delta_norms.append(float(a.eta) * float(updates.tree_l2_norm(gs[-1])))
     true_mean = updates.aggregate(gs)
     diff = jax.tree.map(lambda x, y: np.asarray(x) - np.asarray(y), target, true_mean)
     true_rel = float(updates.tree_l2_norm(diff) / max(float(updates.tree_l2_norm(true_mean)), 1e-30))
@@ -576,6 +593,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       "table": table, "rows": rows, "results": results,
       "loss_first": first["loss_first"], "loss_last": first["loss_last"],
       "target_recovery_rel_err": true_rel, "round_metrics": seen["round_metrics"],
+      "client_delta_norms": client_delta_norms,
       "participants": [fed.identity_names[i] for i in part], "num_victims": k - 1,
       "gallery_identities": int(len(np.unique(gallery_labels))),
       "enhance_status": enhance_status, "timing_s": time.time() - t_start,
@@ -585,6 +603,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   }
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump({k_: v for k_, v in out.items() if k_ != "table"}, f, indent=1, default=str)
+  if return_target:   # host pytree, kept out of metrics.json (sweeps compare targets)
+    out["target"] = jax.device_get(target)
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(table + "\n")
   return out

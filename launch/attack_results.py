@@ -1,0 +1,92 @@
+"""Curious-client attack sweeps (K, photos per client, tau, DP-FedAvg, secure aggregation, fedface
+class-embedding knowledge) and the RESULTS.md `attack-<suite>` block.
+
+  python -m launch.attack_results --suite=synthetic        # ~20 min on 2 CPU cores
+  python -m launch.attack_results --suite=synthetic --defence_cost --sweeps=
+      # FedFace TAR@FAR under the same DP (one FedFace run per noise level: ~10 min each on 2
+      # cores); the sweep tables are re-read from the last sweep run's JSON
+  python -m launch.attack_results --suite=celeba           # needs runs/celeba/pretrain/backbone
+
+Needs the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`).
+Per-point outputs (grids of faces: never commit them) go under --workdir.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
+flags.DEFINE_string("workdir", None, "Root of the per-point runs (default runs/attack_results/<suite>).")
+flags.DEFINE_string("pretrained", None, "launch.pretrain workdir with backbone/ (default per suite).")
+flags.DEFINE_list("sweeps", "victims,images,tau,dp,secure_aggregation,class_embedding",
+                  "Sweeps to run; empty: reuse the last run's JSON for the tables.")
+flags.DEFINE_list("victims", None, "Victim counts V (K = V + 1).")
+flags.DEFINE_list("images", None, "Photos per client.")
+flags.DEFINE_list("taus", None, "Local steps.")
+flags.DEFINE_list("noise", None, "DP noise multipliers z of the attack sweep.")
+flags.DEFINE_float("clip_norm", None, "DP clip S of the attack sweep (0: median victim delta norm).")
+flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
+flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
+flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
+flags.DEFINE_list("defence_noise", None, "Noise multipliers of the defence-cost FedFace runs.")
+flags.DEFINE_string("defence_baseline", "runs/demo/fedface",
+                    "Finished no-DP FedFace run to reuse as the defence baseline ('' = run one).")
+flags.DEFINE_bool("update_results_md", True, "Rewrite this suite's RESULTS.md block.")
+FLAGS = flags.FLAGS
+
+
+def _load(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv):
+  del argv
+  # pylint: disable=g-import-not-at-top
+  from fedface_jax import results
+  from fedface_jax.attack import sweeps
+  from launch import common
+  # pylint: enable=g-import-not-at-top
+  common.quiet_library_logs()
+  overrides = {"sweeps": tuple(s for s in FLAGS.sweeps if s)}
+  for name, cast in (("victims", int), ("images", int), ("taus", int), ("noise", float),
+                     ("defence_noise", float)):
+    if getattr(FLAGS, name) is not None:
+      overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
+  for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations"):
+    if getattr(FLAGS, name) is not None:
+      overrides[name] = getattr(FLAGS, name)
+  scfg = sweeps.sweep_config(FLAGS.suite, **overrides)
+  workdir = FLAGS.workdir or os.path.join("runs", "attack_results", FLAGS.suite)
+  sweep_json = os.path.join(workdir, "attack_results.json")
+  cost_json = os.path.join(workdir, "defence_cost.json")
+
+  command = "python -m launch.attack_results " + " ".join(sys.argv[1:])
+  result = None
+  if scfg.sweeps:
+    result = sweeps.run_sweeps(scfg, workdir)
+    result["command"] = command
+    sweeps.save_json(sweep_json, result)
+  else:
+    result = _load(sweep_json)
+  cost = None
+  if FLAGS.defence_cost:
+    cost = sweeps.defence_cost(scfg, os.path.join(workdir, "defence"),
+                               baseline_workdir=FLAGS.defence_baseline)
+    cost["command"] = command
+    sweeps.save_json(cost_json, cost)
+  else:
+    cost = _load(cost_json)
+  section = sweeps.markdown_section(FLAGS.suite, command, result, cost)
+  print(section)
+  if FLAGS.update_results_md:
+    results.update_results_md("RESULTS.md", f"attack-{FLAGS.suite}", section)
+
+
+if __name__ == "__main__":
+  app.run(main)
