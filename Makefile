@@ -32,5 +32,9 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~15-25 min).
+benchmark: $(STAMP)
+	PY=$(BIN)/python bash scripts/run_benchmarks.sh
+
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,38 @@
+"""Full factorial benchmark sweep for one GPU (or several), see BENCHMARKS.md.
+
+  python -m launch.benchmark --config experiments/benchmark_gpu.py --workdir runs/benchmark_gpu
+
+clients/round 100/1000/10000 x local steps 1/5 x images 8/32 x small/large CNN, on 1 device and
+on all local devices (`devices=8` rows need 8 GPUs; on one GPU drop them with
+`:devices=1`; both: `:devices=1+8`). Device memory comes from `device.memory_stats()`.
+"""
+
+import itertools
+
+from experiments import benchmark_cpu
+from fedface_jax import config_utils
+
+
+def get_config(arg=None):
+  arg = config_utils.parse_config_arg(arg, devices="1+8")
+  config = benchmark_cpu.base_config()
+  config.peak_matmul_size = 8192
+  config.timed_rounds = 3
+  config.sequential_max_clients = 200
+  config.centralised_batch = 8192
+  device_counts = tuple(int(d) for d in arg.devices.split("+"))
+  runs = []
+  for clients, steps, images, model, devices in itertools.product(
+      (100, 1000, 10000), (1, 5), (8, 32), ("small", "large"), device_counts):
+    per_dev = -(-clients // devices)
+    strategies = ("engine",)
+    if clients == 100 and devices == 1:
+      strategies = ("sequential", "engine", "engine_laxconv", "centralised")
+    runs.append(dict(name=f"c{clients}_s{steps}_i{images}_{model}", clients=clients,
+                     steps=steps, images=images, model=model, devices=devices,
+                     strategies=strategies,
+                     chunks=tuple(sorted({min(c, per_dev) for c in (50, 250, 1000)}))))
+  config.runs = tuple(runs)
+  config.class_table.devices = max(device_counts)
+  config.peers = (dict(run="c100_s1_i8_small", venv="fedjax", rounds=2),)
+  return config

@@ -1,0 +1,130 @@
+"""Measurement helpers: peak FLOP/s, XLA FLOP counts, compile vs steady-state time, memory.
+
+Why this module exists: a throughput number is only interpretable next to the machine's own
+ceiling and the program's own work. Everything here is measured in the same process as the
+benchmark it annotates: the matmul peak (so MFU is relative to what this machine, at this load,
+actually delivers), XLA's cost analysis of the *compiled* program (so FLOPs are what runs, not a
+hand count), compile time kept apart from steady-state time, and the process's peak RSS (reset
+per configuration where Linux allows it, so each row has its own peak).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def load_average() -> tuple[float, float, float]:
+  """1/5/15-min load averages; recorded with every timing because the machine is shared."""
+  return os.getloadavg()
+
+
+def peak_matmul_flops(size: int = 2048, reps: int = 5, dtype=jnp.float32) -> float:
+  """Best-of-`reps` FLOP/s of a jitted [size, size] @ [size, size] matmul on device 0.
+
+  The best rep, not the mean: the peak is a ceiling, and on a shared machine the slow reps
+  measure the neighbours.
+  """
+  if size < 1 or reps < 1:
+    raise ValueError(f"size and reps must be >= 1, got {size}, {reps}")
+  x = jnp.ones((size, size), dtype)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(x))
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(x))
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * size ** 3 / best
+
+
+def compiled_cost(compiled) -> dict[str, float]:
+  """XLA's cost analysis of a compiled program as one dict (older JAX returns a list)."""
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  if not isinstance(ca, dict):
+    raise ValueError(f"unexpected cost_analysis() result {type(ca).__name__}")
+  return {k: float(v) for k, v in ca.items() if isinstance(v, (int, float))}
+
+
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, per device program (SPMD: per shard).
+
+  Caveat: XLA's HloCostAnalysis counts a while-loop body once, so programs with `lax.scan`
+  (chunks, local steps) are undercounted; `flops_per_client_step` sidesteps that.
+  """
+  flops = compiled_cost(compiled).get("flops", 0.0)
+  if not flops > 0:
+    raise ValueError(f"cost analysis gave no positive 'flops': {compiled_cost(compiled)}")
+  return flops
+
+
+def lower_and_compile(jitted, *args) -> tuple[Any, float, float]:
+  """(compiled, lower_s, compile_s): compile time is reported apart from steady state."""
+  t0 = time.perf_counter()
+  lowered = jitted.lower(*args)
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  t2 = time.perf_counter()
+  return compiled, t1 - t0, t2 - t1
+
+
+def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]:
+  """Wall seconds of `reps` calls of `fn()` (each blocked until ready), after `warmup` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  out = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+def reset_peak_rss() -> bool:
+  """Resets the kernel's peak-RSS mark (VmHWM) of this process; False where unsupported.
+
+  Linux >= 4.0: writing "5" to /proc/self/clear_refs. Without it, `peak_rss_bytes` is the
+  process-lifetime peak, which is why the benchmark runs its configurations smallest first.
+  """
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def peak_rss_bytes() -> int:
+  """Peak resident set size of this process: VmHWM (resettable), else getrusage's ru_maxrss."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def device_memory(devices: Sequence[Any] | None = None) -> dict[str, int] | None:
+  """Summed `memory_stats()` (bytes_in_use, peak_bytes_in_use) over devices; None on CPU.
+
+  The CPU backend returns no stats (host memory is the RSS above); GPUs and TPUs do.
+  """
+  devices = jax.local_devices() if devices is None else devices
+  total: dict[str, int] = {}
+  for d in devices:
+    stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+    if not stats:
+      return None
+    for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit"):
+      if k in stats:
+        total[k] = total.get(k, 0) + int(stats[k])
+  return total or None

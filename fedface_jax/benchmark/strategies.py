@@ -1,0 +1,200 @@
+"""Execution strategies for one FedAvg round of the shared workload, all giving the same update.
+
+Why this module exists: the engine's design choice (vmap over client chunks inside shard_map over
+devices) is only justified against the alternatives, measured on the same round:
+
+* `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
+* `engine`: the real compiled round of the federated engine (`rounds.make_round_fn`, the same
+  code `algorithm.build_fedface` jits), run with the benchmark CNN. On a 1-device mesh it is
+  `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh the client axis is also
+  sharded over devices. The chunk size is the knob;
+* `centralised`: the ceiling, i.e. the same images through the same model as large SGD batches
+  with no per-client state.
+
+The engine round is configured to do exactly what the workload says: plain SGD, no flip
+augmentation, spreadout off, FedAvg server (SGD lr 1 on the mean delta), weights = image counts.
+Its local batches are a per-client random permutation of the client's images; with
+`batch_size == images_per_client` (what the benchmark sweep uses) every step sees all images, so
+the update equals `workload.sequential_round` to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from fedface_jax import sharding as sh
+from fedface_jax.benchmark import workload as wl
+from fedface_jax.federated import algorithm
+from fedface_jax.federated import rounds
+
+
+def engine_config(w: wl.Workload, chunk: int) -> mlc.ConfigDict:
+  """The `federated` config section that makes the engine round run the workload."""
+  return mlc.ConfigDict(dict(
+      clients_per_chunk=chunk,
+      client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
+                  margin=wl.POSITIVE_MARGIN, train_class_embedding=False, augment_flip=False,
+                  optimizer=dict(name="sgd", learning_rate=w.lr, schedule="constant")),
+      spreadout=dict(enabled=False, margin=0.3, weight=0.0, steps=0, block_size=4096)))
+
+
+class EngineRound:
+  """The engine's jitted round on a workload, plus the host-side data step of a round.
+
+  Attributes:
+    jitted: `jax.jit(round_fn)` with the engine's shardings.
+    padded_clients: client slots per round (padded to split over devices and chunks).
+    chunk: clients per vmapped chunk (per device).
+  """
+
+  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches"):
+    self.workload = w
+    self.mesh = mesh
+    self.padded_clients, self.chunk = algorithm.round_layout(w.num_clients, mesh, chunk)
+    cfg = engine_config(w, self.chunk)
+    model = wl.workload_model(w, conv_impl)
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    self.rows = sh.padded_num_classes(w.num_clients, mesh)
+    round_fn = rounds.make_round_fn(
+        apply_fn, cfg, mesh, w.images_per_client, optax.sgd(1.0), optax.sgd(0.0),
+        num_real_clients=w.num_clients, num_valid_rows=w.num_clients)
+    rep, cl = sh.replicated(mesh), rounds.client_sharding(mesh)
+    self.state_sharding = {"params": rep, "table": sh.table_sharded(mesh), "server_opt": rep,
+                           "round": rep, "rng": rep}
+    self.jitted = jax.jit(round_fn, in_shardings=(self.state_sharding, cl, cl, cl, cl),
+                          out_shardings=(self.state_sharding, rep, cl))
+    self._cl = cl
+
+  def init_state(self, params, class_embeddings: np.ndarray) -> dict[str, Any]:
+    table = np.zeros((self.rows, self.workload.embedding_dim), np.float32)
+    table[:class_embeddings.shape[0]] = class_embeddings
+    state = {"params": params, "table": table, "server_opt": optax.sgd(1.0).init(params),
+             "round": jnp.zeros((), jnp.int32),
+             "rng": jax.random.key_data(jax.random.key(self.workload.seed))}
+    return jax.device_put(state, self.state_sharding)
+
+  def round_inputs(self, images: np.ndarray, client_ids: np.ndarray) -> tuple[jax.Array, ...]:
+    """Host data step of a round: gather the sampled clients' images, pad, put on the mesh.
+
+    This is what `build_fedface`'s `apply` does per round (`round_data` + device put), so its
+    time is the data-pipeline share of a round.
+    """
+    m = self.padded_clients
+    n = len(client_ids)
+    ids = np.zeros(m, np.int32)
+    ids[:n] = client_ids
+    batch = np.zeros((m,) + images.shape[1:], np.uint8)
+    batch[:n] = images[client_ids]
+    num_images = np.zeros(m, np.int32)
+    num_images[:n] = images.shape[1]
+    poison = np.zeros(m, bool)
+    put = lambda x: jax.device_put(x, self._cl)
+    return put(batch), put(num_images), put(ids), put(poison)
+
+  def __call__(self, state, inputs):
+    return self.jitted(state, *inputs)
+
+
+def engine_round_params(w: wl.Workload, data: wl.ClientData, mesh, chunk: int,
+                        conv_impl: str = "patches") -> wl.Params:
+  """New server params after one engine round (for cross-checks against `sequential_round`)."""
+  eng = EngineRound(w, mesh, chunk, conv_impl)
+  state = eng.init_state(wl.init_params(w), data.class_embeddings)
+  state, _, _ = eng(state, eng.round_inputs(data.images, np.arange(w.num_clients)))
+  return state["params"]
+
+
+def sequential_steps(w: wl.Workload, params, data: wl.ClientData, num_clients: int,
+                     conv_impl: str = "lax") -> Callable[[], Any]:
+  """Like `sequential_updates`, but a Python loop over local steps of a jitted SGD step.
+
+  This is FedJAX's `jit` backend exactly (it jits `client_step` per batch). On XLA:CPU it is
+  also much faster than jitting the whole update: see BENCHMARKS.md.
+  """
+  step = client_step_fn(w, conv_impl)
+  idx = wl.batch_indices(w)
+  batches = [[jnp.asarray(data.images[c][i]) for i in idx] for c in range(num_clients)]
+  embs = [jnp.asarray(data.class_embeddings[c]) for c in range(num_clients)]
+  weight = float(w.images_per_client)
+
+  def run():
+    acc = jax.tree.map(jnp.zeros_like, params)
+    for c in range(num_clients):
+      p = params
+      for b in batches[c]:
+        p = step(p, b, embs[c])
+      acc = _acc(acc, p, weight)
+    return acc
+  return run
+
+
+def sequential_updates(w: wl.Workload, params, data: wl.ClientData, num_clients: int,
+                       conv_impl: str = "lax") -> Callable[[], Any]:
+  """A thunk running `num_clients` jitted client updates one after another (FedJAX-jit-like).
+
+  The running weighted sum stays on device, as in `workload.sequential_round`; the thunk
+  returns it so `time_calls` can block on it.
+  """
+  model = wl.workload_model(w, conv_impl)
+  upd = jax.jit(functools.partial(_client_update_model, workload=w, model=model))
+  imgs = [jnp.asarray(data.images[c]) for c in range(num_clients)]
+  embs = [jnp.asarray(data.class_embeddings[c]) for c in range(num_clients)]
+  weight = float(w.images_per_client)
+
+  def run():
+    acc = jax.tree.map(jnp.zeros_like, params)
+    for c in range(num_clients):
+      acc = _acc(acc, upd(params, imgs[c], embs[c]), weight)
+    return acc
+  return run
+
+
+@jax.jit
+def _acc(acc, p, weight):
+  return jax.tree.map(lambda a, b: a + weight * b, acc, p)
+
+
+def _client_update_model(params, images_u8, class_embedding, workload, model):
+  """`workload.client_update` with a chosen conv implementation."""
+  grad_fn = jax.grad(lambda p, x, e: wl.positive_loss(
+      model.apply({"params": p}, wl.preprocess(x)), e))
+  idx = jnp.asarray(wl.batch_indices(workload))
+
+  def step(p, step_idx):
+    g = grad_fn(p, images_u8[step_idx], class_embedding)
+    return jax.tree.map(lambda a, b: a - workload.lr * b, p, g), None
+
+  return jax.lax.scan(step, params, idx)[0]
+
+
+def client_step_fn(w: wl.Workload, conv_impl: str = "lax"):
+  """jit of ONE client SGD step on one batch: its cost analysis is FLOPs per local step."""
+  model = wl.workload_model(w, conv_impl)
+
+  def step(params, images_u8, class_embedding):
+    g = jax.grad(lambda p: wl.positive_loss(
+        model.apply({"params": p}, wl.preprocess(images_u8)), class_embedding))(params)
+    return jax.tree.map(lambda a, b: a - w.lr * b, params, g)
+  return jax.jit(step)
+
+
+def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
+  """jit of one SGD step on a large batch with per-image class embeddings (the ceiling)."""
+  model = wl.workload_model(w, conv_impl)
+
+  def loss(params, images_u8, class_embs):
+    emb = model.apply({"params": params}, wl.preprocess(images_u8))
+    cos = jnp.sum(emb * wl.l2_normalize(class_embs), -1)
+    return jnp.mean(jnp.square(jax.nn.relu(wl.POSITIVE_MARGIN - cos)))
+
+  def step(params, images_u8, class_embs):
+    g = jax.grad(loss)(params, images_u8, class_embs)
+    return jax.tree.map(lambda a, b: a - w.lr * b, params, g)
+  return jax.jit(step, donate_argnums=(0,))

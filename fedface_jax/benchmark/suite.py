@@ -1,0 +1,417 @@
+"""The benchmark suite: sweep, strategies, peers and the class-table step, one JSON row each.
+
+Why this module exists: every figure in BENCHMARKS.md must come from one command on one machine
+state. `run_suite` is that command's body. It runs each device count in its own subprocess (a
+fake-device count is fixed when JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count),
+runs the peer frameworks in their own venvs, and writes `results.jsonl` plus BENCHMARKS.md.
+Each row records the load average, because this machine is shared and timings move with it.
+
+Row schema (all rows): kind ("round" | "peer" | "class_table" | "peak" | "error"), name,
+load_avg. Round rows add the workload, strategy, devices, chunk, client_updates_per_s,
+images_per_s, flops_per_update, mfu, compile_s, round_s, data_s, data_share, peak_rss_bytes,
+device_memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import ml_collections as mlc
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL_ALIASES = {"small": "bench_cnn_small", "large": "bench_cnn_large"}
+
+
+def _workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
+  from fedface_jax.benchmark import workload as wl  # pylint: disable=g-import-not-at-top
+  images = int(run["images"])
+  return wl.Workload(
+      num_clients=int(run["clients"]), images_per_client=images,
+      image_size=tuple(cfg.image_size), local_steps=int(run["steps"]),
+      # Full-batch local steps: a client trains on all its photos each step, so images per
+      # client scales the work (with B < N it would only change the data volume).
+      batch_size=images, model=MODEL_ALIASES.get(run["model"], run["model"]),
+      embedding_dim=int(cfg.embedding_dim), lr=float(cfg.lr), seed=int(cfg.seed))
+
+
+def _emit(out_path: str, row: dict[str, Any]) -> None:
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+  row.setdefault("load_avg", list(measure.load_average()))
+  row.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
+  with open(out_path, "a") as f:
+    f.write(json.dumps(row) + "\n")
+  logging.info("row: %s", json.dumps(row)[:400])
+  print(json.dumps({k: row[k] for k in row if k in (
+      "name", "strategy", "devices", "chunk", "client_updates_per_s", "images_per_s", "mfu",
+      "peak_rss_bytes", "error")}), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker (one process per device count).
+
+
+def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
+  """Runs the sweep rows for `devices` devices in this process (JAX already sized)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fedface_jax import sharding as sh  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import workload as wl  # pylint: disable=g-import-not-at-top
+
+  if jax.device_count() < devices:
+    raise ValueError(f"worker wants {devices} devices, JAX has {jax.device_count()}; "
+                     "set XLA_FLAGS=--xla_force_host_platform_device_count")
+  peak = measure.peak_matmul_flops(cfg.peak_matmul_size, reps=5)
+  _emit(out_path, {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
+                   "peak_flops": peak, "backend": jax.default_backend(),
+                   "device_kind": jax.devices()[0].device_kind})
+  mesh = sh.make_mesh(data=devices, devices=jax.devices()[:devices])
+  runs = [dict(r) for r in cfg.runs if int(r.get("devices", 1)) == devices]
+  for run in runs:
+    w = _workload(cfg, run)
+    data = wl.synthetic_client_data(w)
+    params = wl.init_params(w)
+    base = {"kind": "round", "name": run["name"], "devices": devices,
+            "workload": w.to_dict(), "peak_flops": peak}
+    # FLOPs per client update: one local step's compiled cost x local steps (XLA counts a
+    # scan body once, so the round program's own count would be low).
+    step = strategies.client_step_fn(w)
+    flops_step = measure.compiled_flops(step.lower(params, data.images[0],
+                                                   data.class_embeddings[0]).compile())
+    flops_update = flops_step * w.local_steps
+    reps = int(run.get("reps", cfg.timed_rounds))
+    for strat in run.get("strategies", ("engine",)):
+      try:
+        if strat in ("sequential", "sequential_steps"):
+          n = min(w.num_clients, int(cfg.sequential_max_clients))
+          measure.reset_peak_rss()
+          make = (strategies.sequential_updates if strat == "sequential"
+                  else strategies.sequential_steps)
+          thunk = make(w, params, data, n)
+          t0 = time.perf_counter()
+          jax.block_until_ready(thunk())      # compiles the per-client update
+          first = time.perf_counter() - t0
+          times = measure.time_calls(thunk, reps)
+          _emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
+                               measure, extra={"clients_timed": n}))
+        elif strat == "centralised":
+          _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path)
+        else:
+          conv = "lax" if strat == "engine_laxconv" else "patches"
+          for chunk in run.get("chunks", (cfg.default_chunk,)):
+            measure.reset_peak_rss()
+            eng = strategies.EngineRound(w, mesh, int(chunk), conv)
+            state = eng.init_state(params, data.class_embeddings)
+            ids = np.arange(w.num_clients)
+            t0 = time.perf_counter()
+            inputs = eng.round_inputs(data.images, ids)
+            jax.block_until_ready(inputs)
+            data_s = time.perf_counter() - t0
+            compiled, lower_s, compile_s = measure.lower_and_compile(eng.jitted, state, *inputs)
+            round_flops = measure.compiled_flops(compiled)
+            state, _, _ = compiled(state, *inputs)   # first run (host buffers settle)
+            jax.block_until_ready(state)
+            times = []
+            for _ in range(reps):
+              t0 = time.perf_counter()
+              state, metrics, _ = compiled(state, *inputs)
+              jax.block_until_ready(state)
+              times.append(time.perf_counter() - t0)
+            loss = float(metrics["client_loss_first"])
+            name = ("vmap" if devices == 1 else "shard") + ("-laxconv" if conv == "lax" else "")
+            _emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
+                                 flops_update, peak, measure, extra={
+                                     "lower_s": lower_s, "compile_s": compile_s,
+                                     "data_s": data_s,
+                                     "data_share": data_s / (data_s + float(np.median(times))),
+                                     "padded_clients": eng.padded_clients,
+                                     "round_program_flops_xla": round_flops,
+                                     "client_loss_first": loss}))
+            del state, inputs, compiled, eng
+      except Exception as e:  # pylint: disable=broad-except
+        # A failed row is reported, not hidden: the table shows the error.
+        logging.exception("row %s/%s failed", run["name"], strat)
+        _emit(out_path, {**base, "kind": "error", "strategy": strat, "error": repr(e)[:500]})
+
+
+def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, peak, measure,
+         extra=None):
+  med = float(np.median(times))
+  ups = clients_timed / med
+  row = {**base, "strategy": strategy, "chunk": chunk, "round_s": times,
+         "client_updates_per_s": ups,
+         "images_per_s": ups * w.local_steps * w.batch_size,
+         "flops_per_update": flops_update,
+         "mfu": flops_update * ups / peak,
+         "peak_rss_bytes": measure.peak_rss_bytes(),
+         "device_memory": measure.device_memory()}
+  if first_s is not None:
+    row["first_call_s"] = first_s
+  row.update(extra or {})
+  return row
+
+
+def _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path):
+  """Same images, same model, large SGD batches: the ceiling for images/s."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
+  measure.reset_peak_rss()
+  batch = int(cfg.centralised_batch)
+  per_client = w.images_per_client
+  clients = max(1, min(w.num_clients, batch // per_client))
+  images = data.images[:clients].reshape((-1,) + data.images.shape[2:])
+  embs = np.repeat(data.class_embeddings[:clients], per_client, axis=0)
+  step = strategies.centralised_step_fn(w)
+  p = jax.tree.map(lambda x: x.copy(), params)
+  compiled, _, compile_s = measure.lower_and_compile(step, p, images, embs)
+  p = compiled(p, images, embs)
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    p = compiled(p, images, embs)
+    jax.block_until_ready(p)
+    times.append(time.perf_counter() - t0)
+  med = float(np.median(times))
+  ips = images.shape[0] / med
+  flops_img = flops_update / (w.local_steps * w.batch_size)
+  _emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": images.shape[0],
+                   "round_s": times, "images_per_s": ips, "client_updates_per_s": None,
+                   "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
+                   "compile_s": compile_s, "peak_rss_bytes": measure.peak_rss_bytes(),
+                   "device_memory": measure.device_memory()})
+
+
+# ------------------------------------------------------------------------------------------------
+# Class-embedding table at scale (8 fake devices).
+
+
+def run_class_table(cfg: mlc.ConfigDict, out_path: str, hlo_path: str) -> None:
+  """CosFace logits + spreadout step on a [rows, dim] table sharded over "classes".
+
+  One step = grad of (sharded CosFace on a batch of embeddings + spreadout of Q query rows
+  against every row) w.r.t. the table, then SGD, table donated. The compiled HLO is saved and
+  scanned for a C x C shape and for any op producing the full (unsharded) table.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from fedface_jax import sharding as sh  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+
+  ct = cfg.class_table
+  rows, dim, shards = int(ct.rows), int(ct.dim), int(ct.devices)
+  mesh = sh.make_mesh(data=1, classes=shards, devices=jax.devices()[:shards])
+  measure.reset_peak_rss()
+  tshard = sh.table_sharded(mesh)
+  table = jax.jit(lambda k: jax.random.normal(k, (rows, dim), jnp.float32),
+                  out_shardings=tshard)(jax.random.key(0))
+  b, q = int(ct.batch), int(ct.queries)
+  emb = jax.random.normal(jax.random.key(1), (b, dim))
+  emb = emb / jnp.linalg.norm(emb, axis=-1, keepdims=True)
+  labels = jax.random.randint(jax.random.key(2), (b,), 0, rows)
+  qids = jax.random.randint(jax.random.key(3), (q,), 0, rows)
+
+  def loss(tbl, e, lab, qi):
+    cos_loss, _ = sh.sharded_cosface_loss(e, tbl, lab, mesh)
+    sp, cnt = sh.sharded_spreadout_rows(tbl, qi, mesh, block_size=int(ct.block_size))
+    return cos_loss + sp / jnp.maximum(cnt, 1)
+
+  def step(tbl, e, lab, qi):
+    value, g = jax.value_and_grad(loss)(tbl, e, lab, qi)
+    return tbl - 0.1 * g, value
+
+  rep = sh.replicated(mesh)
+  jitted = jax.jit(step, in_shardings=(tshard, rep, rep, rep), out_shardings=(tshard, rep),
+                   donate_argnums=(0,))
+  compiled, lower_s, compile_s = measure.lower_and_compile(jitted, table, emb, labels, qids)
+  hlo = compiled.as_text()
+  with open(hlo_path, "w") as f:
+    f.write(hlo)
+  table, value = compiled(table, emb, labels, qids)
+  jax.block_until_ready(table)
+  times = []
+  for _ in range(int(ct.reps)):
+    t0 = time.perf_counter()
+    table, value = compiled(table, emb, labels, qids)
+    jax.block_until_ready(table)
+    times.append(time.perf_counter() - t0)
+  _emit(out_path, {
+      "kind": "class_table", "name": f"table{rows}x{dim}", "rows": rows, "dim": dim,
+      "devices": shards, "batch": b, "queries": q, "block_size": int(ct.block_size),
+      "step_s": times, "compile_s": compile_s, "lower_s": lower_s, "loss": float(value),
+      "table_bytes": rows * dim * 4, "per_device_table_bytes": rows * dim * 4 // shards,
+      "peak_rss_bytes": measure.peak_rss_bytes(), "device_memory": measure.device_memory(),
+      "hlo_file": os.path.basename(hlo_path), **hlo_checks(hlo, rows, dim, shards)})
+
+
+def hlo_checks(hlo: str, rows: int, dim: int, shards: int) -> dict[str, Any]:
+  """Counts, in compiled HLO text, the shapes that would mean the table was not kept sharded.
+
+  * `cxc_shapes`: any f32 shape with two dims >= rows/shards (a C x C or shard x shard matrix);
+  * `full_table_shapes`: any shape [rows, dim] (the whole table materialised on a device);
+  * `all_gathers` / `all_gather_table`: all-gather ops, and those whose result has >= rows/shards
+    rows (a gather of the table);
+  * `largest_cross_device_all_reduce_elems`: the biggest all-reduce operand that actually crosses
+    devices (singleton replica groups, i.e. a psum over a size-1 axis, are skipped).
+  """
+  import re  # pylint: disable=g-import-not-at-top
+  local = rows // shards
+  shapes = re.findall(r"[a-z0-9]+\[([0-9,]+)\]", hlo)
+  cxc, full = 0, 0
+  for s in shapes:
+    dims = [int(x) for x in s.split(",") if x]
+    if sum(d >= local for d in dims) >= 2:
+      cxc += 1
+    if len(dims) == 2 and dims[0] == rows and dims[1] == dim:
+      full += 1
+  gathers = [ln for ln in hlo.splitlines() if "all-gather(" in ln or "all-gather-start(" in ln]
+  big = [ln for ln in gathers
+         if any(int(s.split(",")[0]) >= local
+                for s in re.findall(r"\[([0-9,]+)\]", ln.split("=")[1].split("all-gather")[0])
+                if s)]
+  psum_lines = [ln for ln in hlo.splitlines() if "all-reduce(" in ln or "all-reduce-start(" in ln]
+  largest_ar = 0
+  for ln in psum_lines:
+    groups = re.search(r"replica_groups=\{(.*?)\}(,|$| )", ln)
+    # Singleton groups ({0},{1},...) are a psum over a size-1 mesh axis: no data moves.
+    if groups and all("," not in g for g in re.findall(r"\{([0-9,]*)\}", groups.group(0))):
+      continue
+    head = ln.split("=")[1].split("all-reduce")[0]
+    for s in re.findall(r"\[([0-9,]*)\]", head):
+      largest_ar = max(largest_ar, int(np.prod([int(x) for x in s.split(",") if x] or [1])))
+  return {"cxc_shapes": cxc, "full_table_shapes": full, "all_gathers": len(gathers),
+          "all_gather_table": len(big), "all_reduces": len(psum_lines),
+          "largest_cross_device_all_reduce_elems": largest_ar,
+          "local_table_shape_present": f"[{local},{dim}]" in hlo}
+
+
+# ------------------------------------------------------------------------------------------------
+# Peers.
+
+
+def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str) -> None:
+  """Runs each configured peer on its workload in its own venv; failures become error rows."""
+  for peer in cfg.peers:
+    peer = dict(peer)
+    run = next((dict(r) for r in cfg.runs if r["name"] == peer["run"]), None)
+    if run is None:
+      raise ValueError(f"peer {peer} names unknown run {peer['run']!r}")
+    w = _workload(cfg, run)
+    wpath = os.path.join(workdir, f"workload_{run['name']}.json")
+    w.save(wpath)
+    py = os.path.join(REPO_ROOT, ".peer_venvs", peer["venv"], "bin", "python")
+    script = os.path.join(REPO_ROOT, "scripts", "peers", f"{peer['venv']}_bench.py")
+    base = {"kind": "peer", "name": run["name"], "peer": peer["venv"], "workload": w.to_dict()}
+    if not os.path.isfile(py):
+      _emit(out_path, {**base, "kind": "error", "error": f"{py} missing: run "
+                       "scripts/setup_peer_venvs.sh"})
+      continue
+    cmd = [py, script, "--workload", wpath, "--rounds", str(peer.get("rounds", 2))]
+    cmd += list(peer.get("args", ()))
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+    t0 = time.perf_counter()
+    with open(os.path.join(workdir, f"peer_{peer['venv']}_{run['name']}.log"), "w") as log:
+      proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
+                            timeout=float(peer.get("timeout_s", 900)), check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+      _emit(out_path, {**base, "kind": "error", "error": f"rc={proc.returncode}; see "
+                       f"peer_{peer['venv']}_{run['name']}.log", "cmd": " ".join(cmd)})
+      continue
+    res = json.loads(lines[-1])
+    _emit(out_path, {**base, "result": res, "wall_s": time.perf_counter() - t0,
+                     "client_updates_per_s": res["client_updates_per_s"],
+                     "images_per_s": res["images_per_s"], "cmd": " ".join(cmd)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Orchestration.
+
+
+def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) -> int:
+  env = dict(os.environ)
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  with open(log_path, "w") as log:
+    proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
+                          env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                          check=False)
+  return proc.returncode
+
+
+def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
+              parts: tuple[str, ...]) -> str:
+  """Runs the selected parts (sweep, class_table, peers) and writes BENCHMARKS.md."""
+  from fedface_jax.benchmark import report  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  out_path = os.path.join(workdir, "results.jsonl")
+  if not cfg.get("append", False) and os.path.exists(out_path):
+    os.remove(out_path)
+  started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+  t0 = time.perf_counter()
+  if "sweep" in parts:
+    for devices in sorted({int(dict(r).get("devices", 1)) for r in cfg.runs}):
+      rc = _subprocess([f"--config={config_arg}", f"--worker_devices={devices}",
+                        f"--worker_out={out_path}"], devices,
+                       os.path.join(workdir, f"worker_{devices}dev.log"), cfg.worker_timeout_s)
+      if rc:
+        _emit(out_path, {"kind": "error", "name": f"worker_{devices}dev",
+                         "error": f"worker exited with {rc}; see worker_{devices}dev.log"})
+  if "class_table" in parts and cfg.class_table.enabled:
+    rc = _subprocess([f"--config={config_arg}", "--worker_class_table",
+                      f"--worker_out={out_path}"], int(cfg.class_table.devices),
+                     os.path.join(workdir, "class_table.log"), cfg.worker_timeout_s)
+    if rc:
+      _emit(out_path, {"kind": "error", "name": "class_table",
+                       "error": f"class-table worker exited with {rc}; see class_table.log"})
+  if "peers" in parts:
+    run_peers(cfg, workdir, out_path)
+  meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
+          "config": config_arg, "parts": list(parts), "machine": machine_info(),
+          "versions": versions()}
+  meta_path = os.path.join(workdir, "meta.json")
+  if cfg.get("append", False) and os.path.isfile(meta_path):
+    # Appended invocations: keep the first start time and list every command.
+    with open(meta_path) as f:
+      old = json.load(f)
+    meta["started"] = old["started"]
+    meta["wall_s"] += old["wall_s"]
+    meta["command"] = old["command"] + "` then `" + command
+  with open(meta_path, "w") as f:
+    json.dump(meta, f, indent=1)
+  return report.write_report(cfg, workdir, meta)
+
+
+def machine_info() -> dict[str, Any]:
+  info = {"platform": platform.platform(), "python": platform.python_version(),
+          "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    info["cpu"] = names[0] if names else "unknown"
+    with open("/proc/meminfo") as f:
+      info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+  except OSError:
+    pass
+  return info
+
+
+def versions() -> dict[str, str]:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  out = {}
+  for p in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections"):
+    try:
+      out[p] = metadata.version(p)
+    except metadata.PackageNotFoundError:
+      out[p] = "missing"
+  return out

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole benchmark in one command (what `make benchmark` runs): peer venvs, then the sweep
+# (1 and 8 fake CPU devices, each in its own process), the 1M-row class-table step and the
+# peers, then BENCHMARKS.md. About 15-25 min on 2 shared CPU cores (plus the one-off peer venv
+# setup, several minutes).
+#
+# Usage: bash scripts/run_benchmarks.sh [extra launch.benchmark flags]
+#   CONFIG=experiments/benchmark_cpu.py:variant=smoke bash scripts/run_benchmarks.sh
+#   SKIP_PEER_SETUP=1 ...   (use the peer venvs as they are; missing ones become error rows)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+CONFIG="${CONFIG:-experiments/benchmark_cpu.py}"
+WORKDIR="${WORKDIR:-runs/benchmark}"
+PY="${PY:-.venv/bin/python}"
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+
+if [[ "${SKIP_PEER_SETUP:-0}" != "1" ]]; then
+  # A failed peer setup must not stop our own figures: the peer rows then report the error.
+  bash scripts/setup_peer_venvs.sh all || echo "[run_benchmarks] peer venv setup failed" >&2
+fi
+echo "[run_benchmarks] load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"${PY}" -m launch.benchmark --config="${CONFIG}" --workdir="${WORKDIR}" "$@"
+echo "[run_benchmarks] load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
