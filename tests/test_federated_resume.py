@@ -23,7 +23,7 @@ ROUND_FLAGS = (f"--config.federated.num_rounds={NUM_ROUNDS}",
 
 
 # ~2 min on the 2-core dev machine (four process start-ups, one cold compile).
-pytestmark = pytest.mark.slow
+# Real subprocesses (~1-2 min): part of the default suite, since CI must check them.
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,12 @@ def test_num_class_rows_sizes_the_table_for_a_larger_population():
   cfg.num_class_rows = 10
   with pytest.raises(ValueError, match="num_class_rows=10 < 11 clients"):
     alg_lib.build_fedface(cfg, _model(), faces, mesh)
+
+
+def test_unroll_factor_settings():
+  from fedface_jax.federated import loops  # pylint: disable=g-import-not-at-top
+  assert loops.unroll_factor("off", 5) == 1
+  assert loops.unroll_factor("on", 5) == 5
+  assert loops.unroll_factor("on", 100, loops.MAX_CHUNK_UNROLL) == loops.MAX_CHUNK_UNROLL
+  with pytest.raises(ValueError, match="unroll_loops"):
+    loops.unroll_factor("auto", 5)

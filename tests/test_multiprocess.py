@@ -29,7 +29,7 @@ def _free_port() -> int:
 
 
 # ~2 min on the 2-core dev machine (four process start-ups, two cold compiles).
-pytestmark = pytest.mark.slow
+# Real subprocesses (~1-2 min): part of the default suite, since CI must check them.
 
 
 @pytest.fixture(scope="module")

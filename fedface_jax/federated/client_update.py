@@ -31,6 +31,7 @@ import optax
 from fedface_jax import losses
 from fedface_jax import models
 from fedface_jax import optim
+from fedface_jax.federated import loops
 
 
 def local_num_steps(cfg: mlc.ConfigDict, num_images, max_images: int):
@@ -45,8 +46,11 @@ def local_num_steps(cfg: mlc.ConfigDict, num_images, max_images: int):
   return jnp.full_like(num_images, cfg.local_steps), int(cfg.local_steps)
 
 
-def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int):
+def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                       unroll_loops="off"):
   """Returns `update(params, class_emb, images, num_images, rng)`.
+
+  `unroll_loops` is `federated.unroll_loops` (see loops.py).
 
   Outputs (delta = local params - global params, new class embedding,
   metrics). `images` is [n_max, H, W, 3] uint8 with the first `num_images`
@@ -98,7 +102,8 @@ def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
       return (new, new_opt), loss
 
     (trainable, _), step_losses = jax.lax.scan(
-        step, (trainable, opt_state), jnp.arange(bound))
+        step, (trainable, opt_state), jnp.arange(bound),
+        unroll=loops.unroll_factor(unroll_loops, bound))
     delta = jax.tree.map(jnp.subtract, trainable["params"], params)
     metrics = {"loss_first": step_losses[0],
                "loss_last": step_losses[jnp.maximum(steps - 1, 0)]}

@@ -50,6 +50,7 @@ import optax
 
 from fedface_jax import sharding as sh
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import loops
 from fedface_jax.federated import secure_aggregation as sa
 
 P = jax.sharding.PartitionSpec
@@ -116,7 +117,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
   secure aggregation. Per-client outputs: (new rows, valid, finite, metrics,
   delta norm before clipping).
   """
-  update = cu.make_client_update(apply_fn, cfg.client, max_images)
+  unroll_setting = cfg.get("unroll_loops", "off")
+  update = cu.make_client_update(apply_fn, cfg.client, max_images, unroll_setting)
   chunk = int(cfg.clients_per_chunk)
   dp_on, clip_norm, _ = dp_settings(cfg)
   secure = bool(cfg.get("secure_aggregation", False))
@@ -163,8 +165,10 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
       delta_sum = jax.tree.map(lambda acc, c: acc + c.sum(0), delta_sum, contrib)
       return (delta_sum, weight_sum + weight.sum()), (new_rows, valid, finite, metrics, norms)
 
+    num_chunks = m_local // chunk
     (delta_sum, weight_sum), per_client = jax.lax.scan(
-        body, (zero, jnp.zeros((), jnp.float32)), xs)
+        body, (zero, jnp.zeros((), jnp.float32)), xs,
+        unroll=loops.unroll_factor(unroll_setting, num_chunks, loops.MAX_CHUNK_UNROLL))
     merge = lambda x: x.reshape(m_local, *x.shape[2:])
     delta_sum = jax.lax.psum(delta_sum, CLIENT_AXES)
     weight_sum = jax.lax.psum(weight_sum, CLIENT_AXES)
