@@ -60,8 +60,8 @@ def test_clipping_bounds_every_client(monkeypatch):
   """Client k's delta is c_k * ones; one client's is huge. Each is clipped to S."""
   dim, scales = 50, np.array([0.01, 0.5, 1e6, 0.2, 3.0, 0.0, 0.05, 2.0], np.float32)
 
-  def fake_make_client_update(apply_fn, cfg, max_images):
-    del apply_fn, cfg, max_images
+  def fake_make_client_update(apply_fn, cfg, max_images, unroll_loops="off"):
+    del apply_fn, cfg, max_images, unroll_loops
     def update(params, class_emb, images, num_images, rng):
       del images, rng
       c = jnp.asarray(scales)[num_images - 1]          # client k has k + 1 images

@@ -118,7 +118,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
   delta norm before clipping).
   """
   unroll_setting = cfg.get("unroll_loops", "off")
-  update = cu.make_client_update(apply_fn, cfg.client, max_images, unroll_setting)
+  update = cu.make_client_update(apply_fn, cfg.client, max_images,
+                                 unroll_loops=unroll_setting)
   chunk = int(cfg.clients_per_chunk)
   dp_on, clip_norm, _ = dp_settings(cfg)
   secure = bool(cfg.get("secure_aggregation", False))
