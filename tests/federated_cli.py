@@ -110,6 +110,14 @@ def pretrain(config_path: str, root: pathlib.Path) -> None:
                root / "pretrain.log"))
 
 
+def pretrained_workspace(tmp_path_factory, name: str) -> tuple[pathlib.Path, str]:
+  """A tmp root with the derived tiny config and its pretrained backbone (module fixtures)."""
+  root = tmp_path_factory.mktemp(name)
+  config_path = write_config(root)
+  pretrain(config_path, root)
+  return root, config_path
+
+
 def finished_steps(checkpoint_dir: pathlib.Path) -> list[int]:
   """Steps whose checkpoint is final: orbax writes `<step>.orbax-checkpoint-tmp-*`
   and renames it to `<step>` only when complete."""

@@ -22,16 +22,13 @@ ROUND_FLAGS = (f"--config.federated.num_rounds={NUM_ROUNDS}",
                "--config.federated.checkpoint_every_rounds=1")
 
 
-# ~2 min on the 2-core dev machine (four process start-ups, one cold compile).
-# Real subprocesses (~1-2 min): part of the default suite, since CI must check them.
+# ~2 min on the 2-core dev machine (four process start-ups, one cold compile); in the
+# default suite all the same, since CI must check them.
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("resume")
-  config_path = cli.write_config(root)
-  cli.pretrain(config_path, root)
-  return root, config_path
+  return cli.pretrained_workspace(tmp_path_factory, "resume")
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(pretrained):

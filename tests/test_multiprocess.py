@@ -28,16 +28,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-# ~2 min on the 2-core dev machine (four process start-ups, two cold compiles).
-# Real subprocesses (~1-2 min): part of the default suite, since CI must check them.
+# ~2 min on the 2-core dev machine (four process start-ups, two cold compiles); in the
+# default suite all the same, since CI must check them.
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("multiprocess")
-  config_path = cli.write_config(root)
-  cli.pretrain(config_path, root)
-  return root, config_path
+  return cli.pretrained_workspace(tmp_path_factory, "multiprocess")
 
 
 def test_two_processes_match_one_process(pretrained):
