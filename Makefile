@@ -32,6 +32,19 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
+results-synthetic: $(STAMP)
+	$(BIN)/python -m launch.demo --workdir=runs/demo --update_results_md
+	$(BIN)/python -m launch.results --dataset=synthetic --workdir=runs/demo
+	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60
+	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= --defence_noise=0.1
+
+results-celeba: $(STAMP)
+	$(BIN)/python -m launch.results --dataset=celeba --workdir=runs/celeba
+	$(BIN)/python -m launch.evaluate --config experiments/pretrain_celeba.py \
+	    --workdir runs/celeba/pretrain --results_md_key=evaluate-celeba
+	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=victims --victims=1,2,4 --iterations=100
+
 ## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~15-25 min).
 benchmark: $(STAMP)
 	PY=$(BIN)/python bash scripts/run_benchmarks.sh
