@@ -17,6 +17,8 @@ from absl import flags
 from launch import common
 
 common.define_flags("experiments/attack_synthetic.py")
+flags.DEFINE_string("results_md_key", None,
+                    "Also write the table as the `<key>` block of RESULTS.md, with its command.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -31,6 +33,15 @@ def main(argv):
         f"rel. error {out['target_recovery_rel_err']}; {out['num_victims']} victims, gallery of "
         f"{out['gallery_identities']} identities; enhancement: {out['enhance_status']}; "
         f"{out['timing_s']:.0f} s; outputs in {out['workdir']}")
+  if FLAGS.results_md_key:
+    import datetime  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from fedface_jax import results  # pylint: disable=g-import-not-at-top
+    command = "python -m launch.attack " + " ".join(sys.argv[1:])
+    section = (f"### {FLAGS.results_md_key}\n\n- Command: `{command}`\n"
+               f"- Machine: {results.machine_line()}\n- Date: {datetime.date.today().isoformat()}\n"
+               f"- Enhancement: {out['enhance_status']}\n\n{out['table']}\n")
+    results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,12 @@ def test_load_or_train_prior_caches(tmp_path, monkeypatch):
   config.train.num_steps = 6
   train_lib.load_or_train_prior(config, images, workdir)
   assert train_lib._make_checkpointer(tmp_path / "prior" / "checkpoints").latest_step() == 6
+
+
+def test_prior_built_first_inside_a_trace_does_not_leak_tracers():
+  config = train_lib.default_prior_config("tiny")
+  config.diffusion.num_timesteps = 37   # a schedule no other test has cached yet
+  jax.eval_shape(lambda: train_lib.build_prior(config)[1].betas * 1.0)
+  _, schedule = train_lib.build_prior(config)
+  assert isinstance(schedule.betas, jax.Array) and not isinstance(schedule.betas, jax.core.Tracer)
+  assert float(schedule_lib.alpha_bar_at(schedule, 0)) < 1.0

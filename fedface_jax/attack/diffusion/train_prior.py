@@ -86,7 +86,11 @@ def _freeze(d) -> str:
 def _build_prior_cached(key: str):
   d = json.loads(key)
   model = unet_lib.unet_from_config(mlc.ConfigDict(d["model"]))
-  return model, schedule_lib.schedule_from_config(mlc.ConfigDict(d["diffusion"]))
+  # The first call may come from inside a trace (`jax.eval_shape` of the train state): without
+  # this, the cached schedule would hold that trace's tracers and leak them into every later use.
+  with jax.ensure_compile_time_eval():
+    schedule = schedule_lib.schedule_from_config(mlc.ConfigDict(d["diffusion"]))
+  return model, schedule
 
 
 def build_prior(config: mlc.ConfigDict) -> tuple[unet_lib.UNet, schedule_lib.Schedule]:
