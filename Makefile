@@ -38,6 +38,11 @@ results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.results --dataset=synthetic --workdir=runs/demo
 	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= --defence_noise=0.1
+	$(BIN)/python -m launch.train_prior --config experiments/prior_synthetic.py:variant=demo,steps=400 \
+	    --workdir runs/prior/synthetic_demo_400
+	$(BIN)/python -m launch.attack --config experiments/attack_synthetic.py:variant=demo,pretrained=runs/demo/pretrain \
+	    --config.enhance.prior_workdir=runs/prior/synthetic_demo_400 --config.enhance.prior_num_steps=400 \
+	    --workdir runs/attack/synthetic_demo_enhanced --results_md_key=attack-synthetic-enhanced
 
 results-celeba: $(STAMP)
 	$(BIN)/python -m launch.results --dataset=celeba --workdir=runs/celeba
