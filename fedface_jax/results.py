@@ -84,13 +84,23 @@ def machine_line() -> str:
           f"JAX {jax.__version__} on {jax.default_backend()} x{jax.device_count()}")
 
 
+def provenance_lines(*commands: str) -> list[str]:
+  """The command(s), machine and date lines that head every RESULTS.md block."""
+  return ([f"- Command: `{c}`" for c in commands]
+          + [f"- Machine: {machine_line()}", f"- Date: {datetime.date.today().isoformat()}"])
+
+
+def section(title: str, command: str, body: str, facts: tuple[str, ...] = ()) -> str:
+  """`### title`, the provenance lines, `- fact` lines, then `body`."""
+  head = "\n".join(provenance_lines(command) + [f"- {f}" for f in facts])
+  return f"### {title}\n\n{head}\n\n{body}\n"
+
+
 def markdown_section(title: str, command: str, result: dict, notes: str = "") -> str:
   rows = {LABELS.get(k, k): v for k, v in result["rows"].items() if v is not None}
   table = eval_api.format_results_table(rows, fars=(1e-3, 1e-2))
-  date = datetime.date.today().isoformat()
-  return (f"### {title}\n\n"
-          f"- Command: `{command}`\n- Machine: {machine_line()}\n- Date: {date}\n"
-          f"- Federated rounds: {result['rounds']}\n\n{table}\n\n{notes}\n")
+  return section(title, command, f"{table}\n\n{notes}",
+                 (f"Federated rounds: {result['rounds']}",))
 
 
 def update_results_md(path: str, key: str, section: str):

@@ -17,8 +17,7 @@ from absl import flags
 from launch import common
 
 common.define_flags("experiments/attack_synthetic.py")
-flags.DEFINE_string("results_md_key", None,
-                    "Also write the table as the `<key>` block of RESULTS.md, with its command.")
+common.define_results_md_flag()
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -34,13 +33,9 @@ def main(argv):
         f"{out['gallery_identities']} identities; enhancement: {out['enhance_status']}; "
         f"{out['timing_s']:.0f} s; outputs in {out['workdir']}")
   if FLAGS.results_md_key:
-    import datetime  # pylint: disable=g-import-not-at-top
-    import sys  # pylint: disable=g-import-not-at-top
     from fedface_jax import results  # pylint: disable=g-import-not-at-top
-    command = "python -m launch.attack " + " ".join(sys.argv[1:])
-    section = (f"### {FLAGS.results_md_key}\n\n- Command: `{command}`\n"
-               f"- Machine: {results.machine_line()}\n- Date: {datetime.date.today().isoformat()}\n"
-               f"- Enhancement: {out['enhance_status']}\n\n{out['table']}\n")
+    section = results.section(FLAGS.results_md_key, common.invocation("launch.attack"),
+                              out["table"], (f"Enhancement: {out['enhance_status']}",))
     results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 

@@ -13,7 +13,6 @@ Per-point outputs (grids of faces: never commit them) go under --workdir.
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -66,7 +65,7 @@ def main(argv):
   sweep_json = os.path.join(workdir, "attack_results.json")
   cost_json = os.path.join(workdir, "defence_cost.json")
 
-  command = "python -m launch.attack_results " + " ".join(sys.argv[1:])
+  command = common.invocation("launch.attack_results")
   result = None
   if scfg.sweeps:
     result = sweeps.run_sweeps(scfg, workdir)

@@ -17,6 +17,17 @@ def define_flags(default_config: str):
   distributed.define_distributed_flags()
 
 
+def invocation(module: str) -> str:
+  """The command that launched this process, as RESULTS.md records it."""
+  import sys  # pylint: disable=g-import-not-at-top
+  return f"python -m {module} " + " ".join(sys.argv[1:])
+
+
+def define_results_md_flag():
+  flags.DEFINE_string("results_md_key", None,
+                      "Also write the table as the `<key>` block of RESULTS.md, with its command.")
+
+
 def setup_runtime():
   """Joins the multi-controller runtime when asked, and logs the topology."""
   quiet_library_logs()

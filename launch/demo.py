@@ -12,7 +12,6 @@ client attack reconstructs some FedFace clients' faces from two consecutive glob
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -39,7 +38,7 @@ def main(argv):
   result = results.run_comparison(pre_cfg, fed_cfg, FLAGS.workdir, methods=("fedface",),
                                   with_oracle=False)
   results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
-  command = "python -m launch.demo " + " ".join(sys.argv[1:])
+  command = common.invocation("launch.demo")
   section = results.markdown_section(
       f"Demo: synthetic faces ({FLAGS.variant})", command, result,
       notes="Held-out synthetic identities (disjoint from pretraining and from the clients).")

@@ -8,10 +8,8 @@ Evaluates `<workdir>/backbone` (written by launch.pretrain and launch.fedface):
       --lfw_pairs /data/lfw/pairs.txt --lfw_root /data/lfw
 """
 
-import datetime
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -23,8 +21,7 @@ flags.DEFINE_string("split", "evaluation", "Identity split to evaluate on.")
 flags.DEFINE_string("lfw_pairs", None, "Optional LFW pairs.txt.")
 flags.DEFINE_string("lfw_root", None, "Image root for --lfw_pairs.")
 flags.DEFINE_string("name", "evaluate", "Name of the JSON/PNG outputs.")
-flags.DEFINE_string("results_md_key", None,
-                    "Also write the table as the `<key>` block of RESULTS.md, with its command.")
+common.define_results_md_flag()
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -62,11 +59,10 @@ def main(argv):
   print(table)
   print(json.dumps({"out_dir": out_dir}))
   if FLAGS.results_md_key and jax.process_index() == 0:
-    command = "python -m launch.evaluate " + " ".join(sys.argv[1:])
-    section = (f"### {FLAGS.results_md_key}: {FLAGS.workdir}/backbone on {FLAGS.split} identities"
-               f"\n\n- Command: `{command}`\n- Machine: {results.machine_line()}\n"
-               f"- Date: {datetime.date.today().isoformat()}\n- Identities: "
-               f"{faces.num_identities}, images: {len(faces.labels)}\n\n{table}\n")
+    section = results.section(
+        f"{FLAGS.results_md_key}: {FLAGS.workdir}/backbone on {FLAGS.split} identities",
+        common.invocation("launch.evaluate"), table,
+        (f"Identities: {faces.num_identities}, images: {len(faces.labels)}",))
     results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 

@@ -7,7 +7,6 @@ Resumable: re-running finishes only what is missing.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -42,7 +41,7 @@ def main(argv):
     title = "Real faces (../shared/data/celeba_faces_112)"
   result = results.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
   results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
-  command = "python -m launch.results " + " ".join(sys.argv[1:])
+  command = common.invocation("launch.results")
   section = results.markdown_section(title, command, result)
   print(section)
   if FLAGS.update_results_md:

@@ -568,9 +568,7 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
   commands = [c for c in ((result or {}).get("command"), (cost or {}).get("command")) if c]
   commands = list(dict.fromkeys(commands)) or [command]
   lines = [f"### Curious-client attack sweeps ({suite})", ""]
-  lines += [f"- Command: `{c}`" for c in commands]
-  lines += [f"- Machine: {results_lib.machine_line()}",
-            f"- Date: {datetime.date.today().isoformat()}"]
+  lines += results_lib.provenance_lines(*commands)
   if result is not None:
     sc = result["sweep_config"]
     lines += [
