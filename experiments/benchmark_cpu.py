@@ -10,8 +10,14 @@ time around a base row (100 clients, 1 step, 8 images, small CNN, 1 device), plu
 (1000 and 10000 clients) and the 8-device rows. `benchmark_gpu.py` runs the full factorial.
 
 Row fields: name, clients, steps, images (per client = local batch), model (small|large),
-devices, strategies (sequential | sequential_steps | engine | engine_laxconv | centralised), chunks (clients per
-vmapped chunk, per device), reps (timed rounds).
+devices, strategies, chunks (clients per vmapped chunk, per device; compiled engine only), reps
+(timed rounds). Strategies:
+  engine_host     the engine's host-loop round: what `federated.execution="auto"` runs on CPU
+  engine          the engine's compiled round (scan over chunks, vmap within; im2col convs)
+  engine_laxconv  the same with native convolutions (grouped under vmap)
+  sequential_steps  a bare Python loop of jitted SGD steps (FedJAX's jit backend, no engine)
+  sequential      a Python loop of jitted whole client updates (lax.scan over steps)
+  centralised     the same images through the same model in one large batch (the ceiling)
 """
 
 import ml_collections as mlc
@@ -44,7 +50,7 @@ def base_config():
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(arg, variant="default")
   config = base_config()
-  seq_eng = ("sequential", "sequential_steps", "engine")
+  seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
     config.runs = (
         dict(name="base", clients=100, steps=1, images=8, model="small", devices=1,
@@ -58,8 +64,8 @@ def get_config(arg=None):
     config.runs = (
         # 1 device: strategies and chunk sizes on the base row.
         dict(name="base", clients=100, steps=1, images=8, model="small", devices=1,
-             strategies=("sequential", "sequential_steps", "engine", "engine_laxconv",
-                         "centralised"),
+             strategies=("sequential", "sequential_steps", "engine_host", "engine",
+                         "engine_laxconv", "centralised"),
              chunks=(1, 2, 10, 25, 50, 100)),
         dict(name="steps5", clients=100, steps=5, images=8, model="small", devices=1,
              strategies=seq_eng + ("centralised",), chunks=(1, 50)),
@@ -68,9 +74,9 @@ def get_config(arg=None):
         dict(name="large", clients=100, steps=1, images=8, model="large", devices=1,
              strategies=seq_eng + ("centralised",), chunks=(1, 50)),
         dict(name="c1000", clients=1000, steps=1, images=8, model="small", devices=1,
-             strategies=("engine",), chunks=(1, 50), reps=1),
+             strategies=("engine_host", "engine"), chunks=(1, 50), reps=1),
         dict(name="c10000", clients=10000, steps=1, images=8, model="small", devices=1,
-             strategies=("engine",), chunks=(1,), reps=1),
+             strategies=("engine_host", "engine"), chunks=(100,), reps=1),
         # 8 fake devices (one process, 2 cores): same rows, client axis sharded.
         dict(name="base", clients=100, steps=1, images=8, model="small", devices=8,
              strategies=("engine",), chunks=(1, 4, 13)),
@@ -88,7 +94,7 @@ def get_config(arg=None):
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
     config.runs = tuple(
-        dict(r, strategies=("sequential_steps", "engine"), chunks=(1, 2))
+        dict(r, strategies=("sequential_steps", "engine_host", "engine"), chunks=(1, 2))
         for r in get_config("variant=default").runs
         if r["clients"] == 100 and r["devices"] == 1)
     config.peers = ()

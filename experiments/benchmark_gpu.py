@@ -27,7 +27,7 @@ def get_config(arg=None):
     per_dev = -(-clients // devices)
     strategies = ("engine",)
     if clients == 100 and devices == 1:
-      strategies = ("sequential", "engine", "engine_laxconv", "centralised")
+      strategies = ("sequential", "engine_host", "engine", "engine_laxconv", "centralised")
     runs.append(dict(name=f"c{clients}_s{steps}_i{images}_{model}", clients=clients,
                      steps=steps, images=images, model=model, devices=devices,
                      strategies=strategies,

@@ -63,7 +63,11 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
       method=method, num_rounds=num_rounds, clients_per_round=clients_per_round,
       clients_per_chunk=clients_per_chunk, embedding_dim=embedding_dim,
       min_images_per_client=2, max_images_per_client=max_images_per_client,
-      unroll_loops="off",   # "on": unroll the lax.scan loops (federated/loops.py)
+      # auto | compiled | host_loop: how clients and local steps loop (federated/loops.py);
+      # auto = host loop on a one-device CPU, one compiled program otherwise.
+      execution="auto",
+      host_loop_streams=0,   # host loop: concurrent client streams (0 = one per CPU core)
+      unroll_loops="off",   # "on": unroll the compiled round's lax.scan loops
       class_init="mean_feature", seed=seed, checkpoint_every_rounds=5,
       num_class_rows=0,  # > 0: table rows for a population larger than the dataset
       client=dict(

@@ -68,6 +68,9 @@ def test_strategies_give_the_same_aggregated_update():
   # each (2 padding slots), so padding, chunking and the cross-device psum are all covered.
   got["vmap_1dev_padded"] = strategies.engine_round_params(
       w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=4)
+  got["host_loop_1dev"] = strategies.engine_round_params(
+      w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=1, conv_impl="lax",
+      execution="host_loop")
   if len(devices) >= 4:
     got["shard_4dev"] = strategies.engine_round_params(
         w, data, sh.make_mesh(data=4, devices=devices[:4]), chunk=2)

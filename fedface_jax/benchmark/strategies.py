@@ -5,9 +5,12 @@ devices) is only justified against the alternatives, measured on the same round:
 
 * `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
 * `engine`: the real compiled round of the federated engine (`rounds.make_round_fn`, the same
-  code `algorithm.build_fedface` jits), run with the benchmark CNN. On a 1-device mesh it is
-  `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh the client axis is also
-  sharded over devices. The chunk size is the knob;
+  code `algorithm.build_fedface` jits with `federated.execution="compiled"`), run with the
+  benchmark CNN. On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an
+  N-device mesh the client axis is also sharded over devices. The chunk size is the knob;
+* `engine_host`: the engine's host-loop round (`host_loop.make_round`, what `build_fedface`
+  runs on a one-device CPU with the default `federated.execution="auto"`): the same client and
+  server code, clients one after another, one jitted local step per call;
 * `centralised`: the ceiling, i.e. the same images through the same model as large SGD batches
   with no per-client state.
 
@@ -32,13 +35,14 @@ import optax
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import workload as wl
 from fedface_jax.federated import algorithm
+from fedface_jax.federated import host_loop
 from fedface_jax.federated import rounds
 
 
-def engine_config(w: wl.Workload, chunk: int) -> mlc.ConfigDict:
+def engine_config(w: wl.Workload, chunk: int, streams: int = 0) -> mlc.ConfigDict:
   """The `federated` config section that makes the engine round run the workload."""
   return mlc.ConfigDict(dict(
-      clients_per_chunk=chunk,
+      clients_per_chunk=chunk, host_loop_streams=streams,
       client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
                   margin=wl.POSITIVE_MARGIN, train_class_embedding=False, augment_flip=False,
                   optimizer=dict(name="sgd", learning_rate=w.lr, schedule="constant")),
@@ -54,22 +58,32 @@ class EngineRound:
     chunk: clients per vmapped chunk (per device).
   """
 
-  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches"):
+  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches",
+               execution: str = "compiled"):
     self.workload = w
     self.mesh = mesh
+    self.execution = execution
     self.padded_clients, self.chunk = algorithm.round_layout(w.num_clients, mesh, chunk)
     cfg = engine_config(w, self.chunk)
     model = wl.workload_model(w, conv_impl)
     apply_fn = lambda p, x: model.apply({"params": p}, x)
     self.rows = sh.padded_num_classes(w.num_clients, mesh)
-    round_fn = rounds.make_round_fn(
-        apply_fn, cfg, mesh, w.images_per_client, optax.sgd(1.0), optax.sgd(0.0),
-        num_real_clients=w.num_clients, num_valid_rows=w.num_clients)
+    args = (apply_fn, cfg, mesh, w.images_per_client, optax.sgd(1.0), optax.sgd(0.0),
+            w.num_clients, w.num_clients)
     rep, cl = sh.replicated(mesh), rounds.client_sharding(mesh)
     self.state_sharding = {"params": rep, "table": sh.table_sharded(mesh), "server_opt": rep,
                            "round": rep, "rng": rep}
-    self.jitted = jax.jit(round_fn, in_shardings=(self.state_sharding, cl, cl, cl, cl),
-                          out_shardings=(self.state_sharding, rep, cl))
+    if execution == "host_loop":
+      # What `build_fedface` runs on a one-device CPU (`federated.execution="auto"`).
+      self.jitted = None
+      self._round = host_loop.make_round(*args)
+    elif execution == "compiled":
+      self.jitted = jax.jit(rounds.make_round_fn(*args),
+                            in_shardings=(self.state_sharding, cl, cl, cl, cl),
+                            out_shardings=(self.state_sharding, rep, cl))
+      self._round = self.jitted
+    else:
+      raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
     self._cl = cl
 
   def init_state(self, params, class_embeddings: np.ndarray) -> dict[str, Any]:
@@ -95,17 +109,20 @@ class EngineRound:
     num_images = np.zeros(m, np.int32)
     num_images[:n] = images.shape[1]
     poison = np.zeros(m, bool)
+    if self.execution == "host_loop":
+      # The host loop reads the image counts on the host; the images go to the device once.
+      return jax.device_put(batch), num_images, ids, poison
     put = lambda x: jax.device_put(x, self._cl)
     return put(batch), put(num_images), put(ids), put(poison)
 
   def __call__(self, state, inputs):
-    return self.jitted(state, *inputs)
+    return self._round(state, *inputs)
 
 
 def engine_round_params(w: wl.Workload, data: wl.ClientData, mesh, chunk: int,
-                        conv_impl: str = "patches") -> wl.Params:
+                        conv_impl: str = "patches", execution: str = "compiled") -> wl.Params:
   """New server params after one engine round (for cross-checks against `sequential_round`)."""
-  eng = EngineRound(w, mesh, chunk, conv_impl)
+  eng = EngineRound(w, mesh, chunk, conv_impl, execution)
   state = eng.init_state(wl.init_params(w), data.class_embeddings)
   state, _, _ = eng(state, eng.round_inputs(data.images, np.arange(w.num_clients)))
   return state["params"]

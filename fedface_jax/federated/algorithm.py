@@ -13,6 +13,9 @@ FedAwS and the ablations is configuration only:
 `method_overrides(name)` returns those settings, so an experiment picks a
 method by name and can still override any field.
 
+How a round runs (`federated.execution`: auto | compiled | host_loop) is
+chosen per backend in `loops.resolve_execution`; the math is the same.
+
 Defences, orthogonal to the method (default off; see rounds.py, privacy.py,
 secure_aggregation.py):
   federated.dp = {enabled, clip_norm, noise_multiplier, delta, accounting}
@@ -39,6 +42,8 @@ from fedface_jax import optim
 from fedface_jax import sharding as sh
 from fedface_jax.federated import client_data
 from fedface_jax.federated import client_update
+from fedface_jax.federated import host_loop
+from fedface_jax.federated import loops
 from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
 
@@ -160,8 +165,9 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
   cfg.clients_per_chunk = chunk
   server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
   spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
-  round_fn = rounds.make_round_fn(apply_fn, cfg, mesh, clients.max_images, server_tx,
-                                  spread_tx, cfg.clients_per_round, clients.num_clients)
+  execution = loops.resolve_execution(cfg.get("execution", "auto"), mesh)
+  round_args = (apply_fn, cfg, mesh, clients.max_images, server_tx, spread_tx,
+                cfg.clients_per_round, clients.num_clients)
 
   def make_state(params, table, rng_data):
     return {"params": params, "table": table, "server_opt": server_tx.init(params),
@@ -176,9 +182,16 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
       state_sharding)
   cl = rounds.client_sharding(mesh)
-  round_jit = jax.jit(
-      round_fn, in_shardings=(state_sharding, cl, cl, cl, cl),
-      out_shardings=(state_sharding, sh.replicated(mesh), cl), donate_argnums=(0,))
+  if execution == "host_loop":
+    round_call = host_loop.make_round(*round_args)
+    put = lambda x: x            # host arrays: the loop reads the image counts
+  else:
+    round_call = jax.jit(
+        rounds.make_round_fn(*round_args), in_shardings=(state_sharding, cl, cl, cl, cl),
+        out_shardings=(state_sharding, sh.replicated(mesh), cl), donate_argnums=(0,))
+    put = lambda x: jax.make_array_from_process_local_data(cl, x)
+  logging.info("Federated round execution: %s (federated.execution=%r)", execution,
+               cfg.get("execution", "auto"))
   make_state_jit = jax.jit(make_state, out_shardings=state_sharding)
 
   def init(params0, rng):
@@ -198,10 +211,8 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
     data = clients.round_data(padded_ids[lo:hi])
     num_images = data.num_images.copy()
     num_images[max(0, len(ids) - lo):] = 0            # padding slots
-    images = data.images
-    put = lambda x: jax.make_array_from_process_local_data(cl, x)
-    state, metrics, valid = round_jit(state, put(images), put(num_images),
-                                      put(padded_ids[lo:hi]), put(poison[lo:hi]))
+    state, metrics, _ = round_call(state, put(data.images), put(num_images),
+                                   put(padded_ids[lo:hi]), put(poison[lo:hi]))
     return state, metrics, ids
 
   return FederatedAlgorithm(init, apply, abstract, state_sharding, clients, mesh, cfg)

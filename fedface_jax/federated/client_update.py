@@ -21,7 +21,7 @@ Everything here is a pure function of one client's arrays, so the engine can
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +46,46 @@ def local_num_steps(cfg: mlc.ConfigDict, num_images, max_images: int):
   return jnp.full_like(num_images, cfg.local_steps), int(cfg.local_steps)
 
 
-def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
-                       unroll_loops="off"):
-  """Returns `update(params, class_emb, images, num_images, rng)`.
+class LocalTraining(NamedTuple):
+  """One client's local training, as pieces the engine can loop over either way.
 
-  `unroll_loops` is `federated.unroll_loops` (see loops.py).
+  The compiled round runs `start`, then `lax.scan` of `step` over `bound`
+  steps, then `finish` (`make_client_update`); the CPU host loop
+  (`host_loop.py`) calls the same three jitted from Python, one step per call,
+  because XLA:CPU loses its fast convolution path inside `while` loops and
+  under vmap (BENCHMARKS.md has the profile). One definition keeps the two
+  paths numerically the same.
 
-  Outputs (delta = local params - global params, new class embedding,
-  metrics). `images` is [n_max, H, W, 3] uint8 with the first `num_images`
-  valid; local batches cycle through a per-client permutation of those.
+  Attributes:
+    start: `(params, class_emb, images, num_images, rng) -> ClientState`.
+    step: `(ClientState, images, t) -> (ClientState, loss)`; a step at
+      `t >= steps` (local_epochs mode) leaves the state unchanged.
+    finish: `(params, ClientState, loss_first, loss_last) -> (delta, new class
+      embedding, metrics)`.
+    num_steps: `num_images -> (per-client steps, static bound)`.
+  """
+  start: Callable
+  step: Callable
+  finish: Callable
+  num_steps: Callable
+
+
+class ClientState(NamedTuple):
+  """What a phone holds between local steps."""
+  trainable: Any       # {"params": backbone, "w": class embedding}
+  opt_state: Any
+  perm: jax.Array      # [n_max] valid images first, in random order
+  flip_key: jax.Array  # raw key data (uint32): cheaper to pass through jit than a typed key
+  num_images: jax.Array
+  steps: jax.Array     # this client's number of local steps
+
+
+def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict,
+                        max_images: int) -> LocalTraining:
+  """The client objective and optimiser of `cfg` (the `federated.client` section).
+
+  `images` is [n_max, H, W, 3] uint8 with the first `num_images` valid;
+  local batches cycle through a per-client permutation of those.
   """
   tx = optim.create_optimizer(cfg.optimizer, 1)
   batch = cfg.batch_size
@@ -74,44 +105,67 @@ def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
   else:
     raise ValueError(f"unknown local_loss {local_loss!r}; valid: positive_only, softmax_ce")
 
-  def update(params, class_emb, images, num_images, rng):
-    steps, bound = local_num_steps(cfg, num_images, max_images)
+  def num_steps(num_images):
+    return local_num_steps(cfg, num_images, max_images)
+
+  def start(params, class_emb, images, num_images, rng):
+    steps, _ = num_steps(num_images)
     r_perm, r_flip = jax.random.split(rng)
-    keys = jnp.where(jnp.arange(images.shape[0]) < num_images,
-                     jax.random.uniform(r_perm, (images.shape[0],)), 2.0)
-    perm = jnp.argsort(keys)  # valid images first, in random order
+    slots = images.shape[0]
+    keys = jnp.where(jnp.arange(slots) < num_images,
+                     jax.random.uniform(r_perm, (slots,)), 2.0)
     trainable = {"params": params, "w": class_emb}
-    opt_state = tx.init(trainable)
+    return ClientState(trainable, tx.init(trainable), jnp.argsort(keys),
+                       jax.random.key_data(r_flip),
+                       jnp.asarray(num_images, jnp.int32), jnp.asarray(steps, jnp.int32))
 
-    def step(carry, t):
-      trainable, opt_state = carry
-      idx = perm[(t * batch + jnp.arange(batch)) % jnp.maximum(num_images, 1)]
-      x = models.preprocess(images[idx])
-      if cfg.get("augment_flip", True):
-        flip = jax.random.bernoulli(jax.random.fold_in(r_flip, t), 0.5, (batch, 1, 1, 1))
-        x = jnp.where(flip, x[:, :, ::-1], x)
-      loss, grads = jax.value_and_grad(loss_fn)(trainable, x)
-      if not train_w:
-        grads = {"params": grads["params"], "w": jnp.zeros_like(grads["w"])}
-      updates, new_opt = tx.update(grads, opt_state, trainable)
-      new = optax.apply_updates(trainable, updates)
-      # Clients with fewer steps (local_epochs mode) stop early: keep old state.
-      active = t < steps
-      new, new_opt = jax.tree.map(lambda a, b: jnp.where(active, a, b),
-                                  (new, new_opt), (trainable, opt_state))
-      return (new, new_opt), loss
+  def step(state, images, t):
+    trainable, opt_state = state.trainable, state.opt_state
+    idx = state.perm[(t * batch + jnp.arange(batch)) % jnp.maximum(state.num_images, 1)]
+    x = models.preprocess(images[idx])
+    if cfg.get("augment_flip", True):
+      flip_key = jax.random.wrap_key_data(state.flip_key)
+      flip = jax.random.bernoulli(jax.random.fold_in(flip_key, t), 0.5, (batch, 1, 1, 1))
+      x = jnp.where(flip, x[:, :, ::-1], x)
+    loss, grads = jax.value_and_grad(loss_fn)(trainable, x)
+    if not train_w:
+      grads = {"params": grads["params"], "w": jnp.zeros_like(grads["w"])}
+    updates, new_opt = tx.update(grads, opt_state, trainable)
+    new = optax.apply_updates(trainable, updates)
+    # Clients with fewer steps (local_epochs mode) stop early: keep old state.
+    active = t < state.steps
+    new, new_opt = jax.tree.map(lambda a, b: jnp.where(active, a, b),
+                                (new, new_opt), (trainable, opt_state))
+    return state._replace(trainable=new, opt_state=new_opt), loss
 
-    (trainable, _), step_losses = jax.lax.scan(
-        step, (trainable, opt_state), jnp.arange(bound),
+  def finish(params, state, loss_first, loss_last):
+    delta = jax.tree.map(jnp.subtract, state.trainable["params"], params)
+    return delta, state.trainable["w"], {"loss_first": loss_first, "loss_last": loss_last}
+
+  return LocalTraining(start, step, finish, num_steps)
+
+
+def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                       unroll_loops="off"):
+  """Returns `update(params, class_emb, images, num_images, rng)`: a whole local run.
+
+  The compiled form of `make_local_training` (a `lax.scan` over the static
+  step bound), which the engine vmaps over a chunk of clients. `unroll_loops`
+  is `federated.unroll_loops` (see loops.py). Outputs (delta = local params -
+  global params, new class embedding, metrics).
+  """
+  local = make_local_training(apply_fn, cfg, max_images)
+
+  def update(params, class_emb, images, num_images, rng):
+    state = local.start(params, class_emb, images, num_images, rng)
+    steps, bound = local.num_steps(num_images)
+    state, step_losses = jax.lax.scan(
+        lambda st, t: local.step(st, images, t), state, jnp.arange(bound),
         unroll=loops.unroll_factor(unroll_loops, bound))
-    delta = jax.tree.map(jnp.subtract, trainable["params"], params)
-    metrics = {"loss_first": step_losses[0],
-               "loss_last": step_losses[jnp.maximum(steps - 1, 0)]}
-    return delta, trainable["w"], metrics
+    return local.finish(params, state, step_losses[0],
+                        step_losses[jnp.maximum(steps - 1, 0)])
 
   return update
-
-
 def mean_feature(apply_fn: Callable, params: Any, images, num_images):
   """FedFace's class-embedding init: the normalised mean feature of a client.
 

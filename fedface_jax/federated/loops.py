@@ -1,4 +1,22 @@
-"""Whether to unroll the engine's `lax.scan` loops (local steps, client chunks).
+"""How the engine's loops over clients and local steps run.
+
+`federated.execution`: "auto" (default) | "compiled" | "host_loop".
+  * "compiled": the whole round is one jitted program (`rounds.make_round_fn`):
+    `lax.scan` over client chunks and local steps, `vmap` within a chunk,
+    `shard_map` over devices. Needed for a multi-device mesh or several
+    processes, and the fast choice on GPU/TPU, where a host loop of small
+    steps is bound by kernel launches;
+  * "host_loop": clients one after another, one jitted local step per call
+    (`host_loop.py`). One device, one process only. On XLA:CPU it is several
+    times faster than the compiled round (BENCHMARKS.md), because the CPU
+    backend's fast convolution path is lost inside `while` loops and for the
+    grouped convolutions that `vmap` over per-client weights produces;
+  * "auto": "host_loop" on a one-device CPU mesh in a single process, else
+    "compiled".
+
+Both give the same round to float rounding (tests/test_host_loop.py).
+
+Unrolling, for the compiled round only:
 
 XLA:CPU compiles a `while` body without its fast convolution path: a plain
 (un-vmapped) CNN gradient step inside a 4-step `lax.scan` ran 12x slower than
@@ -16,7 +34,25 @@ unrolled fully; the loop over client chunks up to `MAX_CHUNK_UNROLL` iterations.
 
 from __future__ import annotations
 
+import jax
+
 MAX_CHUNK_UNROLL = 32
+EXECUTIONS = ("auto", "compiled", "host_loop")
+
+
+def resolve_execution(setting: str, mesh) -> str:
+  """"compiled" or "host_loop" for `federated.execution` on `mesh` (see the module doc)."""
+  if setting not in EXECUTIONS:
+    raise ValueError(f"federated.execution must be one of {EXECUTIONS}, got {setting!r}")
+  single = mesh.size == 1 and jax.process_count() == 1
+  if setting == "host_loop" and not single:
+    raise ValueError(
+        f"federated.execution='host_loop' runs clients on one device in one process; this mesh "
+        f"has {mesh.size} devices over {jax.process_count()} processes. Use 'compiled' or 'auto'.")
+  if setting == "auto":
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    return "host_loop" if single and on_cpu else "compiled"
+  return setting
 
 
 def unroll_factor(setting: str, length: int, limit: int | None = None) -> int:

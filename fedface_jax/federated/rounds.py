@@ -108,6 +108,43 @@ def gather_rows(table, row_ids, mesh):
           table, row_ids)
 
 
+def make_client_contribution(cfg: mlc.ConfigDict):
+  """Returns `contribution(params, delta, new_row, metrics, n, poison, own_id, participants, sa_key)`.
+
+  What one client adds to the round's sums, for one client (the compiled round
+  vmaps it over a chunk, the host loop calls it per client): NaN exclusion,
+  image-count or DP weights, DP clipping and secure-aggregation masks.
+  Returns (contribution to the weighted delta sum, weight, per-client outputs
+  (new row, valid, finite, metrics, delta norm before clipping)).
+  """
+  dp_on, clip_norm, _ = dp_settings(cfg)
+  secure = bool(cfg.get("secure_aggregation", False))
+
+  def contribution(params, delta, new_row, metrics, n, poison, own_id, participants, sa_key):
+    # Fault injection for tests and robustness studies (see config).
+    delta = jax.tree.map(lambda d: jnp.where(poison, jnp.nan, d), delta)
+    finite = _tree_finite((delta, new_row)) & jnp.isfinite(metrics["loss_last"])
+    valid = finite & (n > 0)   # n == 0: a padding slot, not a client
+    # where(), not multiply: 0 * NaN would still be NaN.
+    delta = jax.tree.map(lambda d: jnp.where(valid, d, 0.0), delta)
+    norm = optax.global_norm(delta)
+    if dp_on:
+      # DP-FedAvg: clip each client's whole backbone delta to S, equal weights.
+      weight = jnp.where(valid, 1.0, 0.0)
+      coef = weight * jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-30))
+    else:
+      weight = jnp.where(valid, n.astype(jnp.float32), 0.0)
+      coef = weight
+    contrib = jax.tree.map(lambda d: coef.astype(d.dtype) * d, delta)
+    if secure:
+      # Each client uploads only contrib + its pairwise masks; the sum cancels them.
+      masks = sa.client_mask(jax.random.wrap_key_data(sa_key), own_id, participants, params)
+      contrib = jax.tree.map(jnp.add, contrib, masks)
+    return contrib, weight, (new_row, valid, finite, metrics, norm)
+
+  return contribution
+
+
 def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
                        max_images: int):
   """Runs every client of the round; returns sums and per-client outputs.
@@ -120,9 +157,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
   unroll_setting = cfg.get("unroll_loops", "off")
   update = cu.make_client_update(apply_fn, cfg.client, max_images,
                                  unroll_loops=unroll_setting)
+  contribution = make_client_contribution(cfg)
   chunk = int(cfg.clients_per_chunk)
-  dp_on, clip_norm, _ = dp_settings(cfg)
-  secure = bool(cfg.get("secure_aggregation", False))
 
   def local(params, rows, images, num_images, key_data, poison, participants, sa_key_data):
     keys = jax.random.wrap_key_data(key_data)
@@ -135,36 +171,18 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
     split = lambda x: x.reshape(m_local // chunk, chunk, *x.shape[1:])
     xs = jax.tree.map(split, (rows, images, num_images, keys, poison, own_ids))
     zero = jax.tree.map(jnp.zeros_like, params)
-    sa_key = jax.random.wrap_key_data(sa_key_data)
 
     def body(carry, chunk_xs):
       delta_sum, weight_sum = carry
       c_rows, c_images, c_n, c_keys, c_poison, c_ids = chunk_xs
       deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))(
           params, c_rows, c_images, c_n, c_keys)
-      # Fault injection for tests and robustness studies (see config).
-      bcast = lambda v, d: v.reshape((-1,) + (1,) * (d.ndim - 1))
-      deltas = jax.tree.map(lambda d: jnp.where(bcast(c_poison, d), jnp.nan, d), deltas)
-      finite = jax.vmap(_tree_finite)((deltas, new_rows)) & jnp.isfinite(metrics["loss_last"])
-      valid = finite & (c_n > 0)   # n == 0: a padding slot, not a client
-      # where(), not multiply: 0 * NaN would still be NaN.
-      deltas = jax.tree.map(lambda d: jnp.where(bcast(valid, d), d, 0.0), deltas)
-      norms = jax.vmap(optax.global_norm)(deltas)
-      if dp_on:
-        # DP-FedAvg: clip each client's whole backbone delta to S, equal weights.
-        scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-30))
-        weight = jnp.where(valid, 1.0, 0.0)
-        coef = weight * scale
-      else:
-        weight = jnp.where(valid, c_n.astype(jnp.float32), 0.0)
-        coef = weight
-      contrib = jax.tree.map(lambda d: bcast(coef, d).astype(d.dtype) * d, deltas)
-      if secure:
-        # Each client uploads only contrib + its pairwise masks; the sum cancels them.
-        masks = jax.vmap(lambda c: sa.client_mask(sa_key, c, participants, params))(c_ids)
-        contrib = jax.tree.map(jnp.add, contrib, masks)
+      contrib, weight, outputs = jax.vmap(
+          contribution, in_axes=(None, 0, 0, 0, 0, 0, 0, None, None))(
+              params, deltas, new_rows, metrics, c_n, c_poison, c_ids, participants,
+              sa_key_data)
       delta_sum = jax.tree.map(lambda acc, c: acc + c.sum(0), delta_sum, contrib)
-      return (delta_sum, weight_sum + weight.sum()), (new_rows, valid, finite, metrics, norms)
+      return (delta_sum, weight_sum + weight.sum()), outputs
 
     num_chunks = m_local // chunk
     (delta_sum, weight_sum), per_client = jax.lax.scan(
@@ -185,7 +203,7 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
                   server_tx: optax.GradientTransformation,
                   spread_tx: optax.GradientTransformation, num_real_clients: int,
                   num_valid_rows: int):
-  """Returns `round_fn(state, images, num_images, client_ids, poison)`.
+  """Returns `round_fn(state, images, num_images, client_ids, poison)`: one compiled round.
 
   `state` = {"params", "table", "server_opt", "round", "rng"}. Spreadout
   runs `spreadout.steps` optimiser steps on the table per round, with optimiser
@@ -195,6 +213,30 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
   slots get weight 0 and are not counted as clients.
   """
   clients_phase = make_clients_phase(apply_fn, cfg, mesh, max_images)
+  prepare, server = make_server_phases(cfg, mesh, server_tx, spread_tx, num_real_clients,
+                                       num_valid_rows)
+
+  def round_fn(state, images, num_images, client_ids, poison):
+    rows, keys, participants, sa_key = prepare(state, client_ids)
+    sums = clients_phase(state["params"], rows, images, num_images, keys, poison,
+                         participants, sa_key)
+    return server(state, *sums, num_images, client_ids)
+
+  return round_fn
+
+
+def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTransformation,
+                       spread_tx: optax.GradientTransformation, num_real_clients: int,
+                       num_valid_rows: int):
+  """The server's two halves of a round, around the clients phase (whichever runs it).
+
+  `prepare(state, client_ids) -> (rows, keys, participants, sa_key)`: the
+  sampled clients' class rows, training keys (from (rng, round, client id)),
+  ids for the pairwise masks (-1 = padding slot) and the round's mask key.
+  `server(state, delta_sum, weight_sum, per_client, num_images, client_ids)
+  -> (new state, round metrics, valid)`: DP noise, the server optimiser,
+  FedAwS row uploads, spreadout and the round's metrics.
+  """
   spread = cfg.spreadout
   dp_on, clip_norm, noise_multiplier = dp_settings(cfg)
 
@@ -204,19 +246,22 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
         num_valid=num_valid_rows)
     return spread.weight * total / jnp.maximum(count, 1)
 
-  def round_fn(state, images, num_images, client_ids, poison):
-    params, table = state["params"], state["table"]
+  def prepare(state, client_ids):
     base_key = jax.random.wrap_key_data(state["rng"])
     round_key = jax.random.fold_in(base_key, state["round"])
     keys = jax.vmap(lambda c: jax.random.key_data(jax.random.fold_in(round_key, c)))(
         client_ids)
-    real_ids = client_ids[:num_real_clients]
-    rows = gather_rows(table, client_ids, mesh)
+    rows = gather_rows(state["table"], client_ids, mesh)
     slots = jnp.arange(client_ids.shape[0])
     participants = jnp.where(slots < num_real_clients, client_ids, -1)
     sa_key = jax.random.key_data(sa.round_key(base_key, state["round"]))
-    delta_sum, weight_sum, (new_rows, valid, finite, metrics, norms) = clients_phase(
-        params, rows, images, num_images, keys, poison, participants, sa_key)
+    return rows, keys, participants, sa_key
+
+  def server(state, delta_sum, weight_sum, per_client, num_images, client_ids):
+    new_rows, valid, finite, metrics, norms = per_client
+    params, table = state["params"], state["table"]
+    base_key = jax.random.wrap_key_data(state["rng"])
+    real_ids = client_ids[:num_real_clients]
     any_valid = weight_sum > 0
     if dp_on:
       # Server step of DP-FedAvg, after the psum: one replicated draw from the
@@ -278,4 +323,4 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
       })
     return new_state, round_metrics, valid
 
-  return round_fn
+  return prepare, server

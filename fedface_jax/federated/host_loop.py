@@ -1,0 +1,185 @@
+"""The clients phase as a host loop: clients one after another, one jitted local step per call.
+
+Why this exists: on XLA:CPU the compiled round (`rounds.make_clients_phase`: `lax.scan` over
+chunks and local steps, `vmap` within a chunk) loses the backend's fast convolution path. A
+convolution step inside a `while` loop ran 12x slower than at top level, and vmapped
+convolutions whose weights differ per client become grouped convolutions that are slower still
+(BENCHMARKS.md has the profile). A Python loop that calls a jitted step for one client at a time
+keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
+milliseconds, so on CPU the host loop is the faster strategy. On GPU/TPU the opposite holds
+(launch-bound small steps), so `federated.execution="auto"` picks this only on a one-device CPU
+mesh (see `loops.resolve_execution`).
+
+The math is the compiled phase's, not a copy of it: the same `client_update.LocalTraining`
+pieces (start, step, finish) and the same `rounds.make_client_contribution` (NaN exclusion,
+weights, DP clipping, secure-aggregation masks), and the server halves of the round come from
+`rounds.make_server_phases`. Only where the loops run differs. One deliberate difference:
+the host knows each client's step count, so a client in `local_epochs` mode runs exactly its own
+steps instead of the static bound with masked-out steps (same result, less work), and padding
+slots are skipped instead of being trained on zeros and weighted 0.
+
+The running sums and the per-client outputs stay on the device, updated in place (donated
+buffers); nothing is copied back to the host until the round's metrics. Clients run in a few
+concurrent streams (`federated.host_loop_streams`, default one per core), merged in a fixed
+order so that the round stays deterministic.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import rounds
+
+
+def num_streams(setting) -> int:
+  """Concurrent client streams for `federated.host_loop_streams` (0 = one per usable core)."""
+  setting = int(setting or 0)
+  if setting < 0:
+    raise ValueError(f"federated.host_loop_streams must be >= 0 (0 = auto), got {setting}")
+  if setting:
+    return setting
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:   # not Linux
+    return max(1, os.cpu_count() or 1)
+
+
+def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int):
+  """Returns `phase(params, rows, images, num_images, key_data, poison, participants, sa_key)`.
+
+  Same arguments and outputs as the compiled `rounds.make_clients_phase`, except that
+  `num_images` must be a host array (the loop reads each client's image and step counts).
+
+  Clients run in `federated.host_loop_streams` concurrent streams (Python threads; a jitted call
+  releases the GIL): XLA:CPU parallelises one small client step over only ~1.4 of 2 cores, and
+  two streams of one-client steps ran 1.75x the steps/s of one on the 2-core machine (659 vs
+  377/s, bench CNN, 8 images of 32x32). Stream k trains the k-th, (k+S)-th, ... client and
+  keeps its own running sums; the sums are then added in stream order, so a round is
+  deterministic (bit-identical on rerun and on resume) whatever the thread timing.
+  """
+  streams = num_streams(cfg.get("host_loop_streams", 0))
+  local = cu.make_local_training(apply_fn, cfg.client, max_images)
+  contribution = rounds.make_client_contribution(cfg)
+
+  @jax.jit
+  def start(params, rows, images, num_images, key_data, c):
+    return local.start(params, rows[c], images[c], num_images[c],
+                       jax.random.wrap_key_data(key_data[c]))
+
+  @functools.partial(jax.jit, donate_argnums=(0,))
+  def step(state, images, c, t):
+    return local.step(state, images[c], t)
+
+  def accumulate(acc, params, state, loss_first, loss_last, num_images, poison, participants,
+                 sa_key, c):
+    delta, new_row, metrics = local.finish(params, state, loss_first, loss_last)
+    contrib, weight, outputs = contribution(params, delta, new_row, metrics, num_images[c],
+                                            poison[c], participants[c], participants, sa_key)
+    delta_sum, weight_sum, per_client = acc
+    per_client = jax.tree.map(lambda buf, v: buf.at[c].set(v), per_client, outputs)
+    return jax.tree.map(jnp.add, delta_sum, contrib), weight_sum + weight, per_client
+
+  finish = jax.jit(accumulate, donate_argnums=(0,))
+
+  @functools.partial(jax.jit, donate_argnums=(0,))
+  def solo(acc, params, rows, images, num_images, key_data, poison, participants, sa_key, c):
+    """A one-step client in one call (start, step, accumulate): a third of the dispatches."""
+    state = local.start(params, rows[c], images[c], num_images[c],
+                        jax.random.wrap_key_data(key_data[c]))
+    state, loss = local.step(state, images[c], 0)
+    return accumulate(acc, params, state, loss, loss, num_images, poison, participants, sa_key,
+                      c)
+
+  @jax.jit
+  def empty_sums(params, rows):
+    m = rows.shape[0]
+    zeros = lambda: jnp.zeros((m,), jnp.float32)   # distinct buffers: each is donated
+    per_client = (rows, jnp.zeros((m,), bool), jnp.ones((m,), bool),
+                  {"loss_first": zeros(), "loss_last": zeros()}, zeros())
+    return (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), per_client)
+
+  @jax.jit
+  def merge_streams(accs, owner):
+    """Stream 0's sums + stream 1's + ... (fixed order); slot c's outputs from its owner."""
+    delta_sum, weight_sum, per_client = accs[0]
+    for k, (d, w, pc) in enumerate(accs[1:], start=1):
+      delta_sum = jax.tree.map(jnp.add, delta_sum, d)
+      weight_sum = weight_sum + w
+      mine = owner == k
+      per_client = jax.tree.map(
+          lambda a, b: jnp.where(mine.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),
+          per_client, pc)
+    return delta_sum, weight_sum, per_client
+
+  def phase(params, rows, images, num_images, key_data, poison, participants, sa_key):
+    num_images = np.asarray(num_images)
+    steps = np.asarray(local.num_steps(num_images)[0])
+    num_images_dev = jnp.asarray(num_images)
+    # Padding slots (no images) are not clients: weight 0, nothing to train.
+    clients = [c for c in range(num_images.shape[0]) if num_images[c] > 0]
+    num_streams = max(1, min(streams, len(clients)))
+
+    def run_stream(k):
+      acc = empty_sums(params, rows)
+      for c in clients[k::num_streams]:
+        if steps[c] == 1:
+          acc = solo(acc, params, rows, images, num_images_dev, key_data, poison, participants,
+                     sa_key, c)
+          continue
+        state = start(params, rows, images, num_images_dev, key_data, c)
+        loss_first = None
+        for t in range(int(steps[c])):
+          state, loss = step(state, images, c, t)
+          loss_first = loss if loss_first is None else loss_first
+        acc = finish(acc, params, state, loss_first, loss, num_images_dev, poison,
+                     participants, sa_key, c)
+      return acc
+
+    if num_streams == 1:
+      return run_stream(0)
+    with futures.ThreadPoolExecutor(num_streams, thread_name_prefix="client-stream") as pool:
+      accs = tuple(pool.map(run_stream, range(num_streams)))
+    owner = np.full(num_images.shape[0], -1, np.int32)
+    for k in range(num_streams):
+      owner[clients[k::num_streams]] = k
+    return merge_streams(accs, owner)
+
+  return phase
+
+
+def make_round(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
+               server_tx: optax.GradientTransformation,
+               spread_tx: optax.GradientTransformation, num_real_clients: int,
+               num_valid_rows: int) -> Callable[..., Any]:
+  """`round(state, images, num_images, client_ids, poison)` like the jitted `rounds.make_round_fn`.
+
+  Inputs are host arrays (`num_images` must be); `state` is donated, as in the compiled round.
+  """
+  if mesh.size != 1:
+    raise ValueError(f"the host-loop round runs on one device, got a mesh of {mesh.size}; "
+                     "use federated.execution='compiled' for a multi-device mesh")
+  prepare, server = rounds.make_server_phases(cfg, mesh, server_tx, spread_tx,
+                                              num_real_clients, num_valid_rows)
+  prepare = jax.jit(prepare)
+  server = jax.jit(server, donate_argnums=(0,))
+  clients_phase = make_clients_phase(apply_fn, cfg, max_images)
+
+  def round_fn(state, images, num_images, client_ids, poison):
+    client_ids = jnp.asarray(client_ids)
+    rows, keys, participants, sa_key = prepare(state, client_ids)
+    delta_sum, weight_sum, per_client = clients_phase(
+        state["params"], rows, jnp.asarray(images), num_images, keys, jnp.asarray(poison),
+        participants, sa_key)
+    return server(state, delta_sum, weight_sum, per_client, jnp.asarray(num_images), client_ids)
+
+  return round_fn

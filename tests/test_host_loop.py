@@ -1,0 +1,97 @@
+"""The host-loop round (`federated.execution="host_loop"`) equals the compiled round.
+
+Both are built from the same client and server pieces; these tests catch any drift between
+the two loop structures (step order, keys, weights, NaN exclusion, DP, masks, variable steps).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from fedface_jax import sharding as sh
+from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import client_data
+from fedface_jax.federated import loops
+from tests import test_federated_round as fr
+
+
+def _run(cfg, execution, streams=2, rounds=2, poison=()):
+  c = alg_lib.apply_method(cfg)
+  c.execution = execution
+  c.host_loop_streams = streams
+  return fr._run(sh.make_mesh(1, 1, jax.devices()[:1]), c, rounds=rounds, poison=poison)
+
+
+def _both(cfg, rounds=2, poison=()):
+  """(compiled run, host-loop run with 2 concurrent client streams)."""
+  return (_run(cfg, "compiled", rounds=rounds, poison=poison),
+          _run(cfg, "host_loop", rounds=rounds, poison=poison))
+
+
+def _assert_same_run(a, b, rtol=1e-4, atol=2e-5):
+  (sa_, ma, _), (sb, mb, _) = a, b
+  for x, y in zip(jax.tree.leaves(sa_), jax.tree.leaves(sb)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+  for ra, rb in zip(ma, mb):
+    assert ra.keys() == rb.keys()
+    for k in ra:
+      np.testing.assert_allclose(np.asarray(ra[k]), np.asarray(rb[k]), rtol=rtol, atol=atol,
+                                 err_msg=k)
+
+
+@pytest.mark.parametrize("method", ["fedface", "fedaws"])
+def test_host_loop_equals_compiled_round(method):
+  compiled, host = _both(fr._cfg(method))
+  _assert_same_run(compiled, host)
+  assert float(host[1][-1]["update_norm"]) > 0 and host[1][-1]["clients_valid"] == 8
+
+
+def test_host_loop_excludes_nan_client_like_compiled():
+  cfg = fr._cfg()
+  bad = int(client_data.sample_clients(cfg.seed, 0, 11, cfg.clients_per_round)[2])
+  compiled, host = _both(cfg, rounds=1, poison=(bad,))
+  _assert_same_run(compiled, host)
+  assert host[1][0]["clients_excluded"] == 1 and host[1][0]["clients_valid"] == 7
+
+
+def test_host_loop_dp_and_secure_aggregation_equal_compiled():
+  cfg = fr._cfg("fedface_nosp")
+  cfg.dp.enabled, cfg.dp.clip_norm, cfg.dp.noise_multiplier = True, 1e-3, 1.0
+  cfg.secure_aggregation = True
+  compiled, host = _both(cfg)
+  # Masks of std 1 cancel to float rounding in either summation order.
+  _assert_same_run(compiled, host, atol=5e-5)
+  assert 0 < host[1][0]["dp_clip_fraction"] <= 1
+
+
+def test_host_loop_runs_each_clients_own_steps_in_local_epochs_mode():
+  cfg = fr._cfg("fedface_nosp")
+  cfg.client.local_epochs = 1        # clients of 3 and 4 images: 1 and 2 steps of batch 3
+  cfg.clients_per_round = 11         # every client, including the 3-image one
+  compiled, host = _both(cfg, rounds=1)
+  _assert_same_run(compiled, host)
+
+
+def test_host_loop_streams_are_deterministic_and_agree():
+  """Threads finish in any order; the merged round must not depend on it."""
+  cfg = fr._cfg("fedaws")
+  one = _run(cfg, "host_loop", streams=1)
+  three_a = _run(cfg, "host_loop", streams=3)
+  three_b = _run(cfg, "host_loop", streams=3)
+  for x, y in zip(jax.tree.leaves(three_a[0]), jax.tree.leaves(three_b[0])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  _assert_same_run(one, three_a)
+  with pytest.raises(ValueError, match="host_loop_streams"):
+    _run(cfg, "host_loop", streams=-1)
+
+
+def test_execution_setting_is_resolved_per_mesh_and_validated():
+  one = sh.make_mesh(1, 1, jax.devices()[:1])
+  eight = sh.make_mesh(4, 2, jax.devices()[:8])
+  assert loops.resolve_execution("auto", one) == "host_loop"     # CPU, one device
+  assert loops.resolve_execution("auto", eight) == "compiled"
+  assert loops.resolve_execution("compiled", one) == "compiled"
+  with pytest.raises(ValueError, match="one device"):
+    loops.resolve_execution("host_loop", eight)
+  with pytest.raises(ValueError, match="federated.execution"):
+    loops.resolve_execution("vmap", one)
