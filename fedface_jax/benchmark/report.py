@@ -135,7 +135,7 @@ def write_report(cfg, workdir: str, meta: dict[str, Any]) -> str:
     out.append(
         f"| {_wl(top['workload'])} | {u(top):.1f} ({top['strategy']}, {top['devices']} dev"
         f"{', chunk ' + str(top['chunk']) if top.get('chunk') else ''}) | "
-        f"{_f(u(eng), '{:.1f}')}{' (chunk ' + str(eng['chunk']) + ', ' + str(eng['devices']) + ' dev)' if eng else ''} | "
+        f"{_f(u(eng), '{:.1f}')}{(' (' + (eng['strategy'] if not eng.get('chunk') else 'chunk ' + str(eng['chunk'])) + ', ' + str(eng['devices']) + ' dev)') if eng else ''} | "
         f"{_f(u(fj), '{:.1f}')} | {_f(u(fl), '{:.1f}')} | {ratio(u(top), u(fj))} | "
         f"{ratio(u(eng), u(fj))} | {ratio(u(top), u(fl))} | {ratio(u(eng), u(fl))} | "
         f"{_f(i(cen), '{:.0f}')} | {ratio(i(top), i(cen))} | {ratio(i(eng), i(cen))} |")

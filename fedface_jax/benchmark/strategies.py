@@ -89,6 +89,8 @@ class EngineRound:
   def init_state(self, params, class_embeddings: np.ndarray) -> dict[str, Any]:
     table = np.zeros((self.rows, self.workload.embedding_dim), np.float32)
     table[:class_embeddings.shape[0]] = class_embeddings
+    # A copy: the host-loop round donates its state, and the caller's params are reused.
+    params = jax.tree.map(jnp.copy, params)
     state = {"params": params, "table": table, "server_opt": optax.sgd(1.0).init(params),
              "round": jnp.zeros((), jnp.int32),
              "rng": jax.random.key_data(jax.random.key(self.workload.seed))}
