@@ -119,14 +119,8 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
             data_s = time.perf_counter() - t0
             compiled, lower_s, compile_s = measure.lower_and_compile(eng.jitted, state, *inputs)
             round_flops = measure.compiled_flops(compiled)
-            state, _, _ = compiled(state, *inputs)   # first run (host buffers settle)
-            jax.block_until_ready(state)
-            times = []
-            for _ in range(reps):
-              t0 = time.perf_counter()
-              state, metrics, _ = compiled(state, *inputs)
-              jax.block_until_ready(state)
-              times.append(time.perf_counter() - t0)
+            # The untimed first run lets host buffers settle.
+            _, metrics, _, times = _timed_rounds(lambda st: compiled(st, *inputs), state, reps)
             loss = float(metrics["client_loss_first"])
             name = ("vmap" if devices == 1 else "shard") + ("-laxconv" if conv == "lax" else "")
             _emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
@@ -161,6 +155,22 @@ def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, 
   return row
 
 
+def _timed_rounds(round_call, state, reps):
+  """One untimed round, then `reps` timed ones; returns (state, metrics, first_s, times)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  state, metrics, _ = round_call(state)
+  jax.block_until_ready(state)
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    state, metrics, _ = round_call(state)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  return state, metrics, first, times
+
+
 def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path):
   """The engine's host-loop round (the CPU default): timed like the compiled rounds.
 
@@ -177,16 +187,7 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   inputs = eng.round_inputs(data.images, np.arange(w.num_clients))
   jax.block_until_ready(inputs)
   data_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  state, _, _ = eng(state, inputs)
-  jax.block_until_ready(state)
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    state, metrics, _ = eng(state, inputs)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
+  _, metrics, first, times = _timed_rounds(lambda st: eng(st, inputs), state, reps)
   med = float(np.median(times))
   _emit(out_path, _row(base, "host_loop", None, w.num_clients, w, times, first, flops_update,
                        peak, measure, extra={

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import optax
 
 from fedface_jax import models
 from fedface_jax import optim
@@ -165,7 +164,8 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
   cfg.clients_per_chunk = chunk
   server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
   spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
-  execution = loops.resolve_execution(cfg.get("execution", "auto"), mesh)
+  execution_setting = cfg.get("execution", "auto")
+  execution = loops.resolve_execution(execution_setting, mesh)
   round_args = (apply_fn, cfg, mesh, clients.max_images, server_tx, spread_tx,
                 cfg.clients_per_round, clients.num_clients)
 
@@ -191,7 +191,7 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
         out_shardings=(state_sharding, sh.replicated(mesh), cl), donate_argnums=(0,))
     put = lambda x: jax.make_array_from_process_local_data(cl, x)
   logging.info("Federated round execution: %s (federated.execution=%r)", execution,
-               cfg.get("execution", "auto"))
+               execution_setting)
   make_state_jit = jax.jit(make_state, out_shardings=state_sharding)
 
   def init(params0, rng):

@@ -166,6 +166,8 @@ def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
                         step_losses[jnp.maximum(steps - 1, 0)])
 
   return update
+
+
 def mean_feature(apply_fn: Callable, params: Any, images, num_images):
   """FedFace's class-embedding init: the normalised mean feature of a client.
 

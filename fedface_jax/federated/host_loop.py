@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import loops
 from fedface_jax.federated import rounds
 
 
@@ -71,10 +72,12 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   local = cu.make_local_training(apply_fn, cfg.client, max_images)
   contribution = rounds.make_client_contribution(cfg)
 
-  @jax.jit
-  def start(params, rows, images, num_images, key_data, c):
+  def open_client(params, rows, images, num_images, key_data, c):
+    """Slot c's local state, read from the round's arrays inside the jitted call."""
     return local.start(params, rows[c], images[c], num_images[c],
                        jax.random.wrap_key_data(key_data[c]))
+
+  start = jax.jit(open_client)
 
   @functools.partial(jax.jit, donate_argnums=(0,))
   def step(state, images, c, t):
@@ -94,8 +97,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   @functools.partial(jax.jit, donate_argnums=(0,))
   def solo(acc, params, rows, images, num_images, key_data, poison, participants, sa_key, c):
     """A one-step client in one call (start, step, accumulate): a third of the dispatches."""
-    state = local.start(params, rows[c], images[c], num_images[c],
-                        jax.random.wrap_key_data(key_data[c]))
+    state = open_client(params, rows, images, num_images, key_data, c)
     state, loss = local.step(state, images[c], 0)
     return accumulate(acc, params, state, loss, loss, num_images, poison, participants, sa_key,
                       c)
@@ -127,31 +129,31 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
     num_images_dev = jnp.asarray(num_images)
     # Padding slots (no images) are not clients: weight 0, nothing to train.
     clients = [c for c in range(num_images.shape[0]) if num_images[c] > 0]
-    num_streams = max(1, min(streams, len(clients)))
+    active = max(1, min(streams, len(clients)))
 
     def run_stream(k):
       acc = empty_sums(params, rows)
-      for c in clients[k::num_streams]:
+      for c in clients[k::active]:
         if steps[c] == 1:
           acc = solo(acc, params, rows, images, num_images_dev, key_data, poison, participants,
                      sa_key, c)
           continue
         state = start(params, rows, images, num_images_dev, key_data, c)
-        loss_first = None
-        for t in range(int(steps[c])):
+        state, loss_first = step(state, images, c, 0)
+        loss = loss_first
+        for t in range(1, int(steps[c])):
           state, loss = step(state, images, c, t)
-          loss_first = loss if loss_first is None else loss_first
         acc = finish(acc, params, state, loss_first, loss, num_images_dev, poison,
                      participants, sa_key, c)
       return acc
 
-    if num_streams == 1:
+    if active == 1:
       return run_stream(0)
-    with futures.ThreadPoolExecutor(num_streams, thread_name_prefix="client-stream") as pool:
-      accs = tuple(pool.map(run_stream, range(num_streams)))
+    with futures.ThreadPoolExecutor(active, thread_name_prefix="client-stream") as pool:
+      accs = tuple(pool.map(run_stream, range(active)))
     owner = np.full(num_images.shape[0], -1, np.int32)
-    for k in range(num_streams):
-      owner[clients[k::num_streams]] = k
+    for k in range(active):
+      owner[clients[k::active]] = k
     return merge_streams(accs, owner)
 
   return phase
@@ -165,9 +167,7 @@ def make_round(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
 
   Inputs are host arrays (`num_images` must be); `state` is donated, as in the compiled round.
   """
-  if mesh.size != 1:
-    raise ValueError(f"the host-loop round runs on one device, got a mesh of {mesh.size}; "
-                     "use federated.execution='compiled' for a multi-device mesh")
+  loops.resolve_execution("host_loop", mesh)   # one device, one process, or a clear error
   prepare, server = rounds.make_server_phases(cfg, mesh, server_tx, spread_tx,
                                               num_real_clients, num_valid_rows)
   prepare = jax.jit(prepare)

@@ -41,7 +41,7 @@ Defences (docs/ATTACK.md section 9), both off by default:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
