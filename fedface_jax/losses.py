@@ -19,7 +19,7 @@ Conventions (see docs/FEDFACE.md 2.1 and 5.5):
 """
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -195,6 +195,19 @@ def spreadout_loss(class_weights: jax.Array, margin: float = 0.3) -> jax.Array:
   return jnp.sum(hinge) / max(num_classes * (num_classes - 1), 1)
 
 
+class SpreadoutSums(NamedTuple):
+  """Additive pieces of the spreadout over (query, row) pairs, so shards can `psum` (`pmax`) them.
+
+  `hinge_sum` is the regulariser's numerator; how it is normalised (per pair, or per query row) is
+  the caller's choice. `violations` (pairs with cos > margin) and `max_cos` explain what the
+  regulariser sees: a table whose pairs all sit below the margin gets no push at all.
+  """
+  hinge_sum: jax.Array   # sum of max(0, cos - m)^2
+  pairs: jax.Array       # number of (query, row) pairs compared
+  violations: jax.Array  # pairs with cos > m
+  max_cos: jax.Array     # largest cosine over the pairs (-inf when there are none)
+
+
 def spreadout_rows_loss(query_rows: jax.Array,
                         all_rows: jax.Array,
                         query_ids: jax.Array,
@@ -202,8 +215,8 @@ def spreadout_rows_loss(query_rows: jax.Array,
                         block_size: int = 1024,
                         row_offset: int | jax.Array = 0,
                         query_mask: Optional[jax.Array] = None,
-                        row_mask: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
-  """Blockwise spreadout of some query rows against all rows: `(sum, pair_count)`.
+                        row_mask: Optional[jax.Array] = None) -> SpreadoutSums:
+  """Blockwise spreadout of some query rows against all rows, as `SpreadoutSums`.
 
   The server regularises the class embeddings touched this round against the whole table. With C in
   the thousands to millions a `[Q, C]` (let alone `C x C`) cosine matrix is too big, so `all_rows` is
@@ -215,7 +228,8 @@ def spreadout_rows_loss(query_rows: jax.Array,
   queries contribute both (q1, q2) and (q2, q1), as in the dense formula. Hence with
   `query_rows = all_rows`, `query_ids = arange(C)`: `sum / count == spreadout_loss(all_rows)` and
   `count == C (C - 1)`. `sum` is not divided by anything, so shards of the table can each call this
-  on their rows (with their `row_offset`) and `psum` both outputs; the mean is `sum / max(count, 1)`.
+  on their rows (with their `row_offset`) and `psum` the sums (`pmax` the max); the mean over pairs
+  is `sum / max(count, 1)`.
 
   Gradients flow to both `query_rows` and `all_rows`; when the queries are gathered from the table
   (`W[ids]`) inside the differentiated function, the table gradient is the total one.
@@ -232,7 +246,8 @@ def spreadout_rows_loss(query_rows: jax.Array,
     row_mask: optional `[C]` validity mask (padded table rows).
 
   Returns:
-    `(sum, count)`: float32 scalars, the summed hinge and the number of pairs (exact below 2^24).
+    `SpreadoutSums` of float32 scalars: the summed hinge, the number of pairs and of violating
+    pairs (counts exact below 2^24), and the largest cosine (no gradient).
   """
   if query_rows.ndim != 2 or all_rows.ndim != 2 or query_rows.shape[1] != all_rows.shape[1]:
     raise ValueError(f"need query_rows [Q, D] and all_rows [C, D], got {query_rows.shape} and "
@@ -259,16 +274,22 @@ def spreadout_rows_loss(query_rows: jax.Array,
 
   @jax.checkpoint
   def body(carry, xs):
-    total, count = carry
     block_rows, block_valid, block_ids = xs
     cosines = jnp.matmul(queries, _l2_normalize(block_rows).T, precision=_HIGHEST)  # [Q, block]
     pairs = (query_valid[:, None] & block_valid[None, :]
              & (query_ids[:, None] != block_ids[None, :]))
     hinge = jnp.where(pairs, jnp.square(jax.nn.relu(cosines - margin)), 0.0)
-    return (total + jnp.sum(hinge), count + jnp.sum(pairs, dtype=jnp.float32)), None
+    plain = jax.lax.stop_gradient(cosines)
+    step = SpreadoutSums(
+        jnp.sum(hinge), jnp.sum(pairs, dtype=jnp.float32),
+        jnp.sum(pairs & (plain > margin), dtype=jnp.float32),
+        jnp.max(jnp.where(pairs, plain, -jnp.inf), initial=-jnp.inf))
+    return SpreadoutSums(*(a + b for a, b in zip(carry[:3], step[:3])),
+                         jnp.maximum(carry.max_cos, step.max_cos)), None
 
-  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-  (total, count), _ = jax.lax.scan(
+  zero = jnp.zeros((), jnp.float32)
+  init = SpreadoutSums(zero, zero, zero, jnp.full((), -jnp.inf, jnp.float32))
+  sums, _ = jax.lax.scan(
       body, init, (rows.reshape(num_blocks, block, dim), row_valid.reshape(num_blocks, block),
                    row_ids.reshape(num_blocks, block)))
-  return total, count
+  return sums

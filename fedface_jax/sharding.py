@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 import numpy as np
 
+from fedface_jax import losses
+
 P = jax.sharding.PartitionSpec
 DATA = "data"
 CLASSES = "classes"
@@ -137,23 +139,28 @@ def sharded_cosface_loss(embeddings, table, labels, mesh, *, scale=64.0,
 
 
 def sharded_spreadout_rows(table, query_ids, mesh, *, margin=0.3,
-                           block_size: int = 4096, num_valid: int | None = None):
+                           block_size: int = 4096, num_valid: int | None = None,
+                           query_mask=None) -> losses.SpreadoutSums:
   """Spreadout of a few query rows against every row of a sharded table.
 
-  FedFace's server pushes class embeddings apart with
-  mean_{i != j} max(0, cos_ij - margin)^2. Over 1M rows the full C x C matrix is
-  out of the question, so a round only regularises the rows of its own clients
+  FedFace's server pushes class embeddings apart with hinges
+  max(0, cos_ij - margin)^2. Over 1M rows the full C x C matrix is out of the
+  question, so a round only regularises the rows of its own clients
   (`query_ids`, Q of them) against all C rows: each "classes" shard scores the
   replicated [Q, D] query block against its local rows block by block
-  (`lax.scan`, at most [Q, block_size] live), and only the partial sums cross
-  shards.
+  (`losses.spreadout_rows_loss`, at most [Q, block_size] live), and only the
+  partial sums cross shards.
+
+  `query_mask` [Q] marks the real queries: a round padded to split evenly over
+  devices keeps its static shape and masks its padding slots here, rather than
+  slicing them away inside a sharded program.
 
   Returns:
-    (sum of squared hinges over ordered pairs (q, j), j != q, j < num_valid,
-    pair count). Rows at or past `num_valid` are padding and take no part. The
-    gradient flows into `table` both through the queries and through the rows
-    they are compared against, exactly like the dense loss restricted to those
-    pairs.
+    `losses.SpreadoutSums` over ordered pairs (q, j), q a valid query,
+    j != q, j < num_valid (rows past it are padding), replicated. The gradient
+    of `hinge_sum` flows into `table` both through the queries and through the
+    rows they are compared against, exactly like the dense loss restricted to
+    those pairs.
   """
   num_rows = table.shape[0]
   num_valid = num_rows if num_valid is None else num_valid
@@ -161,35 +168,24 @@ def sharded_spreadout_rows(table, query_ids, mesh, *, margin=0.3,
   rows_per_shard = num_rows // shards
   if num_rows % shards:
     raise ValueError(f"table rows {num_rows} not divisible by classes={shards}")
-  block = min(block_size, rows_per_shard)
-  while rows_per_shard % block:
-    block -= 1
+  if query_mask is None:
+    query_mask = jnp.ones(query_ids.shape, jnp.bool_)
 
-  def local(table_local, q_ids):
-    q = _normalize(gather_rows_local(table_local, q_ids, rows_per_shard))
+  def local(table_local, q_ids, q_mask):
+    queries = gather_rows_local(table_local, q_ids, rows_per_shard)
     offset = jax.lax.axis_index(CLASSES) * rows_per_shard
-    blocks = table_local.reshape(rows_per_shard // block, block, -1)
-
-    def body(carry, xs):
-      total, count = carry
-      rows, start = xs
-      cos = jnp.matmul(q, _normalize(rows).T, precision=_HIGHEST)  # [Q, block]
-      ids = offset + start + jnp.arange(block)
-      not_self = (ids[None, :] != q_ids[:, None]) & (ids[None, :] < num_valid)
-      hinge = jnp.where(not_self, jnp.maximum(cos - margin, 0.0) ** 2, 0.0)
-      return (total + hinge.sum(), count + not_self.sum()), None
-
-    starts = jnp.arange(0, rows_per_shard, block)
-    (total, count), _ = jax.lax.scan(
-        jax.checkpoint(body), (jnp.zeros((), q.dtype), jnp.zeros((), jnp.int32)),
-        (blocks, starts))
-    return jax.lax.psum(total, CLASSES), jax.lax.psum(count, CLASSES)
+    sums = losses.spreadout_rows_loss(
+        queries, table_local, q_ids, margin=margin, block_size=block_size,
+        row_offset=offset, query_mask=q_mask,
+        row_mask=offset + jnp.arange(rows_per_shard) < num_valid)
+    return losses.SpreadoutSums(*jax.lax.psum(tuple(sums[:3]), CLASSES),
+                                jax.lax.pmax(sums.max_cos, CLASSES))
 
   fn = jax.shard_map(
       local, mesh=mesh,
-      in_specs=(P(CLASSES, None), P()),
-      out_specs=(P(), P()), check_vma=False)
-  return fn(table, query_ids)
+      in_specs=(P(CLASSES, None), P(), P()),
+      out_specs=losses.SpreadoutSums(P(), P(), P(), P()), check_vma=False)
+  return fn(table, query_ids, query_mask)
 
 
 def gather_rows_local(table_local, row_ids, rows_per_shard):

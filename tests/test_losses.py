@@ -185,12 +185,12 @@ def _dense_rows_reference(table, query_ids, margin):
 def test_spreadout_rows_all_queries_equals_dense():
   table = jax.random.normal(jax.random.key(0), (37, 8))
   ids = jnp.arange(37)
-  total, count = losses.spreadout_rows_loss(table, table, ids, margin=0.3, block_size=5)
+  total, count, _, _ = losses.spreadout_rows_loss(table, table, ids, margin=0.3, block_size=5)
   assert float(count) == 37 * 36
   np.testing.assert_allclose(total / count, losses.spreadout_loss(table, 0.3), rtol=1e-5)
   # Gradients of the means agree too.
   g_rows = jax.grad(
-      lambda w: jnp.divide(*losses.spreadout_rows_loss(w, w, ids, 0.3, block_size=5)))(table)
+      lambda w: jnp.divide(*losses.spreadout_rows_loss(w, w, ids, 0.3, block_size=5)[:2]))(table)
   g_dense = jax.grad(losses.spreadout_loss)(table, 0.3)
   np.testing.assert_allclose(g_rows, g_dense, rtol=1e-4, atol=1e-7)
 
@@ -200,8 +200,14 @@ def test_spreadout_rows_subset_sum_count_and_grad():
   ids = jnp.array([3, 10, 36, 0])
   f_rows = lambda w: losses.spreadout_rows_loss(w[ids], w, ids, margin=0.1, block_size=8)[0]
   f_dense = lambda w: _dense_rows_reference(w, ids, 0.1)
-  _, count = losses.spreadout_rows_loss(table[ids], table, ids, margin=0.1, block_size=8)
-  assert float(count) == 4 * 36
+  sums = losses.spreadout_rows_loss(table[ids], table, ids, margin=0.1, block_size=8)
+  assert float(sums.pairs) == 4 * 36
+  # Violations and the max cosine, against the dense [Q, C] matrix.
+  w = table / jnp.linalg.norm(table, axis=1, keepdims=True)
+  cos = np.array(w[ids] @ w.T)
+  cos[np.arange(4), np.asarray(ids)] = -np.inf   # self-pairs are not pairs
+  assert float(sums.violations) == np.sum(cos > 0.1) > 0
+  np.testing.assert_allclose(float(sums.max_cos), cos.max(), rtol=1e-5)
   assert float(f_dense(table)) > 0
   np.testing.assert_allclose(jax.jit(f_rows)(table), f_dense(table), rtol=1e-5)
   np.testing.assert_allclose(jax.grad(f_rows)(table), jax.grad(f_dense)(table), rtol=1e-4,
@@ -211,13 +217,16 @@ def test_spreadout_rows_subset_sum_count_and_grad():
 def test_spreadout_rows_shards_and_masks_add_up():
   table = jax.random.normal(jax.random.key(2), (20, 6))
   ids = jnp.array([1, 12, 19])
-  full_sum, full_count = losses.spreadout_rows_loss(table[ids], table, ids, block_size=4)
+  full_sum, full_count, full_viol, full_max = losses.spreadout_rows_loss(
+      table[ids], table, ids, block_size=4)
   # Two shards of 10 rows with their offsets (the offset may be traced), summed as a psum would.
   shard = jax.jit(losses.spreadout_rows_loss, static_argnames=("block_size",))
   parts = [shard(table[ids], table[s:s + 10], ids, 0.3, block_size=4, row_offset=s)
            for s in (0, 10)]
   np.testing.assert_allclose(sum(p[0] for p in parts), full_sum, rtol=1e-5)
   assert float(sum(p[1] for p in parts)) == float(full_count) == 3 * 19
+  assert float(sum(p.violations for p in parts)) == float(full_viol)
+  np.testing.assert_allclose(float(max(p.max_cos for p in parts)), float(full_max), rtol=1e-6)
   # Padding a row and a query, then masking them out, changes nothing.
   padded_table = jnp.concatenate([table, jnp.ones((1, 6))])
   padded_ids = jnp.concatenate([ids, jnp.array([20])])
@@ -226,6 +235,8 @@ def test_spreadout_rows_shards_and_masks_add_up():
       query_mask=jnp.array([1, 1, 1, 0], bool), row_mask=jnp.arange(21) < 20)
   np.testing.assert_allclose(got[0], full_sum, rtol=1e-5)
   assert float(got[1]) == float(full_count)
+  assert float(got.violations) == float(full_viol)
+  np.testing.assert_allclose(float(got.max_cos), float(full_max), rtol=1e-6)
 
 
 def _max_intermediate_size(jaxpr):

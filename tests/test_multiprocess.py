@@ -18,7 +18,10 @@ import pytest
 
 import federated_cli as cli
 
+# 3 clients per round on 4 devices: a padded round (4 slots), whose padding slot lies in
+# the second process's block, so masking the padding must work across processes too.
 FLAGS = ("--config.federated.num_rounds=2", "--config.federated.checkpoint_every_rounds=1",
+         "--config.federated.clients_per_round=3",
          "--config.mesh.data=2", "--config.mesh.classes=2")
 
 

@@ -258,8 +258,8 @@ def run_class_table(cfg: mlc.ConfigDict, out_path: str, hlo_path: str) -> None:
 
   def loss(tbl, e, lab, qi):
     cos_loss, _ = sh.sharded_cosface_loss(e, tbl, lab, mesh)
-    sp, cnt = sh.sharded_spreadout_rows(tbl, qi, mesh, block_size=int(ct.block_size))
-    return cos_loss + sp / jnp.maximum(cnt, 1)
+    sp = sh.sharded_spreadout_rows(tbl, qi, mesh, block_size=int(ct.block_size))
+    return cos_loss + sp.hinge_sum / jnp.maximum(sp.pairs, 1)
 
   def step(tbl, e, lab, qi):
     value, g = jax.value_and_grad(loss)(tbl, e, lab, qi)

@@ -159,8 +159,14 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   dim = cfg.embedding_dim
   rows = sh.padded_num_classes(class_table_rows(cfg, clients.num_clients), mesh)
-  padded_m, chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
   cfg = mlc.ConfigDict(cfg.to_dict())
+  if cfg.clients_per_round > clients.num_clients:
+    # Full participation is a legitimate setting; the copy carries the real K, which
+    # the DP denominator and the accountant's sampling rate read.
+    logging.warning("federated.clients_per_round=%d > %d clients: every client joins "
+                    "every round", cfg.clients_per_round, clients.num_clients)
+    cfg.clients_per_round = clients.num_clients
+  padded_m, chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
   cfg.clients_per_chunk = chunk
   server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
   spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)

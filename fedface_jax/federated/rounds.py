@@ -240,11 +240,11 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
   spread = cfg.spreadout
   dp_on, clip_norm, noise_multiplier = dp_settings(cfg)
 
-  def spread_loss(table, client_ids):
-    total, count = sh.sharded_spreadout_rows(
+  def spread_loss(table, client_ids, real):
+    sums = sh.sharded_spreadout_rows(
         table, client_ids, mesh, margin=spread.margin, block_size=spread.block_size,
-        num_valid=num_valid_rows)
-    return spread.weight * total / jnp.maximum(count, 1)
+        num_valid=num_valid_rows, query_mask=real)
+    return spread.weight * sums.hinge_sum / jnp.maximum(sums.pairs, 1)
 
   def prepare(state, client_ids):
     base_key = jax.random.wrap_key_data(state["rng"])
@@ -261,7 +261,9 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     new_rows, valid, finite, metrics, norms = per_client
     params, table = state["params"], state["table"]
     base_key = jax.random.wrap_key_data(state["rng"])
-    real_ids = client_ids[:num_real_clients]
+    # Real clients vs padding slots, as a mask: the round keeps its static, evenly
+    # sharded shape (slicing the padding away inside the sharded program breaks it).
+    real = jnp.arange(client_ids.shape[0]) < num_real_clients
     any_valid = weight_sum > 0
     if dp_on:
       # Server step of DP-FedAvg, after the psum: one replicated draw from the
@@ -288,11 +290,11 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     if cfg.client.train_class_embedding:   # FedAwS: clients upload their new rows.
       table = _scatter_rows(table, client_ids, new_rows, valid, mesh)
 
-    sp_before = spread_loss(table, real_ids) if spread.enabled else jnp.zeros(())
+    sp_before = spread_loss(table, client_ids, real) if spread.enabled else jnp.zeros(())
     if spread.enabled:
       def sp_step(carry, _):
         tbl, opt = carry
-        loss, g = jax.value_and_grad(spread_loss)(tbl, real_ids)
+        loss, g = jax.value_and_grad(spread_loss)(tbl, client_ids, real)
         upd, opt = spread_tx.update(g, opt, tbl)
         return (optax.apply_updates(tbl, upd), opt), loss
       (table, _), _ = jax.lax.scan(sp_step, (table, spread_tx.init(table)), None,
@@ -304,7 +306,7 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     n_valid = valid.sum()
     round_metrics = {
         "clients": num_real_clients, "clients_valid": n_valid,
-        "clients_excluded": jnp.sum(~finite[:num_real_clients]),
+        "clients_excluded": jnp.sum(real & ~finite),
         "images": jnp.sum(jnp.where(valid, num_images, 0)).astype(jnp.float32),
         "client_loss_first": jnp.sum(jnp.where(valid, metrics["loss_first"], 0)) / jnp.maximum(n_valid, 1),
         "client_loss_last": jnp.sum(jnp.where(valid, metrics["loss_last"], 0)) / jnp.maximum(n_valid, 1),
