@@ -1,4 +1,4 @@
-"""Face verification evaluation: metrics, pairs, embeddings, benchmark protocols, plots.
+"""Face verification evaluation: metrics, pairs, embeddings, protocols, bootstrap CIs, plots.
 
 Why a package: the same TAR@FAR / ROC / accuracy code must serve held-out identities during
 training, LFW, IJB-A and IJB-B/C, with the two reference rules (FedFace/facepy and insightface)
@@ -10,6 +10,9 @@ from fedface_jax.evaluation.api import evaluate_embeddings
 from fedface_jax.evaluation.api import evaluate_lfw  # images -> report; see protocols for features
 from fedface_jax.evaluation.api import evaluate_verification
 from fedface_jax.evaluation.api import format_results_table
+from fedface_jax.evaluation.bootstrap import bootstrap_models
+from fedface_jax.evaluation.bootstrap import bootstrap_verification
+from fedface_jax.evaluation.bootstrap import paired_bootstrap
 from fedface_jax.evaluation.embeddings import compute_embeddings
 from fedface_jax.evaluation.pairs import all_pairs_scores
 from fedface_jax.evaluation.pairs import make_verification_pairs
