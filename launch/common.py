@@ -1,9 +1,12 @@
 """Flags shared by every entry point: --config, --workdir and multi-host setup."""
 
+import contextlib
+
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fedface_jax import config_utils
 from fedface_jax import distributed
 
 FLAGS = flags.FLAGS
@@ -26,6 +29,26 @@ def invocation(module: str) -> str:
 def define_results_md_flag():
   flags.DEFINE_string("results_md_key", None,
                       "Also write the table as the `<key>` block of RESULTS.md, with its command.")
+
+
+def define_allow_config_change_flag():
+  flags.DEFINE_bool(
+      "allow_config_change", False,
+      "Resume a --workdir whose checkpoint was written under a different config (the "
+      "differences are logged as a warning). Without it such a resume is refused.")
+
+
+@contextlib.contextmanager
+def exit_on_config_mismatch(hint: str = "use a new --workdir or pass --allow_config_change"):
+  """Ends the program with one line on stderr (exit status 1) when a resume is refused.
+
+  The message names every differing key, which is all the user needs; a traceback
+  would only bury it. `hint` says what this entry point offers instead.
+  """
+  try:
+    yield
+  except config_utils.ConfigMismatchError as e:
+    raise SystemExit(f"ConfigMismatchError: {e.summary}; {hint}") from None
 
 
 def setup_runtime():

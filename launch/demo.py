@@ -35,8 +35,9 @@ def main(argv):
   common.quiet_library_logs()
   pre_cfg = pretrain_synthetic.get_config(f"variant={FLAGS.variant}")
   fed_cfg = lambda m: fedface_synthetic.get_config(f"variant={FLAGS.variant},method={m}")
-  result = results.run_comparison(pre_cfg, fed_cfg, FLAGS.workdir, methods=("fedface",),
-                                  with_oracle=False)
+  with common.exit_on_config_mismatch(hint="use a new --workdir, or delete that run to redo it"):
+    result = results.run_comparison(pre_cfg, fed_cfg, FLAGS.workdir, methods=("fedface",),
+                                    with_oracle=False)
   results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
   command = common.invocation("launch.demo")
   section = results.markdown_section(

@@ -22,6 +22,7 @@ flags.DEFINE_integer("stop_after_rounds", None,
 flags.DEFINE_float("test_sleep_after_round_s", 0.0,
                    "TEST ONLY: sleep this long after each round's checkpoint, so that a "
                    "test can kill the process mid-run (tests/test_federated_resume.py).")
+common.define_allow_config_change_flag()
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -33,8 +34,9 @@ def main(argv):
   from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
   sleep_s = FLAGS.test_sleep_after_round_s
   after_round = (lambda _: time.sleep(sleep_s)) if sleep_s > 0 else None
-  out = engine.run(FLAGS.config, FLAGS.workdir, stop_after_rounds=FLAGS.stop_after_rounds,
-                   after_round=after_round)
+  with common.exit_on_config_mismatch():
+    out = engine.run(FLAGS.config, FLAGS.workdir, stop_after_rounds=FLAGS.stop_after_rounds,
+                     after_round=after_round, allow_config_change=FLAGS.allow_config_change)
   rows = {f"round {r}": rep for r, rep in out["history"]}
   if rows:
     print(eval_api.format_results_table(rows))

@@ -39,7 +39,8 @@ def main(argv):
     pre = pretrain_celeba.get_config()
     fed = lambda m: fedface_celeba.get_config(f"method={m}")
     title = "Real faces (../shared/data/celeba_faces_112)"
-  result = results.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
+  with common.exit_on_config_mismatch(hint="use a new --workdir, or delete that run to redo it"):
+    result = results.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
   results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
   command = common.invocation("launch.results")
   section = results.markdown_section(title, command, result)

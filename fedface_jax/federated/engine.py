@@ -86,15 +86,19 @@ def process_slice_fn(mesh=None):
 
 def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
         stop_after_rounds: int | None = None,
-        after_round: Callable[[int], None] | None = None) -> dict:
+        after_round: Callable[[int], None] | None = None,
+        allow_config_change: bool = False) -> dict:
   """Runs (or resumes) the federated rounds of `config.federated`.
 
   Returns {"final": evaluation report, "history": [(round, report), ...],
   "state": server state}. `stop_after_rounds` ends the run early (simulates an
   interruption); `after_round(round)` is called after each round's checkpoint
-  (tests use it to slow a run down so that it can be killed mid-way).
+  (tests use it to slow a run down so that it can be killed mid-way). A
+  checkpoint is resumed only under the config recorded with it, unless
+  `allow_config_change` (`pretrain.check_workdir_config`).
   """
   os.makedirs(workdir, exist_ok=True)
+  pretrain.check_workdir_config(workdir, config, allow_config_change)
   fcfg = alg_lib.apply_method(config.federated)
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import config_utils
 from fedface_jax import data as data_lib
 from fedface_jax import metrics_io
 from fedface_jax import models
@@ -154,6 +155,26 @@ def restore_or_init(setup: Setup, checkpointer, config):
   return state
 
 
+def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
+  """Refuses to resume `workdir`'s checkpoint under a config other than the one that wrote it.
+
+  Called first thing by the trainer and the federated engine: a mismatch fails in seconds,
+  before data is loaded or anything compiles, and before this run's `config.json` replaces
+  the recorded one. Every process checks, so all of them fail together; with several, a
+  barrier keeps process 0 from rewriting the record while another process still reads it.
+  Returns the allowed differences (see `config_utils.check_resume_config`).
+  """
+  with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None) as ck:
+    resuming = ck.latest_step() is not None
+  diffs = []
+  if resuming:
+    diffs = config_utils.check_resume_config(workdir, config, allow_change=allow_change)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("fedface_jax: workdir config checked")
+  return diffs
+
+
 def export_backbone(workdir: str, step: int, params) -> str:
   """Saves the backbone alone: theta_0 for FedFace, independent of the head."""
   path = os.path.join(workdir, "backbone")
@@ -168,7 +189,8 @@ def export_backbone(workdir: str, step: int, params) -> str:
 
 
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
-                       stop_after_steps: int | None = None) -> dict | None:
+                       stop_after_steps: int | None = None,
+                       allow_config_change: bool = False) -> dict | None:
   """Pretrains, checkpoints every `checkpoint_every_steps`, then evaluates.
 
   Resumes from the newest checkpoint in `workdir/checkpoints`: step t's batch
@@ -178,9 +200,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   Returns the evaluation report on the held-out identities (also written to
   `workdir/eval/`). `stop_after_steps` stops after that many steps of this
   call (an interruption: the state is checkpointed, nothing is exported or
-  evaluated, None is returned).
+  evaluated, None is returned). A checkpoint is resumed only under the config
+  recorded with it (`check_workdir_config`) unless `allow_config_change`.
   """
   os.makedirs(workdir, exist_ok=True)
+  check_workdir_config(workdir, config, allow_config_change)
   setup = build(config)
   logging.info("Pretraining on %d identities (%d images); table %d rows over %s",
                setup.num_classes,
