@@ -69,15 +69,22 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
       host_loop_streams=0,   # host loop: concurrent client streams (0 = one per CPU core)
       unroll_loops="off",   # "on": unroll the compiled round's lax.scan loops
       class_init="mean_feature", seed=seed, checkpoint_every_rounds=5,
+      # Where a client's class row comes from: frozen | reestimate | client_trained
+      # (federated/client_update.py); the method may set it (fedavg/fedaws: client_trained).
+      class_embedding="frozen",
       num_class_rows=0,  # > 0: table rows for a population larger than the dataset
       client=dict(
           local_steps=local_steps, local_epochs=0, batch_size=batch_size,
-          margin=0.9, train_class_embedding=False, augment_flip=True,
+          margin=0.9, augment_flip=True,
+          # CosFace against {own row} + the public (pretraining) identities' mean features.
+          public_negatives=dict(enabled=False, scale=30.0, margin=0.35),
           optimizer=dict(name="momentum", learning_rate=client_lr, momentum=0.9,
                          schedule="constant")),
       server=dict(optimizer=dict(name="sgd", learning_rate=server_lr,
                                  schedule="constant")),
-      spreadout=dict(enabled=True, margin=0.3, weight=spread_weight,
+      # reduction: row_sum (per query row, summed over all rows; FedAwS) | pair_mean
+      # (mean over pairs; FedFace authors' code, ~1/C weaker per row).
+      spreadout=dict(enabled=True, margin=0.3, weight=spread_weight, reduction="row_sum",
                      steps=spread_steps, block_size=4096,
                      optimizer=dict(name="momentum", learning_rate=spread_lr,
                                     momentum=0.9, schedule="constant")),

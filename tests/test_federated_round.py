@@ -179,3 +179,81 @@ def test_unroll_factor_settings():
   assert loops.unroll_factor("on", 100, loops.MAX_CHUNK_UNROLL) == loops.MAX_CHUNK_UNROLL
   with pytest.raises(ValueError, match="unroll_loops"):
     loops.unroll_factor("auto", 5)
+
+
+def _mean_features(model, params, clients, ids):
+  out = []
+  for c in ids:
+    emb = np.asarray(model.apply({"params": params}, models.preprocess(clients.client_images(c))))
+    out.append(emb.mean(0) / np.linalg.norm(emb.mean(0)))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "reestimate", "client_trained"])
+def test_class_embedding_modes(mode):
+  """frozen: rows stay theta_0's; reestimate: a participant's row becomes its mean feature
+  under the global model it received (theta_0 in round 1, whatever the table held before);
+  client_trained: the row is trained on the phone and uploaded."""
+  cfg = _cfg("fedface_nosp")
+  cfg.class_embedding = mode
+  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
+  faces = _faces()
+  model = _model()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  state = algo.init(params0, jax.random.key(1))
+  n = algo.clients.num_clients
+  # A table that is not theta_0's mean features, so re-estimation visibly replaces it.
+  table0 = np.asarray(state["table"]) + 0.5
+  state["table"] = sh.put_table(table0, mesh)
+  state, metrics, ids = algo.apply(state, 0)
+  table1 = np.asarray(state["table"])[:n]
+  others = np.setdiff1d(np.arange(n), ids)
+  np.testing.assert_array_equal(table1[others], table0[others])   # absent clients: untouched
+  if mode == "frozen":
+    np.testing.assert_array_equal(table1[ids], table0[ids])
+  elif mode == "reestimate":
+    np.testing.assert_allclose(table1[ids], _mean_features(model, params0, algo.clients, ids),
+                               rtol=1e-4, atol=1e-5)
+  else:
+    moved = np.abs(table1[ids] - table0[ids]).max(axis=1)
+    assert np.all(moved > 1e-6)
+  assert 0.0 <= float(metrics["client_inside_margin"]) <= 1.0
+
+
+def test_unknown_class_embedding_and_retired_key_are_errors():
+  cfg = common.federated_section(method="fedface")
+  cfg.class_embedding = "trained"
+  with pytest.raises(ValueError, match="class_embedding"):
+    alg_lib.apply_method(cfg)
+  cfg = common.federated_section(method="fedface")
+  cfg.client.train_class_embedding = True
+  with pytest.raises(ValueError, match="replaced by federated.class_embedding"):
+    alg_lib.apply_method(cfg)
+
+
+def test_public_negatives_are_public_mean_features_and_change_the_client_loss():
+  faces = _faces()
+  public = _faces(num_ids=6, per_id=3, seed=5)
+  model = _model()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
+  runs = {}
+  for enabled in (False, True):
+    cfg = _cfg("fedface_nosp")
+    cfg.client.public_negatives.enabled = enabled
+    algo = alg_lib.build_fedface(cfg, model, faces, mesh, public_faces=public)
+    state = algo.init(params0, jax.random.key(1))
+    runs[enabled] = (algo, state) + algo.apply(jax.tree.map(jnp.copy, state), 0)[:2]
+  algo, state, _, _ = runs[True]
+  assert "public" not in runs[False][1]
+  pub_clients = client_data.FederatedClients(public, 1, 32)
+  np.testing.assert_allclose(
+      np.asarray(state["public"]),
+      _mean_features(model, params0, pub_clients, range(pub_clients.num_clients)),
+      rtol=1e-4, atol=1e-5)
+  # CosFace over {own} + public rows vs the positive-only hinge: a different objective.
+  loss_pub, loss_pos = (float(runs[e][3]["client_loss_first"]) for e in (True, False))
+  assert np.isfinite(loss_pub) and abs(loss_pub - loss_pos) > 1e-3
+  with pytest.raises(ValueError, match="public"):
+    alg_lib.build_fedface(cfg, model, faces, mesh)

@@ -60,13 +60,15 @@ def test_clipping_bounds_every_client(monkeypatch):
   """Client k's delta is c_k * ones; one client's is huge. Each is clipped to S."""
   dim, scales = 50, np.array([0.01, 0.5, 1e6, 0.2, 3.0, 0.0, 0.05, 2.0], np.float32)
 
-  def fake_make_client_update(apply_fn, cfg, max_images, unroll_loops="off"):
-    del apply_fn, cfg, max_images, unroll_loops
-    def update(params, class_emb, images, num_images, rng):
-      del images, rng
+  def fake_make_client_update(apply_fn, cfg, max_images, unroll_loops="off",
+                              class_embedding="frozen"):
+    del apply_fn, cfg, max_images, unroll_loops, class_embedding
+    def update(params, class_emb, images, num_images, rng, public=None):
+      del images, rng, public
       c = jnp.asarray(scales)[num_images - 1]          # client k has k + 1 images
       delta = jax.tree.map(lambda p: jnp.full_like(p, c), params)
-      return delta, class_emb, {"loss_first": 0.0 * c, "loss_last": 0.0 * c}
+      return delta, class_emb, {"loss_first": 0.0 * c, "loss_last": 0.0 * c,
+                                "inside_margin": 0.0 * c}
     return update
 
   monkeypatch.setattr(cu, "make_client_update", fake_make_client_update)
@@ -84,7 +86,7 @@ def test_clipping_bounds_every_client(monkeypatch):
       put(jnp.arange(1, m + 1, dtype=jnp.int32)),
       put(jax.random.key_data(jax.random.split(jax.random.key(0), m))),
       put(jnp.zeros(m, bool)), jnp.arange(m, dtype=jnp.int32),
-      jax.random.key_data(jax.random.key(1)))
+      jax.random.key_data(jax.random.key(1)), jnp.zeros((0, 4)))
   true_norms = scales * np.sqrt(dim)
   np.testing.assert_allclose(norms, true_norms, rtol=1e-5)
   expected = np.sum(scales * np.minimum(1.0, clip / np.maximum(true_norms, 1e-30)))

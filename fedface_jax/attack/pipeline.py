@@ -180,7 +180,7 @@ def engine_config(config: mlc.ConfigDict, num_classes: int) -> mlc.ConfigDict:
   f = alg_lib.apply_method(f)
   if classifier:
     f.spreadout.enabled = False
-    f.client.train_class_embedding = False
+    f.class_embedding = "frozen"
   return f
 
 

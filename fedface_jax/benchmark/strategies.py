@@ -42,9 +42,9 @@ from fedface_jax.federated import rounds
 def engine_config(w: wl.Workload, chunk: int, streams: int = 0) -> mlc.ConfigDict:
   """The `federated` config section that makes the engine round run the workload."""
   return mlc.ConfigDict(dict(
-      clients_per_chunk=chunk, host_loop_streams=streams,
+      clients_per_chunk=chunk, host_loop_streams=streams, class_embedding="frozen",
       client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
-                  margin=wl.POSITIVE_MARGIN, train_class_embedding=False, augment_flip=False,
+                  margin=wl.POSITIVE_MARGIN, augment_flip=False,
                   optimizer=dict(name="sgd", learning_rate=w.lr, schedule="constant")),
       spreadout=dict(enabled=False, margin=0.3, weight=0.0, steps=0, block_size=4096)))
 

@@ -4,11 +4,11 @@ Shape borrowed from FedJAX: `init` builds the server state from the pretrained
 backbone, `apply` runs one round. What differs between FedFace, plain FedAvg,
 FedAwS and the ablations is configuration only:
 
-  method          class_init     spreadout   clients train w_c
-  fedavg          random         off         yes
-  fedaws          random         on          yes
-  fedface         mean_feature   on          config (default: no, as FedFace code)
-  fedface_nosp    mean_feature   off         config
+  method          class_init     spreadout   class_embedding (where w_c comes from)
+  fedavg          random         off         client_trained
+  fedaws          random         on          client_trained
+  fedface         mean_feature   on          config: frozen (FedFace code) | reestimate |
+  fedface_nosp    mean_feature   off           client_trained
 
 `method_overrides(name)` returns those settings, so an experiment picks a
 method by name and can still override any field.
@@ -47,8 +47,8 @@ from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
 
 METHODS = {
-    "fedavg": dict(class_init="random", spreadout=False, train_class_embedding=True),
-    "fedaws": dict(class_init="random", spreadout=True, train_class_embedding=True),
+    "fedavg": dict(class_init="random", spreadout=False, class_embedding="client_trained"),
+    "fedaws": dict(class_init="random", spreadout=True, class_embedding="client_trained"),
     "fedface": dict(class_init="mean_feature", spreadout=True),
     "fedface_nosp": dict(class_init="mean_feature", spreadout=False),
 }
@@ -59,19 +59,23 @@ DP_DEFAULTS = dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0
 
 
 def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
-  """Fills class_init / spreadout / client.train_class_embedding from cfg.method.
+  """Fills class_init / spreadout / class_embedding from cfg.method.
 
   Also fills the defence keys (`dp`, `secure_aggregation`, off) for configs
   written before they existed.
   """
   if cfg.method not in METHODS:
     raise ValueError(f"unknown method {cfg.method!r}; valid: {sorted(METHODS)}")
+  if "train_class_embedding" in cfg.client:
+    raise ValueError("federated.client.train_class_embedding was replaced by "
+                     "federated.class_embedding = frozen | reestimate | client_trained")
   cfg = mlc.ConfigDict(cfg.to_dict())
   m = METHODS[cfg.method]
   cfg.class_init = m["class_init"]
   cfg.spreadout.enabled = m["spreadout"]
-  if "train_class_embedding" in m:
-    cfg.client.train_class_embedding = m["train_class_embedding"]
+  if "class_embedding" in m:
+    cfg.class_embedding = m["class_embedding"]
+  client_update.check_class_embedding(cfg.class_embedding)
   dp = dict(DP_DEFAULTS)
   dp.update(cfg.dp.to_dict() if "dp" in cfg else {})
   unknown = set(dp) - set(DP_DEFAULTS)
@@ -81,10 +85,10 @@ def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
   if "secure_aggregation" not in cfg:
     cfg.secure_aggregation = False
   rounds.dp_settings(cfg)   # validates clip_norm / noise_multiplier
-  if cfg.dp.enabled and cfg.client.train_class_embedding:
+  if cfg.dp.enabled and cfg.class_embedding in client_update.UPLOADS_ROW:
     logging.warning("federated.dp protects the backbone delta only: with "
-                    "client.train_class_embedding (%s) each client's class row is "
-                    "uploaded without clipping or noise", cfg.method)
+                    "class_embedding=%s (%s) each client's class row is "
+                    "uploaded without clipping or noise", cfg.class_embedding, cfg.method)
   return cfg
 
 
@@ -143,7 +147,8 @@ def class_table_rows(cfg: mlc.ConfigDict, num_clients: int) -> int:
 
 
 def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
-                  process_slice: Callable | None = None) -> FederatedAlgorithm:
+                  process_slice: Callable | None = None,
+                  public_faces=None) -> FederatedAlgorithm:
   """Builds the algorithm for the federated identities in `faces`.
 
   Args:
@@ -153,9 +158,17 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
     mesh: ("data", "classes") mesh.
     process_slice: for multi-host runs, maps the padded client list of a round
       to this process's contiguous share (see engine); None = single process.
+    public_faces: the public (pretraining) identities; needed only with
+      `client.public_negatives.enabled`, whose rows are their mean features
+      under theta_0, computed once at `init` and kept in the state.
   """
   clients = client_data.FederatedClients(faces, cfg.min_images_per_client,
                                          cfg.max_images_per_client)
+  public = None
+  if cfg.client.get("public_negatives", {}).get("enabled", False):
+    if public_faces is None:
+      raise ValueError("client.public_negatives needs the public (pretraining) identities")
+    public = client_data.FederatedClients(public_faces, 1, cfg.max_images_per_client)
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   dim = cfg.embedding_dim
   rows = sh.padded_num_classes(class_table_rows(cfg, clients.num_clients), mesh)
@@ -175,14 +188,18 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
   round_args = (apply_fn, cfg, mesh, clients.max_images, server_tx, spread_tx,
                 cfg.clients_per_round, clients.num_clients)
 
-  def make_state(params, table, rng_data):
-    return {"params": params, "table": table, "server_opt": server_tx.init(params),
-            "round": jnp.zeros((), jnp.int32), "rng": rng_data}
+  def make_state(params, table, rng_data, public_table):
+    state = {"params": params, "table": table, "server_opt": server_tx.init(params),
+             "round": jnp.zeros((), jnp.int32), "rng": rng_data}
+    if public_table is not None:
+      state["public"] = public_table
+    return state
 
   abstract = jax.eval_shape(
       make_state, jax.eval_shape(lambda: _abstract_params(model, faces)),
       jax.ShapeDtypeStruct((rows, dim), jnp.float32),
-      jax.ShapeDtypeStruct((2,), jnp.uint32))
+      jax.ShapeDtypeStruct((2,), jnp.uint32),
+      None if public is None else jax.ShapeDtypeStruct((public.num_clients, dim), jnp.float32))
   state_sharding = _state_sharding(abstract, mesh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
@@ -204,7 +221,11 @@ def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
     table = initial_class_table(cfg, apply_fn, params0, clients, mesh, rows, rng,
                                 process_slice)
     rng_data = jax.random.key_data(jax.random.fold_in(rng, 1))
-    return make_state_jit(params0, table, rng_data)
+    public_table = None
+    if public is not None:
+      public_table = jnp.asarray(mean_features(cfg, apply_fn, params0, public, mesh,
+                                               process_slice))
+    return make_state_jit(params0, table, rng_data, public_table)
 
   def apply(state, round_index: int, poison_clients=()):
     ids = client_data.sample_clients(cfg.seed, round_index, clients.num_clients,
@@ -233,11 +254,8 @@ def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng,
   """The server's class table before round 1, in its sharded layout.
 
   mean_feature (FedFace): every client computes the normalised mean of its own
-  features under theta_0 and uploads only that vector; clients run in
-  parallel, vmapped and split over all devices. random (FedAvg/FedAwS):
-  Gaussian rows. Padding rows stay zero. Multi-host: each process loads only
-  its `process_slice` of a group of clients; the [group, D] features come back
-  replicated, so every process fills the same host table.
+  features under theta_0 and uploads only that vector (`mean_features`).
+  random (FedAvg/FedAwS): Gaussian rows. Padding rows stay zero.
   """
   dim = cfg.embedding_dim
   table = np.zeros((rows, dim), np.float32)
@@ -245,20 +263,35 @@ def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng,
   if cfg.class_init == "random":
     table[:n] = np.asarray(jax.random.normal(rng, (n, dim))) / np.sqrt(dim)
   elif cfg.class_init == "mean_feature":
-    group, _ = round_layout(min(n, cfg.clients_per_round), mesh, cfg.clients_per_chunk)
-    cl = rounds.client_sharding(mesh)
-    feat = jax.jit(jax.vmap(lambda p, im, k: client_update.mean_feature(apply_fn, p, im, k),
-                            in_axes=(None, 0, 0)),
-                   in_shardings=(sh.replicated(mesh), cl, cl), out_shardings=sh.replicated(mesh))
-    put = lambda x: jax.make_array_from_process_local_data(cl, x)
-    lo, hi = process_slice(group) if process_slice else (0, group)
-    for start in range(0, n, group):
-      ids = np.arange(start, min(start + group, n))
-      padded = np.zeros(group, np.int32)
-      padded[:len(ids)] = ids
-      data = clients.round_data(padded[lo:hi])
-      out = feat(params0, put(data.images), put(data.num_images))
-      table[ids] = np.asarray(out.addressable_data(0))[:len(ids)]
+    table[:n] = mean_features(cfg, apply_fn, params0, clients, mesh, process_slice)
   else:
     raise ValueError(f"unknown class_init {cfg.class_init!r}; valid: random, mean_feature")
   return sh.put_table(table, mesh)
+
+
+def mean_features(cfg, apply_fn, params, clients, mesh,
+                  process_slice: Callable | None = None) -> np.ndarray:
+  """[num_clients, D] host array: each client's normalised mean feature under `params`.
+
+  Clients run in parallel, vmapped and split over all devices, in groups of
+  one round's size. Multi-host: each process loads only its `process_slice`
+  of a group; the [group, D] features come back replicated, so every process
+  fills the same host array.
+  """
+  n = clients.num_clients
+  out_rows = np.zeros((n, cfg.embedding_dim), np.float32)
+  group, _ = round_layout(min(n, cfg.clients_per_round), mesh, cfg.clients_per_chunk)
+  cl = rounds.client_sharding(mesh)
+  feat = jax.jit(jax.vmap(lambda p, im, k: client_update.mean_feature(apply_fn, p, im, k),
+                          in_axes=(None, 0, 0)),
+                 in_shardings=(sh.replicated(mesh), cl, cl), out_shardings=sh.replicated(mesh))
+  put = lambda x: jax.make_array_from_process_local_data(cl, x)
+  lo, hi = process_slice(group) if process_slice else (0, group)
+  for start in range(0, n, group):
+    ids = np.arange(start, min(start + group, n))
+    padded = np.zeros(group, np.int32)
+    padded[:len(ids)] = ids
+    data = clients.round_data(padded[lo:hi])
+    out = feat(params, put(data.images), put(data.num_images))
+    out_rows[ids] = np.asarray(out.addressable_data(0))[:len(ids)]
+  return out_rows

@@ -3,9 +3,15 @@
 A client only has positive examples of one identity, so its loss pulls its
 features towards its own class embedding w_c:
   mean_x max(0, m - cos(f(x), w_c))^2          (FedFace, m = 0.9).
-w_c is fixed during local training by default (FedFace code); the
-`train_class_embedding` switch lets the client update it too (FedAwS), in
-which case the server receives the new row.
+Where w_c comes from is `federated.class_embedding` (see `CLASS_EMBEDDING`):
+the server's row, fixed (FedFace code); recomputed by the client as its mean
+feature under the current global model each time it joins; or trained along
+with the backbone (FedAwS). In the last two the server receives the new row.
+
+Optional public negatives (`client.public_negatives`): the class embeddings
+of the public (pretraining) identities come with the model, and the loss
+becomes CosFace over {own row} + public rows, so a client also pushes its
+photos away from identities that are not its owner, at no privacy cost.
 
 `local_loss` picks the client objective:
   * "positive_only" (default): FedFace's hinge above;
@@ -32,6 +38,11 @@ from fedface_jax import losses
 from fedface_jax import models
 from fedface_jax import optim
 from fedface_jax.federated import loops
+
+# federated.class_embedding: where a client's class row w_c comes from.
+CLASS_EMBEDDING = ("frozen", "reestimate", "client_trained")
+# Modes in which the client's row changes and is uploaded to the server's table.
+UPLOADS_ROW = ("reestimate", "client_trained")
 
 
 def local_num_steps(cfg: mlc.ConfigDict, num_images, max_images: int):
@@ -78,46 +89,75 @@ class ClientState(NamedTuple):
   flip_key: jax.Array  # raw key data (uint32): cheaper to pass through jit than a typed key
   num_images: jax.Array
   steps: jax.Array     # this client's number of local steps
+  public: jax.Array    # [P, D] public negatives (P = 0: none)
+  inside_margin: jax.Array  # share of the first local batch already within the margin
 
 
-def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict,
-                        max_images: int) -> LocalTraining:
+def check_class_embedding(mode: str) -> str:
+  if mode not in CLASS_EMBEDDING:
+    raise ValueError(f"unknown federated.class_embedding {mode!r}; valid: {CLASS_EMBEDDING}")
+  return mode
+
+
+def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                        class_embedding: str = "frozen") -> LocalTraining:
   """The client objective and optimiser of `cfg` (the `federated.client` section).
 
   `images` is [n_max, H, W, 3] uint8 with the first `num_images` valid;
   local batches cycle through a per-client permutation of those.
+  `class_embedding` is `federated.class_embedding` (see `CLASS_EMBEDDING`).
   """
   tx = optim.create_optimizer(cfg.optimizer, 1)
   batch = cfg.batch_size
   margin = cfg.margin
   local_loss = cfg.get("local_loss", "positive_only")
-  train_w = cfg.train_class_embedding and local_loss == "positive_only"
+  check_class_embedding(class_embedding)
+  train_w = class_embedding == "client_trained" and local_loss == "positive_only"
+  reestimate = class_embedding == "reestimate" and local_loss == "positive_only"
+  negatives = cfg.get("public_negatives", {})
+  cos_scale, cos_margin = negatives.get("scale", 30.0), negatives.get("margin", 0.35)
 
   if local_loss == "positive_only":
-    def loss_fn(trainable, x):
+    def loss_fn(trainable, x, public):
       emb = apply_fn(trainable["params"], x)
-      return losses.positive_only_loss(emb, trainable["w"], margin=margin)
+      w = trainable["w"]
+      cos = jnp.sum(emb * w, -1) / jnp.maximum(jnp.linalg.norm(w), 1e-10)
+      inside = jnp.mean((jax.lax.stop_gradient(cos) >= margin).astype(jnp.float32))
+      if public.shape[0]:
+        # CosFace over {own row} + public rows; the own row is label 0.
+        rows = jnp.concatenate([w[None], jax.lax.stop_gradient(public)])
+        labels = jnp.zeros((emb.shape[0],), jnp.int32)
+        loss = losses.cosface_loss(emb, rows, labels, scale=cos_scale, margin=cos_margin)
+      else:
+        loss = losses.positive_only_loss(emb, w, margin=margin)
+      return loss, inside
   elif local_loss == "softmax_ce":
-    def loss_fn(trainable, x):
+    def loss_fn(trainable, x, public):
+      del public
       logits = apply_fn(trainable["params"], x)
       label = jax.lax.stop_gradient(trainable["w"])
-      return jnp.mean(-jnp.sum(label * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+      loss = jnp.mean(-jnp.sum(label * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+      return loss, jnp.zeros((), jnp.float32)
   else:
     raise ValueError(f"unknown local_loss {local_loss!r}; valid: positive_only, softmax_ce")
 
   def num_steps(num_images):
     return local_num_steps(cfg, num_images, max_images)
 
-  def start(params, class_emb, images, num_images, rng):
+  def start(params, class_emb, images, num_images, rng, public):
     steps, _ = num_steps(num_images)
     r_perm, r_flip = jax.random.split(rng)
     slots = images.shape[0]
     keys = jnp.where(jnp.arange(slots) < num_images,
                      jax.random.uniform(r_perm, (slots,)), 2.0)
+    if reestimate:
+      # The centre of the owner's photos under the model being improved, not theta_0's.
+      class_emb = mean_feature(apply_fn, params, images, num_images)
     trainable = {"params": params, "w": class_emb}
     return ClientState(trainable, tx.init(trainable), jnp.argsort(keys),
                        jax.random.key_data(r_flip),
-                       jnp.asarray(num_images, jnp.int32), jnp.asarray(steps, jnp.int32))
+                       jnp.asarray(num_images, jnp.int32), jnp.asarray(steps, jnp.int32),
+                       public, jnp.zeros((), jnp.float32))
 
   def step(state, images, t):
     trainable, opt_state = state.trainable, state.opt_state
@@ -127,7 +167,8 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict,
       flip_key = jax.random.wrap_key_data(state.flip_key)
       flip = jax.random.bernoulli(jax.random.fold_in(flip_key, t), 0.5, (batch, 1, 1, 1))
       x = jnp.where(flip, x[:, :, ::-1], x)
-    loss, grads = jax.value_and_grad(loss_fn)(trainable, x)
+    (loss, inside), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, x,
+                                                                       state.public)
     if not train_w:
       grads = {"params": grads["params"], "w": jnp.zeros_like(grads["w"])}
     updates, new_opt = tx.update(grads, opt_state, trainable)
@@ -136,28 +177,32 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict,
     active = t < state.steps
     new, new_opt = jax.tree.map(lambda a, b: jnp.where(active, a, b),
                                 (new, new_opt), (trainable, opt_state))
-    return state._replace(trainable=new, opt_state=new_opt), loss
+    inside = jnp.where(t == 0, inside, state.inside_margin)
+    return state._replace(trainable=new, opt_state=new_opt, inside_margin=inside), loss
 
   def finish(params, state, loss_first, loss_last):
     delta = jax.tree.map(jnp.subtract, state.trainable["params"], params)
-    return delta, state.trainable["w"], {"loss_first": loss_first, "loss_last": loss_last}
+    return delta, state.trainable["w"], {"loss_first": loss_first, "loss_last": loss_last,
+                                         "inside_margin": state.inside_margin}
 
   return LocalTraining(start, step, finish, num_steps)
 
 
 def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
-                       unroll_loops="off"):
-  """Returns `update(params, class_emb, images, num_images, rng)`: a whole local run.
+                       unroll_loops="off", class_embedding: str = "frozen"):
+  """Returns `update(params, class_emb, images, num_images, rng, public=None)`: a local run.
 
   The compiled form of `make_local_training` (a `lax.scan` over the static
   step bound), which the engine vmaps over a chunk of clients. `unroll_loops`
   is `federated.unroll_loops` (see loops.py). Outputs (delta = local params -
   global params, new class embedding, metrics).
   """
-  local = make_local_training(apply_fn, cfg, max_images)
+  local = make_local_training(apply_fn, cfg, max_images, class_embedding)
 
-  def update(params, class_emb, images, num_images, rng):
-    state = local.start(params, class_emb, images, num_images, rng)
+  def update(params, class_emb, images, num_images, rng, public=None):
+    if public is None:
+      public = jnp.zeros((0, class_emb.shape[-1]), jnp.float32)
+    state = local.start(params, class_emb, images, num_images, rng, public)
     steps, bound = local.num_steps(num_images)
     state, step_losses = jax.lax.scan(
         lambda st, t: local.step(st, images, t), state, jnp.arange(bound),

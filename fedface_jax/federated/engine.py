@@ -106,7 +106,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   fed_faces = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn(mesh))
+  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
+                               public_faces=splits.get("pretrain"))
   logging.info("%s: %d clients (%d dropped), %d per round, table %s over %s",
                fcfg.method, algo.clients.num_clients, algo.clients.num_dropped,
                fcfg.clients_per_round, algo.abstract_state["table"].shape,

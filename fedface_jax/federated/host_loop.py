@@ -56,7 +56,7 @@ def num_streams(setting) -> int:
 
 
 def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int):
-  """Returns `phase(params, rows, images, num_images, key_data, poison, participants, sa_key)`.
+  """Returns `phase(params, rows, images, num_images, key_data, poison, participants, sa_key, public)`.
 
   Same arguments and outputs as the compiled `rounds.make_clients_phase`, except that
   `num_images` must be a host array (the loop reads each client's image and step counts).
@@ -69,13 +69,13 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   deterministic (bit-identical on rerun and on resume) whatever the thread timing.
   """
   streams = num_streams(cfg.get("host_loop_streams", 0))
-  local = cu.make_local_training(apply_fn, cfg.client, max_images)
+  local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding)
   contribution = rounds.make_client_contribution(cfg)
 
-  def open_client(params, rows, images, num_images, key_data, c):
+  def open_client(params, rows, images, num_images, key_data, public, c):
     """Slot c's local state, read from the round's arrays inside the jitted call."""
     return local.start(params, rows[c], images[c], num_images[c],
-                       jax.random.wrap_key_data(key_data[c]))
+                       jax.random.wrap_key_data(key_data[c]), public)
 
   start = jax.jit(open_client)
 
@@ -95,9 +95,10 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   finish = jax.jit(accumulate, donate_argnums=(0,))
 
   @functools.partial(jax.jit, donate_argnums=(0,))
-  def solo(acc, params, rows, images, num_images, key_data, poison, participants, sa_key, c):
+  def solo(acc, params, rows, images, num_images, key_data, poison, participants, sa_key,
+           public, c):
     """A one-step client in one call (start, step, accumulate): a third of the dispatches."""
-    state = open_client(params, rows, images, num_images, key_data, c)
+    state = open_client(params, rows, images, num_images, key_data, public, c)
     state, loss = local.step(state, images[c], 0)
     return accumulate(acc, params, state, loss, loss, num_images, poison, participants, sa_key,
                       c)
@@ -107,7 +108,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
     m = rows.shape[0]
     zeros = lambda: jnp.zeros((m,), jnp.float32)   # distinct buffers: each is donated
     per_client = (rows, jnp.zeros((m,), bool), jnp.ones((m,), bool),
-                  {"loss_first": zeros(), "loss_last": zeros()}, zeros())
+                  {"loss_first": zeros(), "loss_last": zeros(), "inside_margin": zeros()},
+                  zeros())
     return (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), per_client)
 
   @jax.jit
@@ -123,7 +125,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
           per_client, pc)
     return delta_sum, weight_sum, per_client
 
-  def phase(params, rows, images, num_images, key_data, poison, participants, sa_key):
+  def phase(params, rows, images, num_images, key_data, poison, participants, sa_key, public):
     num_images = np.asarray(num_images)
     steps = np.asarray(local.num_steps(num_images)[0])
     num_images_dev = jnp.asarray(num_images)
@@ -136,9 +138,9 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
       for c in clients[k::active]:
         if steps[c] == 1:
           acc = solo(acc, params, rows, images, num_images_dev, key_data, poison, participants,
-                     sa_key, c)
+                     sa_key, public, c)
           continue
-        state = start(params, rows, images, num_images_dev, key_data, c)
+        state = start(params, rows, images, num_images_dev, key_data, public, c)
         state, loss_first = step(state, images, c, 0)
         loss = loss_first
         for t in range(1, int(steps[c])):
@@ -176,10 +178,10 @@ def make_round(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
 
   def round_fn(state, images, num_images, client_ids, poison):
     client_ids = jnp.asarray(client_ids)
-    rows, keys, participants, sa_key = prepare(state, client_ids)
+    rows, keys, participants, sa_key, public = prepare(state, client_ids)
     delta_sum, weight_sum, per_client = clients_phase(
         state["params"], rows, jnp.asarray(images), num_images, keys, jnp.asarray(poison),
-        participants, sa_key)
+        participants, sa_key, public)
     return server(state, delta_sum, weight_sum, per_client, jnp.asarray(num_images), client_ids)
 
   return round_fn

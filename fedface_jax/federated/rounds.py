@@ -57,6 +57,7 @@ P = jax.sharding.PartitionSpec
 CLIENT_AXES = (sh.DATA, sh.CLASSES)
 
 
+SPREADOUT_REDUCTIONS = ("row_sum", "pair_mean")
 # fold_in constant separating the DP noise's key stream from the clients' keys.
 DP_NOISE_STREAM = 0xD1FF
 
@@ -156,11 +157,13 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
   """
   unroll_setting = cfg.get("unroll_loops", "off")
   update = cu.make_client_update(apply_fn, cfg.client, max_images,
-                                 unroll_loops=unroll_setting)
+                                 unroll_loops=unroll_setting,
+                                 class_embedding=cfg.class_embedding)
   contribution = make_client_contribution(cfg)
   chunk = int(cfg.clients_per_chunk)
 
-  def local(params, rows, images, num_images, key_data, poison, participants, sa_key_data):
+  def local(params, rows, images, num_images, key_data, poison, participants, sa_key_data,
+            public):
     keys = jax.random.wrap_key_data(key_data)
     m_local = images.shape[0]
     if m_local % chunk:
@@ -175,8 +178,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
     def body(carry, chunk_xs):
       delta_sum, weight_sum = carry
       c_rows, c_images, c_n, c_keys, c_poison, c_ids = chunk_xs
-      deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0))(
-          params, c_rows, c_images, c_n, c_keys)
+      deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0, None))(
+          params, c_rows, c_images, c_n, c_keys, public)
       contrib, weight, outputs = jax.vmap(
           contribution, in_axes=(None, 0, 0, 0, 0, 0, 0, None, None))(
               params, deltas, new_rows, metrics, c_n, c_poison, c_ids, participants,
@@ -195,7 +198,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
 
   cl = P(CLIENT_AXES)
   return jax.shard_map(
-      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl, P(), P()),
+      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl, P(), P(), P()),
       out_specs=(P(), P(), cl), check_vma=False)
 
 
@@ -217,12 +220,17 @@ def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int
                                        num_valid_rows)
 
   def round_fn(state, images, num_images, client_ids, poison):
-    rows, keys, participants, sa_key = prepare(state, client_ids)
+    rows, keys, participants, sa_key, public = prepare(state, client_ids)
     sums = clients_phase(state["params"], rows, images, num_images, keys, poison,
-                         participants, sa_key)
+                         participants, sa_key, public)
     return server(state, *sums, num_images, client_ids)
 
   return round_fn
+
+
+def public_rows(state, dim: int):
+  """The public negatives of `state` ([P, D]), or an empty [0, D] block without them."""
+  return state.get("public", jnp.zeros((0, dim), jnp.float32))
 
 
 def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTransformation,
@@ -230,21 +238,17 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
                        num_valid_rows: int):
   """The server's two halves of a round, around the clients phase (whichever runs it).
 
-  `prepare(state, client_ids) -> (rows, keys, participants, sa_key)`: the
-  sampled clients' class rows, training keys (from (rng, round, client id)),
-  ids for the pairwise masks (-1 = padding slot) and the round's mask key.
+  `prepare(state, client_ids) -> (rows, keys, participants, sa_key, public)`:
+  the sampled clients' class rows, training keys (from (rng, round, client
+  id)), ids for the pairwise masks (-1 = padding slot), the round's mask key
+  and the public negatives sent with the model.
   `server(state, delta_sum, weight_sum, per_client, num_images, client_ids)
   -> (new state, round metrics, valid)`: DP noise, the server optimiser,
-  FedAwS row uploads, spreadout and the round's metrics.
+  uploaded class rows, spreadout and the round's metrics.
   """
-  spread = cfg.spreadout
   dp_on, clip_norm, noise_multiplier = dp_settings(cfg)
-
-  def spread_loss(table, client_ids, real):
-    sums = sh.sharded_spreadout_rows(
-        table, client_ids, mesh, margin=spread.margin, block_size=spread.block_size,
-        num_valid=num_valid_rows, query_mask=real)
-    return spread.weight * sums.hinge_sum / jnp.maximum(sums.pairs, 1)
+  uploads_row = cu.check_class_embedding(cfg.class_embedding) in cu.UPLOADS_ROW
+  spreadout = make_spreadout(cfg.spreadout, mesh, spread_tx, num_valid_rows)
 
   def prepare(state, client_ids):
     base_key = jax.random.wrap_key_data(state["rng"])
@@ -255,8 +259,7 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     slots = jnp.arange(client_ids.shape[0])
     participants = jnp.where(slots < num_real_clients, client_ids, -1)
     sa_key = jax.random.key_data(sa.round_key(base_key, state["round"]))
-    return rows, keys, participants, sa_key
-
+    return rows, keys, participants, sa_key, public_rows(state, rows.shape[-1])
   def server(state, delta_sum, weight_sum, per_client, num_images, client_ids):
     new_rows, valid, finite, metrics, norms = per_client
     params, table = state["params"], state["table"]
@@ -287,22 +290,12 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
         lambda a, b: jnp.where(any_valid, a, b), (new_params, server_opt),
         (params, state["server_opt"]))
 
-    if cfg.client.train_class_embedding:   # FedAwS: clients upload their new rows.
+    if uploads_row:   # FedAwS / re-estimated rows: clients upload their new rows.
       table = _scatter_rows(table, client_ids, new_rows, valid, mesh)
 
-    sp_before = spread_loss(table, client_ids, real) if spread.enabled else jnp.zeros(())
-    if spread.enabled:
-      def sp_step(carry, _):
-        tbl, opt = carry
-        loss, g = jax.value_and_grad(spread_loss)(tbl, client_ids, real)
-        upd, opt = spread_tx.update(g, opt, tbl)
-        return (optax.apply_updates(tbl, upd), opt), loss
-      (table, _), _ = jax.lax.scan(sp_step, (table, spread_tx.init(table)), None,
-                                   length=spread.steps)
-
-    new_state = {"params": new_params, "table": table, "server_opt": server_opt,
-                 "round": state["round"] + 1,
-                 "rng": state["rng"]}
+    table, sp_before, table_stats = spreadout(table, client_ids, real)
+    new_state = dict(state, params=new_params, table=table, server_opt=server_opt,
+                     round=state["round"] + 1)
     n_valid = valid.sum()
     round_metrics = {
         "clients": num_real_clients, "clients_valid": n_valid,
@@ -310,8 +303,14 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
         "images": jnp.sum(jnp.where(valid, num_images, 0)).astype(jnp.float32),
         "client_loss_first": jnp.sum(jnp.where(valid, metrics["loss_first"], 0)) / jnp.maximum(n_valid, 1),
         "client_loss_last": jnp.sum(jnp.where(valid, metrics["loss_last"], 0)) / jnp.maximum(n_valid, 1),
+        # Share of the first local batch already inside the positive-only margin: near 1,
+        # the clients have nothing left to learn from their own photos.
+        "client_inside_margin": (jnp.sum(jnp.where(valid, metrics["inside_margin"], 0))
+                                 / jnp.maximum(n_valid, 1)),
+        "client_delta_norm": jnp.sum(jnp.where(valid, norms, 0.0)) / jnp.maximum(n_valid, 1),
         "update_norm": optax.global_norm(mean_delta),
         "spreadout_before": sp_before,
+        **table_stats,
     }
     if dp_on:
       n_valid_f = jnp.maximum(n_valid, 1)
@@ -326,3 +325,62 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     return new_state, round_metrics, valid
 
   return prepare, server
+
+
+def make_spreadout(spread: mlc.ConfigDict, mesh, spread_tx: optax.GradientTransformation,
+                   num_valid_rows: int):
+  """`spreadout(table, query_ids, real) -> (table, loss before, stats)`: the server's table step.
+
+  `spread.steps` optimiser steps of the spreadout loss on this round's query
+  rows (`real` masks padding slots) against all rows, optimiser state started
+  afresh each round like FedFace's server; a no-op when `spread.enabled` is
+  off. The stats (share of (query, row) pairs with cos > margin, and the
+  largest cosine, before and after the steps) are computed either way: they
+  show whether identities in the table are pushed apart at all.
+
+  Reduction (`spread.reduction`): "row_sum" (default) sums each query row's
+  hinges over all other rows and averages over the query rows, as FedAwS
+  defines the regulariser: a row's push grows with the number of rows it is
+  too close to. "pair_mean" divides by the number of pairs instead (the FedFace
+  authors' code): each row's gradient shrinks by ~1/C, which left the table
+  where it was (docs/FEDFACE.md, "What the project measured").
+  """
+  reduction = spread.get("reduction", "row_sum")
+  if reduction not in SPREADOUT_REDUCTIONS:
+    raise ValueError(f"unknown federated.spreadout.reduction {reduction!r}; "
+                     f"valid: {SPREADOUT_REDUCTIONS}")
+
+  def sums_of(table, query_ids, real):
+    return sh.sharded_spreadout_rows(
+        table, query_ids, mesh, margin=spread.margin, block_size=spread.block_size,
+        num_valid=num_valid_rows, query_mask=real)
+
+  def loss_fn(table, query_ids, real):
+    sums = sums_of(table, query_ids, real)
+    denominator = jnp.sum(real) if reduction == "row_sum" else sums.pairs
+    return spread.weight * sums.hinge_sum / jnp.maximum(denominator, 1)
+
+  def stats(table, query_ids, real, when):
+    sums = sums_of(table, query_ids, real)
+    return {f"spreadout_violations_{when}": sums.violations / jnp.maximum(sums.pairs, 1),
+            f"spreadout_max_cos_{when}": sums.max_cos}
+
+  def spreadout(table, query_ids, real):
+    table_stats = stats(table, query_ids, real, "before")
+    if not spread.enabled:
+      table_stats.update(stats(table, query_ids, real, "after"))
+      return table, jnp.zeros(()), table_stats
+    loss_before = loss_fn(table, query_ids, real)
+
+    def step(carry, _):
+      tbl, opt = carry
+      grad = jax.grad(loss_fn)(tbl, query_ids, real)
+      upd, opt = spread_tx.update(grad, opt, tbl)
+      return (optax.apply_updates(tbl, upd), opt), None
+
+    (table, _), _ = jax.lax.scan(step, (table, spread_tx.init(table)), None,
+                                 length=spread.steps)
+    table_stats.update(stats(table, query_ids, real, "after"))
+    return table, loss_before, table_stats
+
+  return spreadout
