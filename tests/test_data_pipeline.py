@@ -177,9 +177,9 @@ def test_splits_disjoint_deterministic_and_sized():
   a = data.split_identities(faces, cfg, seed=3)
   b = data.split_identities(faces, cfg, seed=3)
   c = data.split_identities(faces, cfg, seed=4)
-  assert [a[k].num_identities for k in data.SPLITS] == [8, 5, 7]
+  assert [a[k].num_identities for k in data.SPLITS] == [8, 5, 0, 7]   # no validation asked
   names = [set(a[k].identity_names) for k in data.SPLITS]
-  assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+  assert not (names[0] & names[1] or names[0] & names[3] or names[1] & names[3])
   assert set.union(*names) == set(faces.identity_names)
   for k in data.SPLITS:
     assert a[k].identity_names == b[k].identity_names
@@ -200,7 +200,7 @@ def test_split_drops_identities_with_too_few_images(caplog):
   assert "dropped 3 of 8 identities" in caplog.text
   assert sum(s.num_identities for s in splits.values()) == 5
   for s in splits.values():
-    assert s.counts().min() >= 2
+    assert s.num_identities == 0 or s.counts().min() >= 2
 
 
 @pytest.mark.parametrize("cfg", [
@@ -217,4 +217,29 @@ def test_bad_split_configs_raise(cfg):
 def test_split_config_from_config_dict():
   cfg = data.default_split_config()
   splits = data.split_identities(_faces([2] * 10), cfg)
-  assert [splits[k].num_identities for k in data.SPLITS] == [5, 3, 2]
+  assert [splits[k].num_identities for k in data.SPLITS] == [5, 3, 0, 2]
+
+
+def test_validation_split_is_disjoint_and_leaves_the_others_alone_when_empty():
+  faces = _faces([3] * 30)
+  base = dict(pretrain=6, federated=8, evaluation=-1)
+  without = data.split_identities(faces, base, seed=1)
+  zero = data.split_identities(faces, dict(base, validation=0), seed=1)
+  withval = data.split_identities(faces, dict(base, validation=5), seed=1)
+  for k in data.SPLITS:   # an explicit 0 is the same as no key
+    assert zero[k].identity_names == without[k].identity_names
+  assert [withval[k].num_identities for k in data.SPLITS] == [6, 8, 5, 11]
+  # Pretrain and federated identities do not move; validation comes out of the rest.
+  for k in ("pretrain", "federated"):
+    assert withval[k].identity_names == without[k].identity_names
+  val, ev = set(withval["validation"].identity_names), set(withval["evaluation"].identity_names)
+  assert not val & ev and val | ev == set(without["evaluation"].identity_names)
+
+
+def test_concatenate_offsets_labels_and_keeps_images():
+  faces = _faces([2, 3, 1, 4])
+  a, b = faces.subset([0, 2]), faces.subset([3, 1])
+  both = FaceArrays.concatenate([a, b])
+  assert both.identity_names == a.identity_names + b.identity_names
+  np.testing.assert_array_equal(both.labels, np.r_[a.labels, b.labels + 2])
+  np.testing.assert_array_equal(both.images, np.concatenate([a.images, b.images]))

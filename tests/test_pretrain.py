@@ -259,3 +259,29 @@ def test_stop_and_resume_equals_uninterrupted_run(full_run, data_dir, tmp_path):
                resumed, reference)
   assert report["tar@far=1e-1"] == pytest.approx(full_report["tar@far=1e-1"])
   assert report["eer"] == pytest.approx(full_report["eer"])
+
+
+def test_train_split_joins_splits_and_mean_feature_head(data_dir, tmp_path):
+  """"pretrain+federated" trains one head over both identity sets (the central oracle);
+  init_head="mean_feature" starts each row at its identity's mean feature under the backbone."""
+  config = _config(data_dir)
+  splits = pretrain.load_splits(config)
+  config.train_split = "pretrain+federated"
+  setup = pretrain.build(config, splits)
+  assert setup.num_classes == splits["pretrain"].num_identities + splits["federated"].num_identities
+  assert setup.train_faces.num_images == (splits["pretrain"].num_images
+                                          + splits["federated"].num_images)
+  config.init_head = "mean_feature"
+  with ckpt_lib.Checkpointer(str(tmp_path / "ck")) as ck:
+    state = jax.device_get(pretrain.restore_or_init(setup, ck, config))
+  table = np.asarray(state["table"])[:setup.num_classes]
+  np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, rtol=1e-5)
+  faces = setup.train_faces
+  last = faces.num_identities - 1
+  emb = np.asarray(setup.model.apply({"params": state["params"]}, models.preprocess(
+      np.asarray(faces.images[faces.indices_of_identity(last)]))))
+  mean = emb.mean(0) / np.linalg.norm(emb.mean(0))
+  np.testing.assert_allclose(table[last], mean, rtol=1e-4, atol=1e-5)
+  config.train_split = "pretrain+public"
+  with pytest.raises(ValueError, match="unknown split"):
+    pretrain.build(config, splits)

@@ -70,6 +70,15 @@ class FaceArrays:
       raise ValueError(f"identity_index {identity_index} out of range [0, {self.num_identities})")
     return np.flatnonzero(self.labels == identity_index)
 
+  @staticmethod
+  def concatenate(parts: Sequence[FaceArrays]) -> FaceArrays:
+    """Disjoint identity sets as one, labels offset in order (e.g. pretrain + federated)."""
+    offsets = np.cumsum([0] + [p.num_identities for p in parts[:-1]])
+    return FaceArrays(
+        images=np.concatenate([np.asarray(p.images) for p in parts]),
+        labels=np.concatenate([p.labels + o for p, o in zip(parts, offsets)]).astype(np.int32),
+        identity_names=tuple(n for p in parts for n in p.identity_names))
+
   def subset(self, identity_indices: Sequence[int] | np.ndarray) -> FaceArrays:
     """The images of the given identities, relabelled densely in the given order.
 

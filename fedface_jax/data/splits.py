@@ -1,7 +1,9 @@
-"""Identity splits: pretrain | federated | evaluation, disjoint and deterministic from a seed.
+"""Identity splits: pretrain | federated | validation | evaluation, disjoint and deterministic.
 
 Why by identity: FedFace pretrains on public identities, improves the model on *other* people's
-phones (one identity per client), and is evaluated on identities seen by neither. Mixing identities
+phones (one identity per client), and is evaluated on identities seen by neither. Every choice of
+learning rate, margin, rounds or variant is made on the `validation` identities, so that the
+`evaluation` identities are touched only for final tables (optional: 0 identities by default). Mixing identities
 across these roles would leak and inflate every number. Identities with too few images (e.g.
 evaluation needs at least two images per person for genuine pairs) are dropped first, with a counted
 warning.
@@ -18,7 +20,10 @@ import numpy as np
 
 from fedface_jax.data.faces import FaceArrays
 
-SPLITS = ("pretrain", "federated", "evaluation")
+SPLITS = ("pretrain", "federated", "validation", "evaluation")
+# Splits a config may leave out (size 0); listed before "evaluation", so adding one leaves an
+# existing config's other splits as they were when its size is 0.
+OPTIONAL_SPLITS = ("validation",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +87,8 @@ def plan_split(counts_per_identity: np.ndarray, split_config: Any,
   if seed is None:
     seed = _get(split_config, "seed", 0)
   min_images = int(_get(split_config, "min_images_per_identity", 1))
-  spec = {name: _get(split_config, name, None) for name in SPLITS}
+  spec = {name: _get(split_config, name, 0 if name in OPTIONAL_SPLITS else None)
+          for name in SPLITS}
   missing = [name for name, value in spec.items() if value is None]
   if missing:
     raise ValueError(f"split_config lacks sizes for {missing}; give ints, fractions or -1")
@@ -108,13 +114,15 @@ def split_identities(faces: FaceArrays, split_config: Any,
 
   Args:
     faces: all identities.
-    split_config: mapping or ConfigDict with `pretrain`, `federated`, `evaluation` (int = number of
-      identities, float in (0, 1] = fraction of eligible identities, -1 = all remaining; at most one
-      -1), optional `min_images_per_identity` (default 1) and optional `seed`.
+    split_config: mapping or ConfigDict with `pretrain`, `federated`, `evaluation` and optionally
+      `validation` (int = number of identities, float in (0, 1] = fraction of eligible identities,
+      -1 = all remaining; at most one -1), optional `min_images_per_identity` (default 1) and
+      optional `seed`.
     seed: permutation seed; defaults to `split_config.seed` (or 0).
 
   Returns:
-    `{"pretrain": ..., "federated": ..., "evaluation": ...}`, each relabelled densely.
+    `{"pretrain": ..., "federated": ..., "validation": ..., "evaluation": ...}`, each relabelled
+    densely.
   """
   plan = plan_split(faces.counts(), split_config, seed)
   out = {name: faces.subset(idx) for name, idx in plan.indices.items()}

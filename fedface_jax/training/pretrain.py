@@ -42,6 +42,7 @@ class Setup:
   model: Any
   mesh: jax.sharding.Mesh
   splits: dict
+  train_faces: Any   # the FaceArrays trained on (`train_faces`)
   num_classes: int
   table_rows: int
   tx: optax.GradientTransformation
@@ -54,6 +55,21 @@ def load_splits(config: mlc.ConfigDict) -> dict:
   """Faces of the dataset in `config.data`, split into disjoint identity sets."""
   faces = data_lib.load_faces(config.data)
   return data_lib.split_identities(faces, config.splits, config.splits.seed)
+
+
+def train_faces(config: mlc.ConfigDict, splits: dict):
+  """The identities to train on: `train_split` names a split, or several joined by "+".
+
+  "pretrain+federated" is the centralised ceiling of the federated study: one model that
+  saw every identity the federation holds, with its images pooled.
+  """
+  names = config.get("train_split", "pretrain").split("+")
+  unknown = [n for n in names if n not in splits]
+  if unknown:
+    raise ValueError(f"train_split {config.train_split!r}: unknown split(s) {unknown}; "
+                     f"valid: {sorted(splits)}, joined with '+'")
+  parts = [splits[n] for n in names]
+  return parts[0] if len(parts) == 1 else data_lib.FaceArrays.concatenate(parts)
 
 
 def _state_sharding(abstract_state, mesh):
@@ -73,13 +89,13 @@ def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
   splits = load_splits(config) if splits is None else splits
-  train_faces = splits[config.get("train_split", "pretrain")]
-  num_classes = train_faces.num_identities
+  faces = train_faces(config, splits)
+  num_classes = faces.num_identities
   table_rows = sh.padded_num_classes(num_classes, mesh)
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   tx = optim.create_optimizer(config.optimizer, config.num_steps)
-  image_shape = train_faces.image_shape
+  image_shape = faces.image_shape
 
   def init(rng):
     r_model, r_table = jax.random.split(rng)
@@ -94,7 +110,7 @@ def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, state_sharding)
-  return Setup(model, mesh, splits, num_classes, table_rows, tx, state_sharding,
+  return Setup(model, mesh, splits, faces, num_classes, table_rows, tx, state_sharding,
                abstract, jax.jit(init, out_shardings=state_sharding))
 
 
@@ -138,6 +154,9 @@ def restore_or_init(setup: Setup, checkpointer, config):
 
   `config.init_backbone` (a backbone export directory) starts the backbone
   from theta_0 instead of from scratch: the centralised fine-tuning oracle.
+  `config.init_head = "mean_feature"` starts the class table from each
+  identity's normalised mean feature under that backbone, as FedFace's server
+  table starts, so that oracle and FedFace differ only in who holds the images.
   """
   step, state = checkpointer.restore_latest(setup.abstract_state)
   if state is not None:
@@ -152,7 +171,27 @@ def restore_or_init(setup: Setup, checkpointer, config):
     if params is None:
       raise FileNotFoundError(f"no backbone checkpoint in {config.init_backbone}")
     state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
+  head = config.get("init_head", "random")
+  if head == "mean_feature":
+    table = np.zeros(state["table"].shape, np.float32)
+    table[:setup.num_classes] = identity_mean_features(
+        setup.model, jax.device_get(state["params"]), setup.train_faces)
+    state["table"] = sh.put_table(table, setup.mesh)
+  elif head != "random":
+    raise ValueError(f"unknown init_head {head!r}; valid: random, mean_feature")
   return state
+
+
+def identity_mean_features(model, params, faces, batch_size: int = 256) -> np.ndarray:
+  """[num_identities, D]: the normalised mean embedding of each identity's images."""
+  embed = make_embed_fn(model, params)
+  sums = np.zeros((faces.num_identities, model.embedding_dim), np.float64)
+  for start in range(0, faces.num_images, batch_size):
+    stop = min(start + batch_size, faces.num_images)
+    emb = np.asarray(embed(models.preprocess(np.asarray(faces.images[start:stop]))))
+    np.add.at(sums, faces.labels[start:stop], emb)
+  return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-10)).astype(
+      np.float32)
 
 
 def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
@@ -208,7 +247,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   setup = build(config)
   logging.info("Pretraining on %d identities (%d images); table %d rows over %s",
                setup.num_classes,
-               setup.splits[config.get("train_split", "pretrain")].num_images,
+               setup.train_faces.num_images,
                setup.table_rows, dict(setup.mesh.shape))
   writer = metrics_io.MetricWriter(workdir)
   writer.write_config(config)
@@ -218,7 +257,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   start = int(state["step"])
   train_step = make_train_step(setup, config)
   batches = input_pipeline.RandomBatches(
-      setup.splits[config.get("train_split", "pretrain")], config.batch_size, config.seed)
+      setup.train_faces, config.batch_size, config.seed)
   rng = jax.random.key(config.seed + 1)
   data_sharding = sh.data_sharded(setup.mesh)
   end = config.num_steps if stop_after_steps is None else min(
@@ -273,9 +312,15 @@ def make_embed_fn(model, params):
   return jax.jit(lambda x: model.apply({"params": params}, x))
 
 
-def evaluate_state(setup: Setup, state, config, out_dir: str, split="evaluation",
+def evaluate_state(setup: Setup, state, config, out_dir: str, split: str | None = None,
                    name="pretrained") -> dict:
+  """Verification on `split`, by default `config.eval.split` ("evaluation" if unset).
+
+  A study that tunes sets `eval.split = "validation"`, so that in-run numbers,
+  which people look at while choosing, never come from the evaluation identities.
+  """
   from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
+  split = split or config.eval.get("split", "evaluation")
   params = jax.device_get(state["params"])
   embed_fn = make_embed_fn(setup.model, params)
   return eval_api.evaluate_verification(
