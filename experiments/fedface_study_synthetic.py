@@ -52,14 +52,15 @@ def get_config(arg=None):
                                         image_size=(32, 32))
     config.splits = common.splits(pretrain=8, federated=10, evaluation=-1)
     config.splits.validation = 6
-    config.model.embedding_dim = 16
-    config.model.kwargs = dict(widths=(8, 16), blocks=(1, 1), strides=(2, 2))
+    # The model of pretrain_synthetic's tiny variant, so the demo's tiny attack can use it.
+    config.model.embedding_dim = 32
+    config.model.kwargs = dict(widths=(8, 16, 16, 32))
     config.num_steps, config.batch_size, config.optimizer.warmup_steps = 2, 16, 0
     config.checkpoint_every_steps = 2
     config.eval = common.evaluation(flip=False, num_impostor_pairs=500, every_rounds=1)
     config.eval.split = "validation"
     f = config.federated
-    f.num_rounds, f.clients_per_round, f.embedding_dim, f.clients_per_chunk = 2, 4, 16, 2
+    f.num_rounds, f.clients_per_round, f.embedding_dim, f.clients_per_chunk = 2, 4, 32, 2
     f.client.local_steps, f.client.batch_size = 1, 4
     f.spreadout.steps = 2
   elif arg.variant != "study":

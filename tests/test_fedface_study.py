@@ -20,7 +20,7 @@ from experiments import fedface_study_synthetic
 
 
 def get_config(arg=None):
-  config = fedface_study_synthetic.get_config("variant=tiny" + ("," + arg if arg else ""))
+  config = fedface_study_synthetic.get_config(arg)
   config.data.data_dir = "{data_dir}"
   return config
 '''
@@ -37,7 +37,8 @@ def study(tmp_path_factory):
   config.write_text(_CONFIG.format(data_dir=root / "data"))
   cmd = [sys.executable, "-m", "launch.fedface_study", f"--config={config}",
          f"--workroot={root / 'runs'}", f"--results_dir={root / 'results'}", "--seeds=0",
-         "--variants=frozen+row_sum,frozen+nosp", "--num_resamples=50", "--block=study-test"]
+         "--variants=frozen+row_sum,frozen+nosp", "--num_resamples=50", "--block=study-test",
+         "--variant=tiny"]
   env = cli.env(root, num_devices=1)
   first = subprocess.run(cmd, env=env, cwd=cli.REPO_ROOT, capture_output=True, text=True,
                          timeout=900)
