@@ -57,6 +57,7 @@ P = jax.sharding.PartitionSpec
 CLIENT_AXES = (sh.DATA, sh.CLASSES)
 
 
+# federated.spreadout.reduction (see make_spreadout).
 SPREADOUT_REDUCTIONS = ("row_sum", "pair_mean")
 # fold_in constant separating the DP noise's key stream from the clients' keys.
 DP_NOISE_STREAM = 0xD1FF
@@ -260,6 +261,7 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     participants = jnp.where(slots < num_real_clients, client_ids, -1)
     sa_key = jax.random.key_data(sa.round_key(base_key, state["round"]))
     return rows, keys, participants, sa_key, public_rows(state, rows.shape[-1])
+
   def server(state, delta_sum, weight_sum, per_client, num_images, client_ids):
     new_rows, valid, finite, metrics, norms = per_client
     params, table = state["params"], state["table"]
@@ -297,26 +299,25 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     new_state = dict(state, params=new_params, table=table, server_opt=server_opt,
                      round=state["round"] + 1)
     n_valid = valid.sum()
+    valid_mean = lambda x: jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(n_valid, 1)
     round_metrics = {
         "clients": num_real_clients, "clients_valid": n_valid,
         "clients_excluded": jnp.sum(real & ~finite),
         "images": jnp.sum(jnp.where(valid, num_images, 0)).astype(jnp.float32),
-        "client_loss_first": jnp.sum(jnp.where(valid, metrics["loss_first"], 0)) / jnp.maximum(n_valid, 1),
-        "client_loss_last": jnp.sum(jnp.where(valid, metrics["loss_last"], 0)) / jnp.maximum(n_valid, 1),
+        "client_loss_first": valid_mean(metrics["loss_first"]),
+        "client_loss_last": valid_mean(metrics["loss_last"]),
         # Share of the first local batch already inside the positive-only margin: near 1,
         # the clients have nothing left to learn from their own photos.
-        "client_inside_margin": (jnp.sum(jnp.where(valid, metrics["inside_margin"], 0))
-                                 / jnp.maximum(n_valid, 1)),
-        "client_delta_norm": jnp.sum(jnp.where(valid, norms, 0.0)) / jnp.maximum(n_valid, 1),
+        "client_inside_margin": valid_mean(metrics["inside_margin"]),
+        "client_delta_norm": valid_mean(norms),   # before DP clipping
         "update_norm": optax.global_norm(mean_delta),
         "spreadout_before": sp_before,
         **table_stats,
     }
     if dp_on:
-      n_valid_f = jnp.maximum(n_valid, 1)
       round_metrics.update({
-          "dp_clip_fraction": jnp.sum(valid & (norms > clip_norm)) / n_valid_f,
-          "dp_delta_norm_mean": jnp.sum(jnp.where(valid, norms, 0.0)) / n_valid_f,
+          "dp_clip_fraction": valid_mean(norms > clip_norm),
+          "dp_delta_norm_mean": round_metrics["client_delta_norm"],
           "dp_delta_norm_max": jnp.max(jnp.where(valid, norms, 0.0)),
           # Std of the noise on the mean update (per coordinate): z S / K.
           "dp_noise_std": jnp.float32(noise_multiplier * clip_norm / num_real_clients
