@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: venv demo test test-slow test-all results-synthetic results-celeba benchmark clean
+.PHONY: venv demo test test-slow test-all check-commands results-synthetic results-celeba benchmark clean
 
 venv: $(STAMP)
 
@@ -29,13 +29,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+## Every command printed in README.md, docs/ and the experiment / launcher docstrings, run for
+## one step / one round with tiny overrides in a temporary directory (~30-40 min on 2 cores);
+## `make test` parses them all (tests/test_documented_commands.py).
+check-commands: $(STAMP)
+	$(BIN)/python scripts/documented_commands.py run
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 ## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
+## The FedFace study (gate, selection on validation, final table with CIs) takes ~1.5 h.
 results-synthetic: $(STAMP)
-	$(BIN)/python -m launch.demo --workdir=runs/demo --update_results_md
-	$(BIN)/python -m launch.results --dataset=synthetic --workdir=runs/demo
+	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
+	    --workroot runs/study --update_results_md
 	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= --defence_noise=0.1
 	$(BIN)/python -m launch.train_prior --config experiments/prior_synthetic.py:variant=demo,steps=400 \

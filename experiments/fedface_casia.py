@@ -11,9 +11,10 @@ local steps) take the reference code's values where it has them and are config a
       --workdir runs/casia/pretrain
   python -m launch.fedface --config experiments/fedface_casia.py:root=/data/casia,method=fedface \
       --workdir runs/casia/fedface
-  # 8 accelerators on one host: clients over 4, class table over 2:
+  # 8 accelerators on one host: clients over 4, class table over 2 (its own workdir: a
+  # checkpoint resumes only on the mesh that wrote it):
   python -m launch.fedface --config experiments/fedface_casia.py:root=/data/casia \
-      --config.mesh.data=4 --config.mesh.classes=2 --workdir runs/casia/fedface
+      --config.mesh.data=4 --config.mesh.classes=2 --workdir runs/casia/fedface_8dev
   # several hosts: the same command on each, plus
   #   --coordinator_address=HOST0:1234 --num_processes=N --process_id=i
 """

@@ -4,8 +4,8 @@
       --workdir runs/synthetic/pretrain
   python -m launch.fedface --config experiments/fedface_synthetic.py:method=fedface \
       --workdir runs/synthetic/fedface
-  # methods: fedface | fedface_nosp | fedavg | fedaws   (oracle: launch.pretrain with
-  #   experiments/oracle_synthetic.py)
+  # methods: fedface | fedface_nosp | fedavg | fedaws   (the centralised oracle: launch.results,
+  #   which fine-tunes theta_0 on the pooled federated identities: results.oracle_config)
   # 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 ... --config.mesh.classes=2
 """
 

@@ -31,6 +31,8 @@ flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
 flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
 flags.DEFINE_list("defence_noise", None, "Noise multipliers of the defence-cost FedFace runs.")
+flags.DEFINE_integer("defence_rounds", None,
+                     "Rounds of each defence-cost FedFace run (default: the config's).")
 flags.DEFINE_string("defence_baseline", "runs/demo/fedface",
                     "Finished no-DP FedFace run to reuse as the defence baseline ('' = run one).")
 flags.DEFINE_bool("update_results_md", True, "Rewrite this suite's RESULTS.md block.")
@@ -57,7 +59,7 @@ def main(argv):
                      ("defence_noise", float)):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
-  for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations"):
+  for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweeps.sweep_config(FLAGS.suite, **overrides)
