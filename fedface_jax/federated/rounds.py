@@ -356,22 +356,24 @@ def make_spreadout(spread: mlc.ConfigDict, mesh, spread_tx: optax.GradientTransf
         table, query_ids, mesh, margin=spread.margin, block_size=spread.block_size,
         num_valid=num_valid_rows, query_mask=real)
 
-  def loss_fn(table, query_ids, real):
-    sums = sums_of(table, query_ids, real)
+  def loss_of(sums, real):
     denominator = jnp.sum(real) if reduction == "row_sum" else sums.pairs
     return spread.weight * sums.hinge_sum / jnp.maximum(denominator, 1)
 
-  def stats(table, query_ids, real, when):
-    sums = sums_of(table, query_ids, real)
+  def loss_fn(table, query_ids, real):
+    return loss_of(sums_of(table, query_ids, real), real)
+
+  def stats(sums, when):
     return {f"spreadout_violations_{when}": sums.violations / jnp.maximum(sums.pairs, 1),
             f"spreadout_max_cos_{when}": sums.max_cos}
 
   def spreadout(table, query_ids, real):
-    table_stats = stats(table, query_ids, real, "before")
+    before = sums_of(table, query_ids, real)   # one pass for the loss and the stats
+    table_stats = stats(before, "before")
     if not spread.enabled:
-      table_stats.update(stats(table, query_ids, real, "after"))
+      table_stats.update(stats(before, "after"))
       return table, jnp.zeros(()), table_stats
-    loss_before = loss_fn(table, query_ids, real)
+    loss_before = loss_of(before, real)
 
     def step(carry, _):
       tbl, opt = carry
@@ -381,7 +383,7 @@ def make_spreadout(spread: mlc.ConfigDict, mesh, spread_tx: optax.GradientTransf
 
     (table, _), _ = jax.lax.scan(step, (table, spread_tx.init(table)), None,
                                  length=spread.steps)
-    table_stats.update(stats(table, query_ids, real, "after"))
+    table_stats.update(stats(sums_of(table, query_ids, real), "after"))
     return table, loss_before, table_stats
 
   return spreadout

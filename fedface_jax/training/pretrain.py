@@ -182,14 +182,13 @@ def restore_or_init(setup: Setup, checkpointer, config):
   return state
 
 
-def identity_mean_features(model, params, faces, batch_size: int = 256) -> np.ndarray:
+def identity_mean_features(model, params, faces) -> np.ndarray:
   """[num_identities, D]: the normalised mean embedding of each identity's images."""
-  embed = make_embed_fn(model, params)
-  sums = np.zeros((faces.num_identities, model.embedding_dim), np.float64)
-  for start in range(0, faces.num_images, batch_size):
-    stop = min(start + batch_size, faces.num_images)
-    emb = np.asarray(embed(models.preprocess(np.asarray(faces.images[start:stop]))))
-    np.add.at(sums, faces.labels[start:stop], emb)
+  from fedface_jax.evaluation import embeddings as emb_lib  # pylint: disable=g-import-not-at-top
+  emb = emb_lib.compute_embeddings(make_embed_fn(model, params), faces.images, progress=False,
+                                   desc="mean features")
+  sums = np.zeros((faces.num_identities, emb.shape[1]), np.float64)
+  np.add.at(sums, faces.labels, emb)
   return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-10)).astype(
       np.float32)
 
