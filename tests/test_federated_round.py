@@ -61,6 +61,16 @@ def _run(mesh, cfg, rounds=2, poison=()):
   return jax.device_get(state), all_metrics, algo
 
 
+def _initialised(cfg, mesh=None):
+  """(model, theta_0, algorithm, initial state) on `_faces()`; one device by default."""
+  mesh = mesh or sh.make_mesh(1, 1, jax.devices()[:1])
+  model = _model()
+  faces = _faces()
+  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
+  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  return model, params0, algo, algo.init(params0, jax.random.key(1))
+
+
 def test_sampling_is_deterministic_and_without_replacement():
   a = client_data.sample_clients(3, 7, 100, 10)
   b = client_data.sample_clients(3, 7, 100, 10)
@@ -114,12 +124,7 @@ def test_nan_client_is_excluded_not_averaged():
 def test_fedavg_round_equals_weighted_mean_of_client_models():
   """Server SGD(lr=1) on the weighted mean delta is plain FedAvg."""
   cfg = _cfg("fedface_nosp")
-  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
-  faces = _faces()
-  model = _model()
-  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
-  state = algo.init(params0, jax.random.key(1))
+  model, params0, algo, state = _initialised(cfg)
   table0 = np.asarray(state["table"])
   state1, _, ids = algo.apply(jax.tree.map(jnp.copy, state), 0)
   # Re-run each client alone with the same update function and average by hand.
@@ -141,12 +146,7 @@ def test_fedavg_round_equals_weighted_mean_of_client_models():
 
 def test_mean_feature_init_and_spreadout_lowers_loss():
   cfg = _cfg("fedface", spread_weight=1.0, spread_steps=5)
-  mesh = sh.make_mesh(1, 2, jax.devices()[:2])
-  faces = _faces()
-  model = _model()
-  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
-  state = algo.init(params0, jax.random.key(1))
+  model, params0, algo, state = _initialised(cfg, sh.make_mesh(1, 2, jax.devices()[:2]))
   table = np.asarray(state["table"])[:algo.clients.num_clients]
   # Row c is the normalised mean feature of client c's own images.
   imgs = algo.clients.client_images(4)
@@ -196,16 +196,11 @@ def test_class_embedding_modes(mode):
   client_trained: the row is trained on the phone and uploaded."""
   cfg = _cfg("fedface_nosp")
   cfg.class_embedding = mode
-  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
-  faces = _faces()
-  model = _model()
-  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
-  state = algo.init(params0, jax.random.key(1))
+  model, params0, algo, state = _initialised(cfg)
   n = algo.clients.num_clients
   # A table that is not theta_0's mean features, so re-estimation visibly replaces it.
   table0 = np.asarray(state["table"]) + 0.5
-  state["table"] = sh.put_table(table0, mesh)
+  state["table"] = sh.put_table(table0, algo.mesh)
   state, metrics, ids = algo.apply(state, 0)
   table1 = np.asarray(state["table"])[:n]
   others = np.setdiff1d(np.arange(n), ids)
