@@ -14,6 +14,7 @@ hyper-parameter; the 400 evaluation identities are used for the final tables onl
       --workroot runs/study
   # args: variant=study|tiny (tests), method=fedface|fedface_nosp|fedavg|fedaws, class_embedding=frozen|reestimate|
   #   client_trained, public_negatives=0|1, reduction=row_sum|pair_mean, seed=0,
+  #   server_momentum=0 (FedAvg) | 0.9 (FedAvgM), server_lr=1.0,
   #   train_split=pretrain|pretrain+federated (the central oracle), pretrained=<dir>
 """
 
@@ -25,7 +26,8 @@ import ml_collections as mlc
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="study", method="fedface", class_embedding="frozen", public_negatives=0,
-      reduction="row_sum", seed=0, train_split="pretrain", pretrained="runs/study/pretrain")
+      reduction="row_sum", server_momentum=0.0, server_lr=1.0, seed=0, train_split="pretrain",
+      pretrained="runs/study/pretrain")
   config = mlc.ConfigDict()
   config.seed = 0
   config.data = common.synthetic_data(num_identities=1600, images_per_identity=20,
@@ -46,6 +48,13 @@ def get_config(arg=None):
   config.federated.class_embedding = arg.class_embedding
   config.federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
   config.federated.spreadout.reduction = arg.reduction
+  # FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg.
+  if float(arg.server_momentum):
+    config.federated.server.optimizer = mlc.ConfigDict(dict(
+        name="momentum", learning_rate=float(arg.server_lr),
+        momentum=float(arg.server_momentum), schedule="constant"))
+  else:
+    config.federated.server.optimizer.learning_rate = float(arg.server_lr)
   config.fault_injection = dict(nan_client_ids=())
   if arg.variant == "tiny":   # tests: the same study in seconds
     config.data = common.synthetic_data(num_identities=30, images_per_identity=4,

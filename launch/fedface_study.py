@@ -91,15 +91,19 @@ def main(argv):
 
     # Final table: every method x seeds, on the evaluation identities.
     mode = best.split("+")[0]
-    nosp_arg = f"method=fedface_nosp,class_embedding={mode}" + (
-        ",public_negatives=1" if "public" in best else "")
+    server = study_lib.server_args(study_lib.VARIANTS[best])   # same server step for all
+    tag = "".join(f"+{kv}" for kv in server.split(",") if kv)
+    nosp_arg = ",".join(a for a in (f"method=fedface_nosp,class_embedding={mode}",
+                                    "public_negatives=1" if "public" in best else "", server) if a)
     fed = lambda name, arg: [study.federated(name, arg, s) for s in seeds]
+    base = lambda name: fed(name + tag, ",".join(filter(None, (study_lib.BASELINES[name],
+                                                                server))))
     runs = {
         "pretrained": [theta0],
-        "fedavg": fed("fedavg", study_lib.BASELINES["fedavg"]),
-        "fedaws": fed("fedaws", study_lib.BASELINES["fedaws"]),
+        "fedavg": base("fedavg"),
+        "fedaws": base("fedaws"),
         "fedface": fed(f"fedface/{best}", study_lib.VARIANTS[best]),
-        "fedface_nosp": fed(f"fedface_nosp/{mode}", nosp_arg),
+        "fedface_nosp": fed(f"fedface_nosp/{mode}{tag}", nosp_arg),
         "oracle_central": [central],
         "oracle_finetune": [study.oracle_finetune(s) for s in seeds],
     }
@@ -107,8 +111,9 @@ def main(argv):
     vs_fedavg = score({k: runs[k] for k in ("fedavg", "fedface")}, "evaluation",
                       baseline="fedavg")["fedface"]["delta"]
 
-  labels = {"pretrained": "theta_0", "fedavg": "random init, client-trained rows, no spreadout",
-            "fedaws": "random init, client-trained rows, row_sum spreadout", "fedface": best,
+  labels = {"pretrained": "theta_0",
+            "fedavg": "random init, client-trained rows, no spreadout" + tag,
+            "fedaws": "random init, client-trained rows, row_sum spreadout" + tag, "fedface": best,
             "fedface_nosp": nosp_arg.split(",", 1)[1],
             "oracle_central": "central, pretrain + federated ids (1 run)",
             "oracle_finetune": "theta_0 + mean-feature head, pooled client images"}

@@ -23,8 +23,23 @@ VARIANTS = {
     "client_trained+row_sum": "method=fedface,class_embedding=client_trained,reduction=row_sum",
     "frozen+row_sum+public": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                              "public_negatives=1",
+    # The server step: FedAvgM (momentum on the averaged delta), as in FedFace's own server
+    # optimiser choice and Hsu et al. 2019; the baselines then get the same server step.
+    "frozen+row_sum+m0.9": "method=fedface,class_embedding=frozen,reduction=row_sum,"
+                           "server_momentum=0.9",
+    "frozen+row_sum+public+m0.9": "method=fedface,class_embedding=frozen,reduction=row_sum,"
+                                  "public_negatives=1,server_momentum=0.9",
+    "client_trained+row_sum+m0.9": "method=fedface,class_embedding=client_trained,"
+                                   "reduction=row_sum,server_momentum=0.9",
 }
 BASELINES = {"fedavg": "method=fedavg", "fedaws": "method=fedaws"}
+
+
+def server_args(variant_arg: str) -> str:
+  """The `server_*` run arguments of a variant, so every method gets the same server step."""
+  return ",".join(kv for kv in variant_arg.split(",") if kv.startswith("server_"))
+
+
 METRICS = ("tar@1e-3", "tar@1e-2", "auc")
 FARS = (1e-3, 1e-2)
 
