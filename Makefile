@@ -4,11 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
+# Accelerator: cpu (default) | cuda12 | cuda13 | tpu. `make venv ACCEL=cuda12` once installs the
+# matching JAX extra at the installed JAX version; later targets reuse the venv's choice
+# (recorded in .venv/accel). `make test` always runs on the CPU; `make test-gpu` on the device.
+ACCEL ?= $(shell cat $(VENV)/accel 2>/dev/null || echo cpu)
+ACCEL_STAMP := $(VENV)/.accel-$(ACCEL)
+ifeq ($(ACCEL),cpu)
 export JAX_PLATFORMS ?= cpu
+endif
 
-.PHONY: venv demo test test-slow test-all check-commands results-synthetic results-celeba benchmark clean
+.PHONY: venv demo test test-gpu test-slow test-all check-commands results-synthetic results-celeba benchmark clean
 
-venv: $(STAMP)
+venv: $(ACCEL_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,13 +24,25 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(ACCEL_STAMP): $(STAMP)
+	@case "$(ACCEL)" in cpu|cuda12|cuda13|tpu) ;; \
+	  *) echo "ACCEL=$(ACCEL) is not one of: cpu cuda12 cuda13 tpu" >&2; exit 2;; esac
+	if [ "$(ACCEL)" != cpu ]; then \
+	  $(BIN)/pip install --quiet "jax[$(ACCEL)]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"; fi
+	echo $(ACCEL) > $(VENV)/accel
+	touch $@
+
 ## The main job on the embedded synthetic faces: pretrain -> FedFace -> evaluate -> attack.
-demo: $(STAMP)
+demo: $(ACCEL_STAMP)
 	$(BIN)/python -m launch.demo --workdir=$(WORKDIR)
 
 ## Fast default suite (< ~10 min on 2 cores).
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+test: $(ACCEL_STAMP)
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+## Device checks (marker `gpu`) on the venv's accelerator; each skips cleanly without a GPU.
+test-gpu: $(ACCEL_STAMP)
+	JAX_PLATFORMS= $(BIN)/python -m pytest -q -m gpu
 
 ## Slower end-to-end checks.
 test-slow: $(STAMP)
