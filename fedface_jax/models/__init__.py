@@ -88,6 +88,28 @@ def create_model(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
   return constructor(embedding_dim=embedding_dim, **kwargs)
 
 
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def from_config(model_cfg) -> nn.Module:
+  """The backbone a `config.model` section names: name, embedding_dim, dtype, remat, kwargs.
+
+  `dtype` is the compute dtype only ("bfloat16": mixed precision). Parameters, optimiser state,
+  the normalised embeddings and everything downstream (cosine logits, margins, losses) stay float32:
+  every backbone casts its input to `dtype` and its `EmbeddingHead` back to float32, and bfloat16's
+  8-bit mantissa cannot hold a cosine margin of 0.35 to useful precision anyway.
+  """
+  dtype = model_cfg.get("dtype", "float32")
+  if dtype not in _DTYPES:
+    raise ValueError(f"model.dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
+  kwargs = dict(model_cfg.get("kwargs", {}))
+  if dtype != "float32":
+    kwargs["dtype"] = _DTYPES[dtype]
+  if model_cfg.get("remat", False):
+    kwargs["remat"] = True
+  return create_model(model_cfg.name, model_cfg.embedding_dim, **kwargs)
+
+
 def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict[str, Any]:
   """Initialises all variable collections (e.g. `params` and `batch_stats`) from a batch of one."""
   image_shape = tuple(int(d) for d in image_shape)
@@ -122,6 +144,7 @@ __all__ = [
     "SphereNet",
     "count_params",
     "create_model",
+    "from_config",
     "init_params",
     "init_variables",
     "l2_normalize",

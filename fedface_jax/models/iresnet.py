@@ -92,6 +92,7 @@ class IResNet(nn.Module):
   width_multiplier: float = 1.0
   norm: str = "group"
   dtype: Dtype = jnp.float32
+  remat: bool = False   # recompute each block's activations in the backward pass (nn.remat)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -111,11 +112,13 @@ class IResNet(nn.Module):
                 dtype=self.dtype, name="stem_conv")(x)
     x = norm(name="stem_norm")(x)
     x = common.PReLU(_PRELU_INIT, dtype=self.dtype, name="stem_prelu")(x)
+    # `train` (argument 2, counting self) is a Python bool: static under remat.
+    block_cls = nn.remat(IBasicBlock, static_argnums=(2,)) if self.remat else IBasicBlock
     for stage, (num_blocks, width) in enumerate(zip(self.blocks, self.widths)):
       features = common.scaled_width(width, self.width_multiplier)
       for block in range(num_blocks):
-        x = IBasicBlock(features, strides=2 if block == 0 else 1, norm=self.norm, dtype=self.dtype,
-                        name=f"stage{stage + 1}_block{block + 1}")(x, train=train)
+        x = block_cls(features, strides=2 if block == 0 else 1, norm=self.norm, dtype=self.dtype,
+                      name=f"stage{stage + 1}_block{block + 1}")(x, train)
     x = norm(name="final_norm")(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.embedding_dim, use_bias=True, dtype=self.dtype, name="fc")(x)

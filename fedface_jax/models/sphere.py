@@ -82,6 +82,7 @@ class SphereNet(nn.Module):
   residual_init_stddev: float = 0.01
   prelu_init: float = 0.0
   dtype: Dtype = jnp.float32
+  remat: bool = False   # recompute each stage's activations in the backward pass (nn.remat)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -93,8 +94,9 @@ class SphereNet(nn.Module):
     if len(self.blocks) != len(self.widths):
       raise ValueError(f"blocks {self.blocks} and widths {self.widths} must have the same length")
     x = x.astype(self.dtype)
+    stage_cls = nn.remat(SphereStage) if self.remat else SphereStage
     for stage, (num_units, width) in enumerate(zip(self.blocks, self.widths)):
-      x = SphereStage(common.scaled_width(width, self.width_multiplier), num_units,
+      x = stage_cls(common.scaled_width(width, self.width_multiplier), num_units,
                       residual_init_stddev=self.residual_init_stddev, prelu_init=self.prelu_init,
                       dtype=self.dtype, name=f"stage{stage + 1}")(x)
     return common.EmbeddingHead(self.embedding_dim, pooling="flatten", use_bias=False,
