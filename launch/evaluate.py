@@ -39,8 +39,7 @@ def main(argv):
   # pylint: enable=g-import-not-at-top
   config = FLAGS.config
   splits = pretrain.load_splits(config)
-  model = models.create_model(config.model.name, config.model.embedding_dim,
-                              **config.model.get("kwargs", {}))
+  model = models.from_config(config.model)
   faces = splits[FLAGS.split]
   params = engine.load_backbone(model, faces.image_shape,
                                 os.path.join(FLAGS.workdir, "backbone"))

@@ -92,8 +92,7 @@ def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
   faces = train_faces(config, splits)
   num_classes = faces.num_identities
   table_rows = sh.padded_num_classes(num_classes, mesh)
-  model = models.create_model(config.model.name, config.model.embedding_dim,
-                              **config.model.get("kwargs", {}))
+  model = models.from_config(config.model)
   tx = optim.create_optimizer(config.optimizer, config.num_steps)
   image_shape = faces.image_shape
 
