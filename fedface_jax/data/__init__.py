@@ -104,7 +104,12 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
     root = field("root")
     if not root:
       raise ValueError("data_config.root must name the <root>/<identity>/<image> folder")
-    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w)
+    # Optional key (absent from default_data_config so that recorded configs still resume):
+    # "crop" (default) or "pad" for non-square images.
+    fit = (data_config.get("fit", None) if hasattr(data_config, "get")
+           else getattr(data_config, "fit", None)) or image_folder.DEFAULT_FIT
+    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w,
+                                                  fit=fit)
     builder_cls = tfds_builders.ImageFolderFaces
     fingerprint = image_folder.folder_fingerprint(config.root)  # Also: clear error if root is bad.
 
