@@ -160,6 +160,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
     if metrics["clients_excluded"]:
       logging.warning("Round %d: excluded %d client updates with NaN/Inf", r + 1,
                       int(metrics["clients_excluded"]))
+    if not metrics["clients_valid"]:
+      logging.warning("Round %d: no usable client update; the model is unchanged", r + 1)
     writer.write(r + 1, {f"train/{k}": v for k, v in metrics.items()})
     bar.update(1)
     bar.set_postfix(loss=f"{metrics['client_loss_last']:.3f}",
