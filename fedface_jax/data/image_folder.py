@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from fedface_jax import errors
 from fedface_jax.data.faces import FaceArrays
 
 # The formats a face tree may use; an extension is accepted only if this Pillow build can open it
@@ -105,14 +106,18 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, list[str
   without an accepted extension in `num_other_files_ignored`; the first of both are listed.
 
   Raises:
-    FileNotFoundError: `root` does not exist or is not a directory.
-    ValueError: `root` contains no identity folders.
+    errors.MissingInputError (a FileNotFoundError): `root` does not exist or is not a directory.
+    errors.DataError (a ValueError): `root` contains no identity folders.
   """
   root = pathlib.Path(root).expanduser()
   if not root.exists():
-    raise FileNotFoundError(f"image folder root does not exist: {root}")
+    raise errors.MissingInputError(
+        f"image folder root does not exist: {root}; set data.root to a <root>/<identity>/<image> "
+        "folder")
   if not root.is_dir():
-    raise FileNotFoundError(f"image folder root is not a directory: {root}")
+    raise errors.MissingInputError(
+        f"image folder root is not a directory: {root}; set data.root to a "
+        "<root>/<identity>/<image> folder")
   stats = FolderStats()
   listing = []
   with os.scandir(root) as entries:
@@ -135,7 +140,7 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, list[str
     listing.append((entry.name, images))
   stats.num_identity_dirs = len(listing)
   if not listing:
-    raise ValueError(
+    raise errors.DataError(
         f"no identity folders under {root} (saw {_seen(stats)}): expected "
         f"<root>/<identity>/<image>, one folder per identity; accepted extensions: {_accepted()}")
   if stats.num_root_files_ignored:
@@ -270,7 +275,7 @@ def iter_image_folder(
                f"(e.g. {', '.join(stats.corrupt_files[:5])}); ")
     else:
       found = "no file has an accepted extension; "
-    raise ValueError(
+    raise errors.DataError(
         f"no readable images under {root}: {found}saw {_seen(stats)}; accepted extensions: "
         f"{_accepted()}")
 

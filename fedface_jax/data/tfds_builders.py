@@ -41,6 +41,18 @@ class _DropCustomConfigWarning(logging.Filter):
 logging.getLogger("absl").addFilter(_DropCustomConfigWarning())
 
 
+class _LocalPreparation:
+  """TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout for every build;
+  these builders download nothing, so the two messages become log lines that say what happens."""
+
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing %s from local data (nothing is downloaded) in %s", self.name,
+                 self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("prepared %s in %s", self.name, self.data_dir)
+
+
 def _float_token(x: float) -> str:
   """`1.25 -> '1p25'`: a float that is safe in a directory name."""
   return f"{float(x):g}".replace("-", "m").replace(".", "p").replace("+", "")
@@ -90,7 +102,7 @@ def _features(height: int, width: int) -> tfds.features.FeaturesDict:
   })
 
 
-class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
+class SyntheticFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered faces (`fedface_jax.data.synthetic_faces`); no download."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -175,7 +187,7 @@ class ImageFolderFacesConfig(tfds.core.BuilderConfig):
     return d
 
 
-class ImageFolderFaces(tfds.core.GeneratorBasedBuilder):
+class ImageFolderFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
   """Faces from an identity-folder tree, decoded and resized once at preparation time."""
 
   VERSION = tfds.core.Version("1.0.0")
