@@ -27,6 +27,8 @@ from absl import logging
 import ml_collections as mlc
 import numpy as np
 
+from fedface_jax import errors
+
 _TRUE = ("true", "1", "yes", "y", "on")
 _FALSE = ("false", "0", "no", "n", "off")
 
@@ -184,7 +186,7 @@ class _Missing:
 MISSING = _Missing()
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(errors.UserError, ValueError):
   """A workdir's checkpoint was written under a config that differs in `diffs`."""
 
   def __init__(self, workdir: str, diffs: list,

@@ -1,12 +1,14 @@
 """Progress bars with rate and ETA for long loops (pretraining steps, rounds, evaluation).
 
 A thin tqdm call with the defaults we want everywhere: elapsed<remaining and
-rate in the bar, refreshed at most once a second (so logs captured to a file
-stay short), and silent on non-primary processes so a multi-host run shows one
-bar rather than one per host.
+rate in the bar, refreshed at most once a second on a terminal and once every
+10 s when stderr goes to a file (a log then holds a line per 10 s, not one per
+step), and silent on non-primary processes so a multi-host run shows one bar
+rather than one per host.
 """
 
 import numbers
+import sys
 from typing import Iterable, TypeVar
 
 import tqdm
@@ -14,6 +16,19 @@ import tqdm
 from fedface_jax import distributed
 
 T = TypeVar("T")
+
+TERMINAL_INTERVAL_S = 1.0
+LOG_INTERVAL_S = 10.0
+
+
+def min_interval(stream=None) -> float:
+  """Seconds between bar refreshes: short on a terminal, long in a log file or pipe."""
+  stream = sys.stderr if stream is None else stream
+  try:
+    tty = stream.isatty()
+  except (AttributeError, ValueError):  # No isatty, or a closed stream.
+    tty = False
+  return TERMINAL_INTERVAL_S if tty else LOG_INTERVAL_S
 
 
 def progress(iterable_or_total: Iterable[T] | int, desc: str | None = None, *,
@@ -28,7 +43,8 @@ def progress(iterable_or_total: Iterable[T] | int, desc: str | None = None, *,
   """
   if disable is None:
     disable = not distributed.is_primary()
-  kwargs = dict(desc=desc, unit=unit, disable=disable, dynamic_ncols=True, mininterval=1.0)
+  kwargs = dict(desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
+                mininterval=min_interval())
   if isinstance(iterable_or_total, numbers.Integral):
     if total is not None and total != iterable_or_total:
       raise ValueError(f"Got a total of {iterable_or_total} and total={total}.")

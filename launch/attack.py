@@ -11,7 +11,6 @@ Writes grid_*.png (original / reconstruction / enhanced), metrics.json (per-imag
 table.md under --workdir, and prints the table.
 """
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -40,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -14,7 +14,6 @@ Per-point outputs (grids of faces: never commit them) go under --workdir.
 import json
 import os
 
-from absl import app
 from absl import flags
 
 flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
@@ -90,4 +89,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)

@@ -12,7 +12,6 @@ writes BENCHMARKS.md (fedface_jax/benchmark/suite.py, report.py).
 
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -51,4 +50,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)

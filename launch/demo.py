@@ -17,7 +17,6 @@ three seeds, oracles). Every stage resumes from its checkpoints.
 import json
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -83,4 +82,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)

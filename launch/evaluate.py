@@ -11,7 +11,6 @@ Evaluates `<workdir>/backbone` (written by launch.pretrain and launch.fedface):
 import json
 import os
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -66,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

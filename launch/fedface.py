@@ -11,7 +11,6 @@
 
 import time
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -43,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import os
 
-from absl import app
 from absl import flags
 
 from launch import study_lib
@@ -140,4 +139,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)

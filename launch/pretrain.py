@@ -8,7 +8,6 @@
 
 import json
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -38,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -8,7 +8,6 @@ Resumable: re-running finishes only what is missing.
 
 import os
 
-from absl import app
 from absl import flags
 
 flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "celeba"], "Which data.")
@@ -50,4 +49,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)

@@ -10,7 +10,6 @@ federated identities the attack targets. It is cached as an orbax checkpoint in 
       --workdir runs/prior/celeba_demo
 """
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -42,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -259,7 +259,7 @@ def test_engine_without_checkpoint_starts_fresh(tmp_path, gated_engine):
 
 
 # ---------------------------------------------------------------------------------------------
-# The launchers: one line, exit 1, no traceback; --allow_config_change gets through.
+# The launchers: one line, exit 2, no traceback; --allow_config_change gets through.
 
 
 def _launch(module, config_path, workdir, root, *flags):
@@ -282,11 +282,11 @@ def test_launcher_refuses_with_one_line(tmp_path, module, config_arg, override, 
   workdir = _federated_workdir(tmp_path, recorded)
   rc, out, err = _launch(module, config_arg, workdir, tmp_path,
                          f"--config.data.data_dir={tmp_path / 'data'}", override)
-  assert rc == 1, err[-3000:]
+  assert rc == 2, err[-3000:]  # launch.common.USER_ERROR_STATUS
   assert "Traceback" not in err and "Traceback" not in out
   assert err.strip().splitlines()[-1] == (
-      f"ConfigMismatchError: {workdir} was started with a different config: {expected}; "
-      "use a new --workdir or pass --allow_config_change")
+      f"error: ConfigMismatchError: {workdir} was started with a different config: {expected}; "
+      "use a new --workdir or pass --allow_config_change (--verbosity=1 shows the traceback)")
 
 
 def test_pretrain_launcher_allow_config_change(tmp_path):

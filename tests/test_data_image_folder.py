@@ -1,6 +1,7 @@
 """Identity-folder trees: scanning, decoding, skipping broken files, and the shared real faces."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -40,7 +41,16 @@ def test_scan_is_sorted_and_filters(tree):
   assert listing[0][1] == ["a.png", "b.png", "c.JPEG"]
   assert listing[1][1] == ["1.jpg", "2.jpg"]
   assert stats.num_image_files == 6
-  assert stats.num_other_files_ignored == 2  # README and notes.txt.
+  assert stats.num_other_files_ignored == 1  # notes.txt.
+  assert stats.num_root_files_ignored == 1  # README.
+  assert stats.ignored_files == ["README", "bob/notes.txt"]
+
+
+def test_root_level_files_are_counted_and_logged(tree, caplog):
+  with caplog.at_level("WARNING"):
+    _, stats = image_folder.load_image_folder(tree, (16, 16))
+  assert stats.num_root_files_ignored == 1 and stats.to_dict()["num_root_files_ignored"] == 1
+  assert "ignoring 1 files directly under" in caplog.text and "README" in caplog.text
 
 
 def test_corrupt_skipped_and_empty_dropped(tree, caplog):
@@ -95,8 +105,30 @@ def test_missing_or_empty_roots(tmp_path):
 def test_all_broken_is_an_error(tmp_path):
   (tmp_path / "r" / "a").mkdir(parents=True)
   (tmp_path / "r" / "a" / "x.jpg").write_bytes(b"junk")
-  with pytest.raises(ValueError, match="no readable images"):
+  with pytest.raises(ValueError, match="no readable images") as e:
     image_folder.load_image_folder(tmp_path / "r", (16, 16))
+  assert "all 1 files with an accepted extension were unreadable (e.g. a/x.jpg)" in str(e.value)
+
+
+def test_no_accepted_extension_error_lists_extensions_and_files(tmp_path):
+  """What a user sees for a tree in a format nobody here expected: what was accepted, what was seen."""
+  for i in range(7):
+    (tmp_path / "r" / f"id{i}").mkdir(parents=True)
+    (tmp_path / "r" / f"id{i}" / "face.xyz").write_bytes(b"?")
+  (tmp_path / "r" / "LICENSE").write_text("x")
+  with pytest.raises(ValueError, match="no readable images") as e:
+    image_folder.load_image_folder(tmp_path / "r", (16, 16))
+  message = str(e.value)
+  assert "no file has an accepted extension" in message
+  for ext in (".jpg", ".png", ".pgm", ".ppm", ".pbm", ".tif", ".gif", ".webp", ".bmp"):
+    assert f" {ext}" in message
+  assert "8 other files: LICENSE, id0/face.xyz, id1/face.xyz, id2/face.xyz, id3/face.xyz, ..." \
+      in message
+  flat = tmp_path / "flat"
+  flat.mkdir()
+  _write(flat / "a.pgm", fmt="PPM")
+  with pytest.raises(ValueError, match=r"no identity folders .*saw 1 other file: a.pgm.*\.pgm"):
+    image_folder.scan_image_folder(flat)
 
 
 def test_load_faces_image_folder_and_rebuild_on_change(tree, tmp_path):
@@ -140,3 +172,145 @@ def test_shared_real_faces(celeba_root, tmp_path):
   splits = data.split_identities(faces, dict(pretrain=0.5, federated=0.3, evaluation=-1,
                                              min_images_per_identity=2), seed=0)
   assert sum(s.num_identities for s in splits.values()) <= faces.num_identities
+
+
+# ------------------------------------------------------------------------------------------------
+# Formats and modes. Each case: (file name, how to write it, expected RGB at the centre, tolerance).
+
+
+def _solid(mode, size, value):
+  return Image.new(mode, size, value)
+
+
+def _save(im, **kw):
+  return lambda path: im.save(path, **kw)
+
+
+def _palette_png(path):
+  im = Image.new("P", (40, 30))
+  im.putpalette([0, 0, 0, 10, 200, 60] + [0] * 762)
+  im.paste(1, (0, 0, 40, 30))
+  im.save(path)
+
+
+def _grey16(fmt):
+  # 16-bit greyscale at 40000/65535 -> 156 in 8 bits (a convert() would saturate it to 255).
+  def write(path):
+    Image.fromarray(np.full((30, 40), 40000, np.uint16)).save(path, format=fmt)
+  return write
+
+
+def _rgba_png(path):
+  # Left half opaque orange; right half fully transparent with a hidden white that must not show.
+  a = np.zeros((30, 40, 4), np.uint8)
+  a[:, :20] = (250, 120, 0, 255)
+  a[:, 20:] = (255, 255, 255, 0)
+  Image.fromarray(a, "RGBA").save(path)
+
+
+def _gif_two_frames(path):
+  first = Image.new("RGB", (40, 30), (200, 0, 0)).convert("P", palette=Image.Palette.ADAPTIVE)
+  second = Image.new("RGB", (40, 30), (0, 0, 200)).convert("P", palette=Image.Palette.ADAPTIVE)
+  first.save(path, save_all=True, append_images=[second], duration=100, loop=0)
+
+
+FORMAT_CASES = [
+    ("a.jpg", _save(_solid("RGB", (40, 30), (200, 40, 40)), quality=95), (200, 40, 40), 8),
+    ("b.png", _save(_solid("RGB", (40, 30), (30, 180, 90))), (30, 180, 90), 0),
+    ("c.bmp", _save(_solid("RGB", (40, 30), (10, 20, 230))), (10, 20, 230), 0),
+    ("d.webp", _save(_solid("RGB", (40, 30), (120, 60, 200)), lossless=True), (120, 60, 200), 0),
+    ("e.pgm", _save(_solid("L", (40, 30), 77)), (77, 77, 77), 0),
+    ("f.ppm", _save(_solid("RGB", (40, 30), (5, 150, 250))), (5, 150, 250), 0),
+    ("g.pbm", _save(_solid("1", (40, 30), 1)), (255, 255, 255), 0),
+    ("h.tiff", _save(_solid("RGB", (40, 30), (66, 99, 33))), (66, 99, 33), 0),
+    ("i.tif", _save(_solid("L", (40, 30), 140)), (140, 140, 140), 0),
+    ("j.gif", _gif_two_frames, (200, 0, 0), 2),  # First frame only.
+    ("k.png", _palette_png, (10, 200, 60), 0),
+    ("l.png", _save(_solid("L", (40, 30), 33)), (33, 33, 33), 0),
+    ("m.png", _grey16("PNG"), (156, 156, 156), 0),
+    ("n.pgm", _grey16("PPM"), (156, 156, 156), 0),
+    ("o.tif", _grey16("TIFF"), (156, 156, 156), 0),
+    ("p.tga", _save(_solid("RGB", (40, 30), (1, 2, 3))), (1, 2, 3), 0),
+    ("q.JPEG", _save(_solid("L", (40, 30), 90), quality=95), (90, 90, 90), 3),  # Grey JPEG.
+    ("r.jpg", _save(_solid("CMYK", (40, 30), (0, 255, 255, 0)), quality=95), (255, 0, 0), 8),
+]
+
+
+@pytest.mark.parametrize("name,write,rgb,tol", FORMAT_CASES, ids=[c[0] for c in FORMAT_CASES])
+def test_every_format_decodes_to_rgb(tmp_path, name, write, rgb, tol):
+  assert pathlib.Path(name).suffix.lower() in image_folder.IMAGE_EXTENSIONS
+  write(tmp_path / name)
+  out = image_folder.decode_image(tmp_path / name, (16, 16))
+  assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+  np.testing.assert_allclose(out[4:12, 4:12].reshape(-1, 3).astype(int),
+                             np.broadcast_to(rgb, (64, 3)), atol=tol)
+
+
+def test_alpha_is_composited_onto_black(tmp_path):
+  _rgba_png(tmp_path / "a.png")
+  out = image_folder.decode_image(tmp_path / "a.png", (30, 40))
+  np.testing.assert_array_equal(out[15, 5], [250, 120, 0])
+  np.testing.assert_array_equal(out[15, 35], [0, 0, 0])  # Not the hidden white.
+
+
+def test_a_tree_in_every_format_loads(tmp_path):
+  """One identity per format through scan + decode + labels: nothing is left out or skipped."""
+  root = tmp_path / "faces"
+  for i, (name, write, _, _) in enumerate(FORMAT_CASES):
+    (root / f"id{i:02d}").mkdir(parents=True)
+    write(root / f"id{i:02d}" / name)
+  faces, stats = image_folder.load_image_folder(root, (16, 16))
+  assert stats.num_image_files == len(FORMAT_CASES) and stats.num_other_files_ignored == 0
+  assert stats.num_corrupt_skipped == 0 and faces.num_identities == len(FORMAT_CASES)
+  for i, (_, _, rgb, tol) in enumerate(FORMAT_CASES):
+    np.testing.assert_allclose(faces.images[i, 8, 8].astype(int), rgb, atol=tol)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  # Stored 40 wide x 20 high, red left half, blue right half; EXIF orientation 6 = "rotate 90
+  # degrees clockwise to display", so the displayed image is 20 wide x 40 high, red on top.
+  a = np.zeros((20, 40, 3), np.uint8)
+  a[:, :20] = (220, 0, 0)
+  a[:, 20:] = (0, 0, 220)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(a).save(tmp_path / "o.jpg", quality=95, exif=exif)
+  out = image_folder.decode_image(tmp_path / "o.jpg", (40, 20)).astype(int)
+  np.testing.assert_allclose(out[5, 10], [220, 0, 0], atol=12)
+  np.testing.assert_allclose(out[34, 10], [0, 0, 220], atol=12)
+
+
+def test_fit_crop_or_pad(tmp_path):
+  # 300x100 (W x H): a red centre square between green side bands.
+  image = np.zeros((100, 300, 3), np.uint8)
+  image[:, :] = (0, 255, 0)
+  image[:, 100:200] = (255, 0, 0)
+  Image.fromarray(image).save(tmp_path / "wide.png")
+  crop = image_folder.decode_image(tmp_path / "wide.png", (60, 60), fit="crop")
+  assert crop[:, :, 1].max() < 20  # Side bands cropped away, red fills the frame.
+  pad = image_folder.decode_image(tmp_path / "wide.png", (60, 60), fit="pad")
+  # The whole image scaled to 60x20 in the middle rows; black above and below.
+  assert pad[:18].max() == 0 and pad[42:].max() == 0
+  np.testing.assert_array_equal(pad[30, 2], [0, 255, 0])
+  np.testing.assert_array_equal(pad[30, 30], [255, 0, 0])
+  with pytest.raises(ValueError, match="fit='squash'"):
+    image_folder.decode_image(tmp_path / "wide.png", (60, 60), fit="squash")
+
+
+def test_load_faces_with_pad_fit(tmp_path):
+  """`data.fit` reaches the decoder, and a padded dataset never shares a cache with a cropped one."""
+  _write(tmp_path / "r" / "a" / "x.png", size=(90, 30), colour=(0, 200, 0))
+  c = data.default_data_config()
+  c.name, c.root, c.image_size = "image_folder", str(tmp_path / "r"), (30, 30)
+  c.data_dir, c.progress = str(tmp_path / "d"), False
+  cropped, crop_info = data.load_faces_with_info(c)
+  c.fit = "pad"
+  padded, pad_info = data.load_faces_with_info(c)
+  assert crop_info.path != pad_info.path and pad_info.built
+  np.testing.assert_array_equal(cropped.images[0, 0, 15], [0, 200, 0])
+  np.testing.assert_array_equal(padded.images[0, 0, 15], [0, 0, 0])
+  np.testing.assert_array_equal(padded.images[0, 15, 15], [0, 200, 0])
+  # The default keeps the name and dict it had before `fit` existed (prepared data stays valid).
+  from fedface_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
+  cfg = tfds_builders.ImageFolderFacesConfig(root=tmp_path / "r", image_height=30, image_width=30)
+  assert cfg.name.endswith("_30x30") and "fit" not in cfg.to_dict()

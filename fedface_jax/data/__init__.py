@@ -15,6 +15,7 @@ import os
 
 import ml_collections as mlc
 
+from fedface_jax import errors
 from fedface_jax.data.faces import FaceArrays
 from fedface_jax.data.splits import SPLITS, SplitPlan, plan_split, split_identities
 
@@ -89,7 +90,8 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
 
   name = field("name")
   if name not in DATASET_NAMES:
-    raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    raise errors.ConfigError(
+        f"unknown dataset name data.name={name!r}; valid names: {', '.join(DATASET_NAMES)}")
   data_dir = os.path.expanduser(field("data_dir"))
   h, w = _image_size(field("image_size"))
   progress = bool(field("progress"))
@@ -103,8 +105,14 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
   else:
     root = field("root")
     if not root:
-      raise ValueError("data_config.root must name the <root>/<identity>/<image> folder")
-    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w)
+      raise errors.ConfigError(
+          "data.root is empty: set it to the <root>/<identity>/<image> folder of the faces")
+    # Optional key (absent from default_data_config so that recorded configs still resume):
+    # "crop" (default) or "pad" for non-square images.
+    fit = (data_config.get("fit", None) if hasattr(data_config, "get")
+           else getattr(data_config, "fit", None)) or image_folder.DEFAULT_FIT
+    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w,
+                                                  fit=fit)
     builder_cls = tfds_builders.ImageFolderFaces
     fingerprint = image_folder.folder_fingerprint(config.root)  # Also: clear error if root is bad.
 

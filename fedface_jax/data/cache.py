@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from fedface_jax import progress as progress_lib
 from fedface_jax.data.faces import FaceArrays
 
 CACHE_FORMAT = 1
@@ -126,7 +127,7 @@ def _build(path: pathlib.Path, expected: dict, source, extra_meta: dict, progres
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
   bar = tqdm.tqdm(total=n, desc=f"caching {path.name}", unit="img", disable=not progress,
-                  mininterval=1.0)
+                  mininterval=progress_lib.min_interval())
   try:
     # One decoding pass in storage order (ArrayRecord order is a hash shuffle) ...
     labels = np.empty(n, np.int64)

@@ -6,6 +6,13 @@ uint8 images of one requested size, deterministically (sorted names), and accoun
 leaves out: unreadable files are skipped with a warning naming each one, identities left without
 images are dropped, and the counts come back in `FolderStats` so that a run can report them instead
 of silently training on less data.
+
+Formats: whatever Pillow opens among the common still-image formats (JPEG, PNG, BMP, WebP, the
+PGM/PPM/PBM family that the AT&T/ORL and Yale sets use, TIFF, GIF's first frame, TGA, JPEG 2000),
+in any mode: greyscale, bilevel, palette, 16-bit and alpha images all become 8-bit RGB (alpha is
+composited onto black, so that what is transparent does not depend on the encoder's hidden colours).
+Non-square images are fitted to the requested aspect ratio by a centre crop (default) or by padding
+(`fit="pad"`, which keeps the whole image), then resized.
 """
 
 from __future__ import annotations
@@ -20,9 +27,25 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from fedface_jax import errors
 from fedface_jax.data.faces import FaceArrays
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The formats a face tree may use; an extension is accepted only if this Pillow build can open it
+# (JPEG 2000 and AVIF need optional codecs). Anything else in an identity folder is counted as ignored.
+_CANDIDATE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".pgm", ".ppm", ".pbm",
+    ".pnm", ".tif", ".tiff", ".gif", ".tga", ".jp2", ".j2k", ".avif")
+
+
+def _openable_extensions() -> tuple[str, ...]:
+  Image.init()
+  registered = Image.registered_extensions()
+  return tuple(e for e in _CANDIDATE_EXTENSIONS if registered.get(e) in Image.OPEN)
+
+
+IMAGE_EXTENSIONS = _openable_extensions()
+FITS = ("crop", "pad")
+DEFAULT_FIT = "crop"
 # Corrupt files named in the stats (all are logged); keeps meta.json small on very noisy trees.
 _MAX_LISTED = 100
 
@@ -36,9 +59,13 @@ class FolderStats:
   num_images_kept: int = 0
   num_corrupt_skipped: int = 0
   num_empty_identities_dropped: int = 0
-  num_other_files_ignored: int = 0
+  num_other_files_ignored: int = 0  # In identity folders, without an accepted extension.
+  num_root_files_ignored: int = 0  # Directly under the root, where no identity can be read.
   corrupt_files: list[str] = dataclasses.field(default_factory=list)
   empty_identities: list[str] = dataclasses.field(default_factory=list)
+  # The first ignored files (root-level and unaccepted extensions), so that a tree of an
+  # unexpected layout or format can be recognised from the error or meta.json.
+  ignored_files: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def num_identities_kept(self) -> int:
@@ -48,6 +75,7 @@ class FolderStats:
     d = dataclasses.asdict(self)
     d["corrupt_files"] = d["corrupt_files"][:_MAX_LISTED]
     d["empty_identities"] = d["empty_identities"][:_MAX_LISTED]
+    d["ignored_files"] = d["ignored_files"][:_MAX_LISTED]
     d["num_identities_kept"] = self.num_identities_kept
     return d
 
@@ -61,21 +89,35 @@ def _is_image(name: str) -> bool:
   return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _accepted() -> str:
+  return " ".join(IMAGE_EXTENSIONS)
+
+
+def _ignore(stats: FolderStats, rel: str):
+  if len(stats.ignored_files) < _MAX_LISTED:
+    stats.ignored_files.append(rel)
+
+
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, list[str]]], FolderStats]:
   """Lists `(identity, [image file names])` under `root`, both sorted, without decoding anything.
 
   Identity folders with no image files are included here (with an empty list); hidden entries are
-  ignored. Files directly under `root` and non-image files are counted in `num_other_files_ignored`.
+  ignored. Files directly under `root` are counted in `num_root_files_ignored` (and logged), files
+  without an accepted extension in `num_other_files_ignored`; the first of both are listed.
 
   Raises:
-    FileNotFoundError: `root` does not exist or is not a directory.
-    ValueError: `root` contains no identity folders.
+    errors.MissingInputError (a FileNotFoundError): `root` does not exist or is not a directory.
+    errors.DataError (a ValueError): `root` contains no identity folders.
   """
   root = pathlib.Path(root).expanduser()
   if not root.exists():
-    raise FileNotFoundError(f"image folder root does not exist: {root}")
+    raise errors.MissingInputError(
+        f"image folder root does not exist: {root}; set data.root to a <root>/<identity>/<image> "
+        "folder")
   if not root.is_dir():
-    raise FileNotFoundError(f"image folder root is not a directory: {root}")
+    raise errors.MissingInputError(
+        f"image folder root is not a directory: {root}; set data.root to a "
+        "<root>/<identity>/<image> folder")
   stats = FolderStats()
   listing = []
   with os.scandir(root) as entries:
@@ -84,20 +126,37 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, list[str
     if entry.name.startswith("."):
       continue
     if not entry.is_dir():
-      stats.num_other_files_ignored += 1
+      stats.num_root_files_ignored += 1
+      _ignore(stats, entry.name)
       continue
     with os.scandir(entry.path) as files:
-      names = sorted(f.name for f in files if f.is_file())
+      names = sorted(f.name for f in files if f.is_file() and not f.name.startswith("."))
     images = [n for n in names if _is_image(n)]
-    stats.num_other_files_ignored += len(names) - len(images)
+    for name in names:
+      if not _is_image(name):
+        stats.num_other_files_ignored += 1
+        _ignore(stats, f"{entry.name}/{name}")
     stats.num_image_files += len(images)
     listing.append((entry.name, images))
   stats.num_identity_dirs = len(listing)
   if not listing:
-    raise ValueError(
-        f"no identity folders under {root}: expected <root>/<identity>/<image> with extensions "
-        f"{', '.join(IMAGE_EXTENSIONS)}")
+    raise errors.DataError(
+        f"no identity folders under {root} (saw {_seen(stats)}): expected "
+        f"<root>/<identity>/<image>, one folder per identity; accepted extensions: {_accepted()}")
+  if stats.num_root_files_ignored:
+    logging.warning("ignoring %d files directly under %s (e.g. %s): images must be in "
+                    "<root>/<identity>/ folders", stats.num_root_files_ignored, root,
+                    ", ".join(stats.ignored_files[:3]))
   return listing, stats
+
+
+def _seen(stats: FolderStats, limit: int = 5) -> str:
+  """`"3 files: a.txt, b/c.xyz, ..."`: what a scan found but did not use, for an error message."""
+  n = stats.num_root_files_ignored + stats.num_other_files_ignored
+  if not n:
+    return "no files"
+  more = ", ..." if n > limit else ""
+  return f"{n} other file{'s' if n > 1 else ''}: {', '.join(stats.ignored_files[:limit])}{more}"
 
 
 def folder_fingerprint(root: str | os.PathLike) -> str:
@@ -112,23 +171,46 @@ def folder_fingerprint(root: str | os.PathLike) -> str:
   return h.hexdigest()[:16]
 
 
-def decode_image(path: str | os.PathLike, image_size: tuple[int, int]) -> np.ndarray:
+def _to_rgb(im: Image.Image) -> Image.Image:
+  """Any Pillow mode -> 8-bit RGB, without the silent saturation of `convert` on 16-bit images."""
+  if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+    # 16-bit PGM/PNG/TIFF: Pillow scales PGM maxval to 16 bits; `convert("L")` would clip to 255.
+    scale = 1.0 if im.mode == "F" else 255.0 / 65535.0
+    grey = np.clip(np.rint(np.asarray(im, np.float64) * scale), 0, 255).astype(np.uint8)
+    im = Image.fromarray(grey)
+  if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+      im.mode == "P" and "transparency" in im.info):
+    rgba = im.convert("RGBA")
+    im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+  return im.convert("RGB")
+
+
+def decode_image(path: str | os.PathLike, image_size: tuple[int, int],
+                 fit: str = DEFAULT_FIT) -> np.ndarray:
   """Decodes one image to uint8 `[H, W, 3]` RGB at `image_size = (H, W)`.
 
-  EXIF orientation is applied; the image is centre-cropped to the requested aspect ratio first (e.g.
-  112x112 faces -> 112x96), then resized with a Lanczos filter. JPEGs are decoded at a reduced DCT
-  scale when that is still at least the target size, which is much faster for downsizing.
+  EXIF orientation is applied and any mode becomes RGB (see the module docstring). `fit="crop"`
+  centre-crops to the requested aspect ratio (e.g. 112x112 faces -> 112x96), `fit="pad"` pads the
+  shorter side with black instead; then the image is resized with a Lanczos filter. JPEGs are decoded
+  at a reduced DCT scale when that is still at least the target size, much faster for downsizing.
+  Multi-frame files (GIF, TIFF, WebP) give their first frame.
 
   Raises:
+    ValueError: `fit` is not one of `FITS`.
     OSError / ValueError / SyntaxError / Image.DecompressionBombError for unreadable files.
   """
+  if fit not in FITS:
+    raise ValueError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
   h, w = image_size
   with Image.open(path) as im:
     im.draft("RGB", (w, h))
     im.load()
-    im = ImageOps.exif_transpose(im)
-    im = im.convert("RGB")
-    im = ImageOps.fit(im, (w, h), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    im = _to_rgb(ImageOps.exif_transpose(im))
+    if fit == "crop":
+      im = ImageOps.fit(im, (w, h), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    else:
+      im = ImageOps.pad(im, (w, h), method=Image.Resampling.LANCZOS, color=(0, 0, 0),
+                        centering=(0.5, 0.5))
     out = np.asarray(im, dtype=np.uint8)
   if out.shape != (h, w, 3):
     raise ValueError(f"decoded shape {out.shape} != {(h, w, 3)}")
@@ -140,26 +222,35 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError
 
 def iter_image_folder(
     root: str | os.PathLike, image_size: tuple[int, int], stats: FolderStats | None = None,
+    fit: str = DEFAULT_FIT,
 ) -> Iterator[tuple[int, str, str, np.ndarray]]:
   """Yields `(label, identity, relative path, uint8 [H, W, 3])` for every readable image.
 
   Identities are decoded one at a time, so labels stay dense over the identities that keep at least
   one image, while memory stays bounded by one identity. `stats` (if given) is filled in as it goes
   and is complete once the iterator is exhausted.
+
+  Raises:
+    ValueError: no image could be decoded; the message names the accepted extensions and the first
+      files it saw.
   """
+  if fit not in FITS:
+    raise ValueError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
   root = pathlib.Path(root).expanduser()
   listing, scan = scan_image_folder(root)
   stats = stats if stats is not None else FolderStats()
   stats.num_identity_dirs = scan.num_identity_dirs
   stats.num_image_files = scan.num_image_files
   stats.num_other_files_ignored = scan.num_other_files_ignored
+  stats.num_root_files_ignored = scan.num_root_files_ignored
+  stats.ignored_files = list(scan.ignored_files)
   label = 0
   for identity, names in listing:
     decoded = []
     for name in names:
       rel = f"{identity}/{name}"
       try:
-        decoded.append((rel, decode_image(root / identity / name, image_size)))
+        decoded.append((rel, decode_image(root / identity / name, image_size, fit)))
       except _DECODE_ERRORS as e:
         stats.num_corrupt_skipped += 1
         stats.corrupt_files.append(rel)
@@ -179,15 +270,22 @@ def iter_image_folder(
         "identities without images", root, stats.num_images_kept, stats.num_identities_kept,
         stats.num_corrupt_skipped, stats.num_empty_identities_dropped)
   if stats.num_images_kept == 0:
-    raise ValueError(f"no readable images under {root}")
+    if stats.num_image_files:
+      found = (f"all {stats.num_image_files} files with an accepted extension were unreadable "
+               f"(e.g. {', '.join(stats.corrupt_files[:5])}); ")
+    else:
+      found = "no file has an accepted extension; "
+    raise errors.DataError(
+        f"no readable images under {root}: {found}saw {_seen(stats)}; accepted extensions: "
+        f"{_accepted()}")
 
 
-def load_image_folder(root: str | os.PathLike,
-                      image_size: tuple[int, int]) -> tuple[FaceArrays, FolderStats]:
+def load_image_folder(root: str | os.PathLike, image_size: tuple[int, int],
+                      fit: str = DEFAULT_FIT) -> tuple[FaceArrays, FolderStats]:
   """Decodes a whole tree into memory (small trees, tests); `load_faces` goes through the cache."""
   stats = FolderStats()
   images, labels, names = [], [], []
-  for label, identity, _, image in iter_image_folder(root, image_size, stats):
+  for label, identity, _, image in iter_image_folder(root, image_size, stats, fit):
     if label == len(names):
       names.append(identity)
     images.append(image)

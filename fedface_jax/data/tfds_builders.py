@@ -41,6 +41,18 @@ class _DropCustomConfigWarning(logging.Filter):
 logging.getLogger("absl").addFilter(_DropCustomConfigWarning())
 
 
+class _LocalPreparation:
+  """TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout for every build;
+  these builders download nothing, so the two messages become log lines that say what happens."""
+
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing %s from local data (nothing is downloaded) in %s", self.name,
+                 self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("prepared %s in %s", self.name, self.data_dir)
+
+
 def _float_token(x: float) -> str:
   """`1.25 -> '1p25'`: a float that is safe in a directory name."""
   return f"{float(x):g}".replace("-", "m").replace(".", "p").replace("+", "")
@@ -90,7 +102,7 @@ def _features(height: int, width: int) -> tfds.features.FeaturesDict:
   })
 
 
-class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
+class SyntheticFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered faces (`fedface_jax.data.synthetic_faces`); no download."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -150,22 +162,32 @@ class ImageFolderFacesConfig(tfds.core.BuilderConfig):
   with the same basename, or two sizes of one folder, never share a directory.
   """
 
-  def __init__(self, *, root: str | os.PathLike, image_height: int, image_width: int):
+  def __init__(self, *, root: str | os.PathLike, image_height: int, image_width: int,
+               fit: str = image_folder.DEFAULT_FIT):
     if min(image_height, image_width) < 8:
       raise ValueError(f"image size must be at least 8x8, got {image_height}x{image_width}")
+    if fit not in image_folder.FITS:
+      raise ValueError(f"data.fit={fit!r}: expected one of {', '.join(image_folder.FITS)}")
     root = str(pathlib.Path(root).expanduser().resolve())
     digest = hashlib.sha256(root.encode()).hexdigest()[:8]
-    name = f"{_sanitize(os.path.basename(root))}_{digest}_{image_height}x{image_width}"
-    super().__init__(name=name, description=f"{root} at {image_height}x{image_width}")
+    # The default fit leaves name and dict as they were before `fit` existed: prepared datasets
+    # and caches stay valid.
+    suffix = "" if fit == image_folder.DEFAULT_FIT else f"_{fit}"
+    name = f"{_sanitize(os.path.basename(root))}_{digest}_{image_height}x{image_width}{suffix}"
+    super().__init__(name=name, description=f"{root} at {image_height}x{image_width}{suffix}")
     self.root = root
     self.image_height = int(image_height)
     self.image_width = int(image_width)
+    self.fit = fit
 
   def to_dict(self) -> dict:
-    return dict(root=self.root, image_height=self.image_height, image_width=self.image_width)
+    d = dict(root=self.root, image_height=self.image_height, image_width=self.image_width)
+    if self.fit != image_folder.DEFAULT_FIT:
+      d["fit"] = self.fit
+    return d
 
 
-class ImageFolderFaces(tfds.core.GeneratorBasedBuilder):
+class ImageFolderFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
   """Faces from an identity-folder tree, decoded and resized once at preparation time."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -203,7 +225,7 @@ class ImageFolderFaces(tfds.core.GeneratorBasedBuilder):
     fingerprint = image_folder.folder_fingerprint(cfg.root)
     stats = image_folder.FolderStats()
     for label, identity, rel, image in image_folder.iter_image_folder(
-        cfg.root, (cfg.image_height, cfg.image_width), stats):
+        cfg.root, (cfg.image_height, cfg.image_width), stats, cfg.fit):
       yield rel, {"image": image, "label": label, "identity": identity, "image_id": rel}
     self.info.metadata["stats"] = stats.to_dict()
     self.info.metadata["fingerprint"] = fingerprint

@@ -29,6 +29,7 @@ import ml_collections as mlc
 import numpy as np
 
 from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import errors
 from fedface_jax import metrics_io
 from fedface_jax import models
 from fedface_jax import progress as progress_lib
@@ -50,7 +51,7 @@ def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
   with ckpt_lib.Checkpointer(backbone_dir) as ck:
     step, params = ck.restore_latest(abstract)
   if params is None:
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"no pretrained backbone in {backbone_dir}; run launch.pretrain first")
   logging.info("Loaded theta_0 from %s (step %d)", backbone_dir, step)
   return params
@@ -160,6 +161,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
     if metrics["clients_excluded"]:
       logging.warning("Round %d: excluded %d client updates with NaN/Inf", r + 1,
                       int(metrics["clients_excluded"]))
+    if not metrics["clients_valid"]:
+      logging.warning("Round %d: no usable client update; the model is unchanged", r + 1)
     writer.write(r + 1, {f"train/{k}": v for k, v in metrics.items()})
     bar.update(1)
     bar.set_postfix(loss=f"{metrics['client_loss_last']:.3f}",

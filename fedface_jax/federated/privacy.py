@@ -54,7 +54,9 @@ def _event(noise_multiplier: float, sampling_rate: float, rounds: int,
     if not num_clients:
       raise ValueError("accounting='wor' needs num_clients")
     sample = max(1, round(sampling_rate * num_clients))
-    step = dp_event.SampledWithoutReplacementDpEvent(num_clients, sample, gauss)
+    # Replace-one moves the clipped sum by up to 2 S: the noise is z / 2 of that sensitivity.
+    step = dp_event.SampledWithoutReplacementDpEvent(
+        num_clients, sample, dp_event.GaussianDpEvent(noise_multiplier / 2))
   else:
     step = dp_event.PoissonSampledDpEvent(sampling_rate, gauss)
   return dp_event.SelfComposedDpEvent(step, rounds)

@@ -295,7 +295,9 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     if uploads_row:   # FedAwS / re-estimated rows: clients upload their new rows.
       table = _scatter_rows(table, client_ids, new_rows, valid, mesh)
 
-    table, sp_before, table_stats = spreadout(table, client_ids, real)
+    spread_table, sp_before, table_stats = spreadout(table, client_ids, real)
+    # A round without one usable client update leaves the whole model as it was, table included.
+    table = jnp.where(any_valid, spread_table, table)
     new_state = dict(state, params=new_params, table=table, server_opt=server_opt,
                      round=state["round"] + 1)
     n_valid = valid.sum()

@@ -25,6 +25,7 @@ import optax
 
 from fedface_jax import checkpoint as ckpt_lib
 from fedface_jax import config_utils
+from fedface_jax import errors
 from fedface_jax import data as data_lib
 from fedface_jax import metrics_io
 from fedface_jax import models
@@ -168,7 +169,9 @@ def restore_or_init(setup: Setup, checkpointer, config):
     with ckpt_lib.Checkpointer(config.init_backbone) as ck:
       _, params = ck.restore_latest(abstract)
     if params is None:
-      raise FileNotFoundError(f"no backbone checkpoint in {config.init_backbone}")
+      raise errors.MissingInputError(
+          f"no backbone checkpoint in init_backbone={config.init_backbone}; give the workdir of a "
+          "finished launch.pretrain run, or '' to start from random weights")
     state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
   head = config.get("init_head", "random")
   if head == "mean_feature":
