@@ -95,5 +95,26 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
   ))
 
 
+# The run arguments of a FedFace study config (`launch.fedface_study`), with their defaults.
+STUDY_ARGS = dict(method="fedface", class_embedding="frozen", public_negatives=0,
+                  reduction="row_sum", server_momentum=0.0, server_lr=1.0, seed=0,
+                  train_split="pretrain")
+
+
+def apply_study_args(federated, arg):
+  """Sets the study's per-run choices on a `federated_section` (method is set by its caller)."""
+  federated.class_embedding = arg.class_embedding
+  federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
+  federated.spreadout.reduction = arg.reduction
+  # FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg.
+  if float(arg.server_momentum):
+    federated.server.optimizer = mlc.ConfigDict(dict(
+        name="momentum", learning_rate=float(arg.server_lr),
+        momentum=float(arg.server_momentum), schedule="constant"))
+  else:
+    federated.server.optimizer.learning_rate = float(arg.server_lr)
+  return federated
+
+
 def mesh(data=-1, classes=1):
   return mlc.ConfigDict(dict(data=data, classes=classes))

@@ -24,9 +24,7 @@ from fedface_jax import config_utils
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
-      arg, variant="study", method="fedface", class_embedding="frozen", public_negatives=0,
-      reduction="row_sum", server_momentum=0.0, server_lr=1.0, seed=0, train_split="pretrain",
-      pretrained="runs/study_celeba/pretrain",
+      arg, variant="study", pretrained="runs/study_celeba/pretrain", **common.STUDY_ARGS,
       root=os.path.normpath(pretrain_celeba.DEFAULT_ROOT))
   if arg.variant != "study":
     raise ValueError(f"unknown variant {arg.variant!r}; valid: study")
@@ -46,14 +44,6 @@ def get_config(arg=None):
   config.federated = common.federated_section(
       method=arg.method, num_rounds=12, clients_per_round=20, embedding_dim=128,
       local_steps=2, batch_size=16, client_lr=0.03, clients_per_chunk=5, seed=int(arg.seed))
-  config.federated.class_embedding = arg.class_embedding
-  config.federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
-  config.federated.spreadout.reduction = arg.reduction
-  if float(arg.server_momentum):   # FedAvgM; 0 = plain FedAvg
-    config.federated.server.optimizer = mlc.ConfigDict(dict(
-        name="momentum", learning_rate=float(arg.server_lr),
-        momentum=float(arg.server_momentum), schedule="constant"))
-  else:
-    config.federated.server.optimizer.learning_rate = float(arg.server_lr)
+  common.apply_study_args(config.federated, arg)
   config.fault_injection = dict(nan_client_ids=())
   return config

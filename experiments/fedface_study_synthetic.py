@@ -25,9 +25,7 @@ import ml_collections as mlc
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
-      arg, variant="study", method="fedface", class_embedding="frozen", public_negatives=0,
-      reduction="row_sum", server_momentum=0.0, server_lr=1.0, seed=0, train_split="pretrain",
-      pretrained="runs/study/pretrain")
+      arg, variant="study", pretrained="runs/study/pretrain", **common.STUDY_ARGS)
   config = mlc.ConfigDict()
   config.seed = 0
   config.data = common.synthetic_data(num_identities=1600, images_per_identity=20,
@@ -45,16 +43,7 @@ def get_config(arg=None):
   config.federated = common.federated_section(
       method=arg.method, num_rounds=40, clients_per_round=50, embedding_dim=128,
       local_steps=5, batch_size=16, client_lr=0.03, clients_per_chunk=5, seed=int(arg.seed))
-  config.federated.class_embedding = arg.class_embedding
-  config.federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
-  config.federated.spreadout.reduction = arg.reduction
-  # FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg.
-  if float(arg.server_momentum):
-    config.federated.server.optimizer = mlc.ConfigDict(dict(
-        name="momentum", learning_rate=float(arg.server_lr),
-        momentum=float(arg.server_momentum), schedule="constant"))
-  else:
-    config.federated.server.optimizer.learning_rate = float(arg.server_lr)
+  common.apply_study_args(config.federated, arg)
   config.fault_injection = dict(nan_client_ids=())
   if arg.variant == "tiny":   # tests: the same study in seconds
     config.data = common.synthetic_data(num_identities=30, images_per_identity=4,
