@@ -6,6 +6,7 @@ plain-SGD client updates.
 """
 
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +154,22 @@ def test_write_reference(tmp_path):
   assert wl.Workload.from_json(str(ref["workload"])) == w
   for name in wl.PARAM_NAMES:
     assert ref[f"init/{name}"].shape == ref[f"round1/{name}"].shape
+
+
+def test_peer_generators_give_the_library_bytes(tmp_path, monkeypatch):
+  """scripts/peers/_common.py re-implements the data and init in NumPy for the peers' venvs."""
+  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts" / "peers"))
+  import _common  # pylint: disable=g-import-not-at-top
+  w = _tiny(model="bench_cnn_large")
+  path = tmp_path / "w.json"
+  w.save(path)
+  peer_w = _common.load_workload(str(path))
+  images, class_emb = _common.synthetic_client_data(peer_w)
+  ours = wl.synthetic_client_data(w)
+  np.testing.assert_array_equal(images, np.asarray(ours.images))
+  np.testing.assert_allclose(class_emb, np.asarray(ours.class_embeddings), rtol=0, atol=1e-7)
+  peer_init, ours_init = _common.init_flat_params(peer_w), wl.init_flat_params(w)
+  assert sorted(peer_init) == sorted(ours_init)
+  for name, value in ours_init.items():
+    np.testing.assert_array_equal(peer_init[name], value)
+  assert _common.max_diff(peer_init, ours_init) == (0.0, 0.0)

@@ -20,7 +20,6 @@ Prints one JSON line on stdout (see scripts/peers/README.md).
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -32,77 +31,16 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-# ---- Workload and data (kept in sync with fedface_jax/benchmark/workload.py) ----------------
-BENCH_MODELS = {"bench_cnn_small": (16, 32, 64), "bench_cnn_large": (32, 64, 128)}
-POSITIVE_MARGIN = 0.9
-NORM_EPS = 1e-12
-PARAM_NAMES = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel",
-               "conv3/bias", "embed/kernel")
-WORKLOAD_FIELDS = ("num_clients", "images_per_client", "image_size", "local_steps", "batch_size",
-                   "model", "embedding_dim", "lr", "seed")
-
-
-def load_workload(path):
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"workload file not found: {path}")
-  with open(path) as f:
-    w = json.load(f)
-  missing = [k for k in WORKLOAD_FIELDS if k not in w]
-  unknown = sorted(set(w) - set(WORKLOAD_FIELDS))
-  if missing or unknown:
-    raise ValueError(f"bad workload {path}: missing {missing}, unknown {unknown}")
-  if w["model"] not in BENCH_MODELS:
-    raise ValueError(f"unknown model {w['model']!r}")
-  w["image_size"] = tuple(w["image_size"])
-  return w
-
-
-def synthetic_client_data(w):
-  """Same bytes as workload.synthetic_client_data (raw PCG64 stream)."""
-  h, wd = w["image_size"]
-  shape = (w["num_clients"], w["images_per_client"], h, wd, 3)
-  n_bytes = int(np.prod(shape))
-  bits = np.random.PCG64(w["seed"])
-  raw = bits.random_raw((n_bytes + 7) // 8).astype("<u8")
-  images = raw.view(np.uint8)[:n_bytes].reshape(shape).copy()
-  raw_e = bits.random_raw(w["num_clients"] * w["embedding_dim"])
-  e = 2.0 * (raw_e >> np.uint64(11)).astype(np.float64) * 2.0**-53 - 1.0
-  e = e.reshape(w["num_clients"], w["embedding_dim"])
-  e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), NORM_EPS)
-  return images, e.astype(np.float32)
-
-
-def _truncated_normal_np(bits, n):
-  out = np.empty((0,), np.float64)
-  while out.size < n:
-    pairs = (n - out.size) // 2 + 64
-    u = ((bits.random_raw(2 * pairs) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
-    u = u.reshape(pairs, 2)
-    r = np.sqrt(-2.0 * np.log(u[:, 0]))
-    z = np.stack([r * np.cos(2.0 * np.pi * u[:, 1]), r * np.sin(2.0 * np.pi * u[:, 1])], 1)
-    z = z.reshape(-1)
-    out = np.concatenate([out, z[np.abs(z) <= 2.0]])
-  return out[:n]
-
-
-def init_flat_params(w):
-  """Same numbers as workload.init_flat_params (LeCun-normal kernels, zero biases)."""
-  c1, c2, c3 = BENCH_MODELS[w["model"]]
-  shapes = {"conv1/kernel": (3, 3, 3, c1), "conv1/bias": (c1,),
-            "conv2/kernel": (3, 3, c1, c2), "conv2/bias": (c2,),
-            "conv3/kernel": (3, 3, c2, c3), "conv3/bias": (c3,),
-            "embed/kernel": (c3, w["embedding_dim"])}
-  flat = {}
-  for i, name in enumerate(PARAM_NAMES):
-    shape = shapes[name]
-    if name.endswith("/bias"):
-      flat[name] = np.zeros(shape, np.float32)
-      continue
-    stddev = math.sqrt(1.0 / int(np.prod(shape[:-1]))) / 0.87962566103423978
-    bits = np.random.PCG64(np.random.SeedSequence([w["seed"], i]))
-    flat[name] = (_truncated_normal_np(bits, int(np.prod(shape))) * stddev).astype(
-        np.float32).reshape(shape)
-  return flat
+# ---- Workload and data: scripts/peers/_common.py ----------------------------------------------
+from _common import BENCH_MODELS  # pylint: disable=g-import-not-at-top
+from _common import check_reference  # pylint: disable=g-import-not-at-top
+from _common import init_flat_params  # pylint: disable=g-import-not-at-top
+from _common import load_workload  # pylint: disable=g-import-not-at-top
+from _common import max_diff  # pylint: disable=g-import-not-at-top
+from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
+from _common import PARAM_NAMES  # pylint: disable=g-import-not-at-top
+from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
+from _common import synthetic_client_data  # pylint: disable=g-import-not-at-top
 
 
 # ---- FedJAX / Haiku --------------------------------------------------------------------------
@@ -165,12 +103,6 @@ def make_grad_fn(w, forward):
   return lambda params, batch, rng: grad(params, batch)
 
 
-def _max_diff(flat_a, flat_b):
-  abs_d = max(float(np.max(np.abs(flat_a[k] - flat_b[k]))) for k in PARAM_NAMES)
-  scale = max(float(np.max(np.abs(flat_b[k]))) for k in PARAM_NAMES)
-  return abs_d, abs_d / max(scale, 1e-30)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workload", required=True, help="workload JSON (Workload.save)")
@@ -193,13 +125,7 @@ def main(argv=None):
     if not os.path.isfile(args.reference):
       raise FileNotFoundError(f"reference not found: {args.reference}")
     ref = np.load(args.reference)
-    ref_w = json.loads(str(ref["workload"]))
-    ref_w["image_size"] = tuple(ref_w["image_size"])
-    if ref_w != w:
-      raise ValueError(f"reference workload {ref_w} != --workload {w}")
-    ref_init = {k: ref[f"init/{k}"] for k in PARAM_NAMES}
-    check = {"init_max_abs_diff": _max_diff(flat0, ref_init)[0]}
-    flat0 = ref_init
+    flat0, check = check_reference(ref, w, flat0)
 
   fedjax.set_for_each_client_backend(args.backend)
   forward = make_forward(w)
@@ -231,7 +157,7 @@ def main(argv=None):
   first_round_s = time.perf_counter() - t0
   if ref is not None:
     ref1 = {k: ref[f"round1/{k}"] for k in PARAM_NAMES}
-    abs_d, rel_d = _max_diff(haiku_to_flat(state.params), ref1)
+    abs_d, rel_d = max_diff(haiku_to_flat(state.params), ref1)
     check.update(round1_max_abs_diff=abs_d, round1_max_rel_diff=rel_d,
                  ok=bool(rel_d < 1e-4 and check["init_max_abs_diff"] == 0.0))
 
