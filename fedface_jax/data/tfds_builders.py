@@ -102,7 +102,38 @@ def _features(height: int, width: int) -> tfds.features.FeaturesDict:
   })
 
 
-class SyntheticFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
+class _FacesBuilder(_LocalPreparation, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What both face builders share: a run-time config, raw uint8 features, one local `train` split."""
+
+  BUILDER_CONFIGS = []  # Run-time configs only: builder_kwargs={'config': <CONFIG_CLASS>(...)}.
+  CONFIG_CLASS: type[tfds.core.BuilderConfig]
+  # Set explicitly: TFDS infers them through importlib.resources, which fails when the package is
+  # imported as a namespace package (as some editable installs do).
+  pkg_dir_path = epath.Path(__file__).parent
+  code_path = epath.Path(__file__)
+
+  def _description(self, cfg) -> str:
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    if cfg is None:
+      raise ValueError(f"{self.name} needs a {self.CONFIG_CLASS.__name__} "
+                       "(builder_kwargs={'config': ...})")
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self._description(cfg),
+        features=_features(cfg.image_height, cfg.image_width),
+        supervised_keys=("image", "label"),
+        metadata=tfds.core.MetadataDict(config=cfg.to_dict()),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Local data only: nothing to download.
+    return {"train": self._generate_examples()}
+
+
+class SyntheticFaces(_FacesBuilder):
   """Procedurally rendered faces (`fedface_jax.data.synthetic_faces`); no download."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -110,30 +141,12 @@ class SyntheticFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
       "1.0.0": "Initial release (renderer v1: ellipsoid head, hair styles, glasses, beard; pose, "
                "light, expression, occlusion, blur, noise and clutter nuisance).",
   }
-  BUILDER_CONFIGS = []  # Run-time configs only: builder_kwargs={'config': SyntheticFacesConfig()}.
-  # Set explicitly: TFDS infers them through importlib.resources, which fails when the package is
-  # imported as a namespace package (as some editable installs do).
-  pkg_dir_path = epath.Path(__file__).parent
-  code_path = epath.Path(__file__)
+  CONFIG_CLASS = SyntheticFacesConfig
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    if cfg is None:
-      raise ValueError(
-          f"{SYNTHETIC_FACES} needs a SyntheticFacesConfig (builder_kwargs={{'config': ...}})")
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=("Procedurally rendered faces: identity = latent parameters, every image adds "
-                     "pose, light, expression, occlusion, blur, noise and background nuisance. "
-                     + (cfg.description or "")),
-        features=_features(cfg.image_height, cfg.image_width),
-        supervised_keys=("image", "label"),
-        metadata=tfds.core.MetadataDict(config=cfg.to_dict()),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {"train": self._generate_examples()}
+  def _description(self, cfg) -> str:
+    return ("Procedurally rendered faces: identity = latent parameters, every image adds "
+            "pose, light, expression, occlusion, blur, noise and background nuisance. "
+            + (cfg.description or ""))
 
   def _generate_examples(self):
     cfg = self.builder_config
@@ -187,7 +200,7 @@ class ImageFolderFacesConfig(tfds.core.BuilderConfig):
     return d
 
 
-class ImageFolderFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
+class ImageFolderFaces(_FacesBuilder):
   """Faces from an identity-folder tree, decoded and resized once at preparation time."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -195,29 +208,10 @@ class ImageFolderFaces(_LocalPreparation, tfds.core.GeneratorBasedBuilder):
       "1.0.0": "Initial release: Pillow decode, EXIF transpose, centre crop to aspect, Lanczos "
                "resize; unreadable files skipped and counted; identities without images dropped.",
   }
-  BUILDER_CONFIGS = []
-  # Set explicitly: TFDS infers them through importlib.resources, which fails when the package is
-  # imported as a namespace package (as some editable installs do).
-  pkg_dir_path = epath.Path(__file__).parent
-  code_path = epath.Path(__file__)
+  CONFIG_CLASS = ImageFolderFacesConfig
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    if cfg is None:
-      raise ValueError(
-          f"{IMAGE_FOLDER_FACES} needs an ImageFolderFacesConfig "
-          "(builder_kwargs={'config': ...})")
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=f"Face images from the identity folders under {cfg.root}.",
-        features=_features(cfg.image_height, cfg.image_width),
-        supervised_keys=("image", "label"),
-        metadata=tfds.core.MetadataDict(config=cfg.to_dict()),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
-    return {"train": self._generate_examples()}
+  def _description(self, cfg) -> str:
+    return f"Face images from the identity folders under {cfg.root}."
 
   def _generate_examples(self):
     cfg = self.builder_config
