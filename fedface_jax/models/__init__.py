@@ -17,6 +17,9 @@ import numpy as np
 from fedface_jax.models.common import l2_normalize
 from fedface_jax.models.common import preprocess
 from fedface_jax.models.common import PReLU
+from fedface_jax.models.dlib_resnet import DLIB_INPUT_SHAPE
+from fedface_jax.models.dlib_resnet import DlibResNet
+from fedface_jax.models.dlib_resnet import load_dlib_resnet
 from fedface_jax.models.iresnet import IResNet
 from fedface_jax.models.iresnet import IResNet50
 from fedface_jax.models.iresnet import IRESNET_INPUT_SHAPE
@@ -31,6 +34,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "sphere20": Sphere20,
     "sphere64": Sphere64,
     "iresnet50": IResNet50,
+    "dlib_resnet": DlibResNet,
 }
 
 # The input (H, W, C) each model was designed for; resnet_small is meant for the 64x64 demo faces.
@@ -39,6 +43,7 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "sphere20": SPHERE_INPUT_SHAPE,
     "sphere64": SPHERE_INPUT_SHAPE,
     "iresnet50": IRESNET_INPUT_SHAPE,
+    "dlib_resnet": DLIB_INPUT_SHAPE,
 }
 
 
@@ -65,7 +70,9 @@ def create_model(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
   """Builds a registered model.
 
   Args:
-    name: one of `model_names()`: "resnet_small", "sphere20", "sphere64", "iresnet50".
+    name: one of `model_names()`: "resnet_small", "sphere20", "sphere64", "iresnet50",
+      "dlib_resnet" (dlib's face ResNet architecture, randomly initialised here; its pretrained
+      weights come from `load_dlib_resnet`).
     embedding_dim: output dimension D.
     **kwargs: module attributes, e.g. `width_multiplier=0.25`, `dtype=jnp.bfloat16`,
       `norm="group"` (iResNet), `widths=(16, 32, 64, 128)` (resnet_small).
@@ -113,6 +120,7 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     "DEFAULT_INPUT_SHAPES",
+    "DlibResNet",
     "IResNet",
     "IResNet50",
     "PReLU",
@@ -125,6 +133,7 @@ __all__ = [
     "init_params",
     "init_variables",
     "l2_normalize",
+    "load_dlib_resnet",
     "model_names",
     "preprocess",
     "register_model",
