@@ -222,3 +222,57 @@ def test_descriptors_equal_dlib(loaded, model_path, celeba_root):
   got_unit = np.asarray(jax.jit(unit.apply)({"params": params}, preprocess(chips[:4])))
   np.testing.assert_allclose(got_unit, want[:4] / np.linalg.norm(want[:4], axis=1,
                                                                  keepdims=True), atol=1e-5)
+
+
+def test_load_pretrained_params_checks_the_model(model_path):
+  del model_path  # only needs the package installed
+  params = models.load_pretrained_params("dlib", models.create_model("dlib_resnet", 128))
+  assert models.count_params(params) == 5_614_592
+  with pytest.raises(ValueError, match="embedding_dim"):
+    models.load_pretrained_params("dlib", models.create_model("dlib_resnet", 512))
+  with pytest.raises(ValueError, match="needs model 'dlib_resnet'"):
+    models.load_pretrained_params("dlib", models.create_model("resnet_small", 128))
+  with pytest.raises(ValueError, match="unknown pretrained"):
+    models.load_pretrained_params("vggface", models.create_model("dlib_resnet", 128))
+
+
+_EVAL_CONFIG = '''
+import ml_collections as mlc
+from experiments import common
+
+def get_config():
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.data = common.synthetic_data(num_identities=6, images_per_identity=3, image_size=(150, 150))
+  c.data.data_dir = {data_dir!r}
+  c.splits = common.splits(pretrain=0, federated=0, evaluation=-1)
+  c.model = mlc.ConfigDict(dict(name="dlib_resnet", embedding_dim=128, kwargs={{}},
+                                pretrained="dlib"))
+  c.eval = common.evaluation(num_impostor_pairs=1000)
+  c.mesh = common.mesh()
+  return c
+'''
+
+
+@pytest.mark.slow
+def test_launch_evaluate_from_the_dlib_start_prints_cis(model_path, tmp_path):
+  """launch.evaluate with config.model.pretrained="dlib": no backbone in the workdir needed."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  del model_path
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  config = tmp_path / "eval_dlib_tiny.py"
+  config.write_text(_EVAL_CONFIG.format(data_dir=str(tmp_path / "data")))
+  env = dict(os.environ, PYTHONPATH=str(repo), JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--config={config}",
+       f"--workdir={tmp_path / 'w'}", "--num_resamples=50"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "| evaluation identities |" in out.stdout
+  for metric in ("tar@1e-3", "tar@1e-2", "auc"):
+    assert f"{metric}: " in out.stdout and "[" in out.stdout.split(f"{metric}: ")[1]
+  assert "bootstrap over 6 identities, 50 resamples" in out.stdout
+  assert not (tmp_path / "w" / "backbone").exists()

@@ -47,6 +47,48 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 
 
+# Published weights a config can start from (`config.model.pretrained`), by name. Each entry maps
+# to the registry model it fits and a loader returning `(module, params)`.
+PRETRAINED: dict[str, tuple[str, Callable[..., tuple[nn.Module, Any]]]] = {
+    "dlib": ("dlib_resnet", load_dlib_resnet),
+}
+
+
+def _same_attribute(a: Any, b: Any) -> bool:
+  """Equal, with numbers compared as float32 (a file's float32 constants vs Python defaults)."""
+  try:
+    return np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  except (TypeError, ValueError):
+    return a == b
+
+
+def load_pretrained_params(pretrained: str, model: nn.Module) -> Any:
+  """Params of the published model `pretrained` (a `PRETRAINED` key) for `model`.
+
+  `model` is the config's module (`create_model(config.model...)`); it must be the registry model
+  the weights belong to with the same hyper-parameters, so that the params fit the module the
+  rest of the run uses (e.g. dlib: `dlib_resnet`, embedding_dim 128).
+
+  Raises:
+    ValueError: unknown name, or a model the weights do not fit.
+  """
+  if pretrained not in PRETRAINED:
+    raise ValueError(f"unknown pretrained model {pretrained!r}; valid: {sorted(PRETRAINED)}")
+  name, loader = PRETRAINED[pretrained]
+  module, params = loader()
+  wanted = _module_class(_REGISTRY[name])
+  if not isinstance(model, wanted):
+    raise ValueError(f"pretrained={pretrained!r} needs model {name!r}, got {type(model).__name__}")
+  mismatched = {f.name: (getattr(model, f.name), getattr(module, f.name))
+                for f in dataclasses.fields(module)
+                if f.name not in ("parent", "name", "normalize", "dtype")
+                and not _same_attribute(getattr(model, f.name), getattr(module, f.name))}
+  if mismatched:
+    raise ValueError(f"pretrained={pretrained!r}: model attributes (config, weights) differ: "
+                     f"{mismatched}")
+  return params
+
+
 def model_names() -> tuple[str, ...]:
   """Names accepted by `create_model`, sorted."""
   return tuple(sorted(_REGISTRY))
@@ -134,6 +176,7 @@ __all__ = [
     "init_variables",
     "l2_normalize",
     "load_dlib_resnet",
+    "load_pretrained_params",
     "model_names",
     "preprocess",
     "register_model",
