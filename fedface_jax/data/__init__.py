@@ -38,6 +38,10 @@ def default_data_config() -> mlc.ConfigDict:
   c.image_size = (64, 64)  # (H, W).
   c.seed = 0  # synthetic_faces: renderer seed.
   c.difficulty = 1.0  # synthetic_faces: nuisance strength.
+  c.align = "none"  # image_folder only: "none" | "dlib5" (dlib 5-point face chips; data/align.py).
+  c.align_padding = 0.25  # dlib5: get_face_chip padding (0.25: what dlib's face ResNet expects).
+  c.align_on_failure = "keep"  # dlib5, no face found: "keep" unaligned | "drop" the image.
+  c.align_upsample = 0  # dlib5: detector upsampling steps (1 finds faces ~40 px and smaller).
   c.data_dir = DEFAULT_DATA_DIR  # TFDS datasets and decoded caches.
   c.progress = True  # tqdm bar while building the cache.
   return c
@@ -95,7 +99,10 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
   data_dir = os.path.expanduser(field("data_dir"))
   h, w = _image_size(field("image_size"))
   progress = bool(field("progress"))
+  align = field("align")
   if name == "synthetic_faces":
+    if align != "none":
+      raise ValueError(f"align={align!r} applies to image_folder only, not synthetic_faces")
     config = tfds_builders.SyntheticFacesConfig(
         num_identities=int(field("num_identities")),
         images_per_identity=int(field("images_per_identity")), image_height=h, image_width=w,
@@ -111,8 +118,10 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
     # "crop" (default) or "pad" for non-square images.
     fit = (data_config.get("fit", None) if hasattr(data_config, "get")
            else getattr(data_config, "fit", None)) or image_folder.DEFAULT_FIT
-    config = tfds_builders.ImageFolderFacesConfig(root=root, image_height=h, image_width=w,
-                                                  fit=fit)
+    config = tfds_builders.ImageFolderFacesConfig(
+        root=root, image_height=h, image_width=w, fit=fit, align=align,
+        align_padding=float(field("align_padding")),
+        align_on_failure=field("align_on_failure"), align_upsample=int(field("align_upsample")))
     builder_cls = tfds_builders.ImageFolderFaces
     fingerprint = image_folder.folder_fingerprint(config.root)  # Also: clear error if root is bad.
 

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -223,12 +223,15 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError
 def iter_image_folder(
     root: str | os.PathLike, image_size: tuple[int, int], stats: FolderStats | None = None,
     fit: str = DEFAULT_FIT,
+    decode: Callable[[pathlib.Path, tuple[int, int]], np.ndarray | None] | None = None,
 ) -> Iterator[tuple[int, str, str, np.ndarray]]:
   """Yields `(label, identity, relative path, uint8 [H, W, 3])` for every readable image.
 
   Identities are decoded one at a time, so labels stay dense over the identities that keep at least
   one image, while memory stays bounded by one identity. `stats` (if given) is filled in as it goes
-  and is complete once the iterator is exhausted.
+  and is complete once the iterator is exhausted. `decode(path, image_size)` replaces
+  `decode_image` with `fit` (e.g. `align.AlignedDecoder`); a None from it leaves the image out
+  without counting it as unreadable (the decoder keeps its own count).
 
   Raises:
     ValueError: no image could be decoded; the message names the accepted extensions and the first
@@ -236,6 +239,7 @@ def iter_image_folder(
   """
   if fit not in FITS:
     raise ValueError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
+  decode = decode or (lambda path, size: decode_image(path, size, fit))
   root = pathlib.Path(root).expanduser()
   listing, scan = scan_image_folder(root)
   stats = stats if stats is not None else FolderStats()
@@ -250,11 +254,14 @@ def iter_image_folder(
     for name in names:
       rel = f"{identity}/{name}"
       try:
-        decoded.append((rel, decode_image(root / identity / name, image_size, fit)))
+        image = decode(root / identity / name, image_size)
       except _DECODE_ERRORS as e:
         stats.num_corrupt_skipped += 1
         stats.corrupt_files.append(rel)
         logging.warning("skipping unreadable image %s: %s: %s", root / rel, type(e).__name__, e)
+        continue
+      if image is not None:
+        decoded.append((rel, image))
     if not decoded:
       stats.num_empty_identities_dropped += 1
       stats.empty_identities.append(identity)
@@ -281,11 +288,11 @@ def iter_image_folder(
 
 
 def load_image_folder(root: str | os.PathLike, image_size: tuple[int, int],
-                      fit: str = DEFAULT_FIT) -> tuple[FaceArrays, FolderStats]:
+                      fit: str = DEFAULT_FIT, decode=None) -> tuple[FaceArrays, FolderStats]:
   """Decodes a whole tree into memory (small trees, tests); `load_faces` goes through the cache."""
   stats = FolderStats()
   images, labels, names = [], [], []
-  for label, identity, _, image in iter_image_folder(root, image_size, stats, fit):
+  for label, identity, _, image in iter_image_folder(root, image_size, stats, fit, decode):
     if label == len(names):
       names.append(identity)
     images.append(image)

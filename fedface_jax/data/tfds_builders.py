@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from fedface_jax.data import align as align_lib
 from fedface_jax.data import image_folder
 from fedface_jax.data import synthetic_faces
 
@@ -169,35 +170,61 @@ def _sanitize(name: str) -> str:
 
 
 class ImageFolderFacesConfig(tfds.core.BuilderConfig):
-  """A `<root>/<identity>/<image>` tree at one image size.
+  """A `<root>/<identity>/<image>` tree at one image size, optionally face-aligned.
 
   The name is `<sanitized basename>_<8 hex of the absolute root's hash>_<H>x<W>`, so two folders
-  with the same basename, or two sizes of one folder, never share a directory.
+  with the same basename, or two sizes of one folder, never share a directory. With
+  `align="dlib5"` (see `align.py`) the alignment settings are appended to the name and added to
+  `to_dict()` (hence to the decoded cache's key); with `align="none"` both are unchanged.
   """
 
   def __init__(self, *, root: str | os.PathLike, image_height: int, image_width: int,
-               fit: str = image_folder.DEFAULT_FIT):
+               fit: str = image_folder.DEFAULT_FIT, align: str = "none",
+               align_padding: float = align_lib.DEFAULT_PADDING, align_on_failure: str = "keep",
+               align_upsample: int = 0):
     if min(image_height, image_width) < 8:
       raise ValueError(f"image size must be at least 8x8, got {image_height}x{image_width}")
     if fit not in image_folder.FITS:
       raise ValueError(f"data.fit={fit!r}: expected one of {', '.join(image_folder.FITS)}")
+    align_lib.validate(align, align_padding, align_on_failure, align_upsample)
+    if align != "none" and image_height != image_width:
+      raise ValueError(f"align={align!r} makes square chips; got image size "
+                       f"{image_height}x{image_width}")
     root = str(pathlib.Path(root).expanduser().resolve())
     digest = hashlib.sha256(root.encode()).hexdigest()[:8]
-    # The default fit leaves name and dict as they were before `fit` existed: prepared datasets
-    # and caches stay valid.
+    # The default fit and no alignment leave name and dict as they were before either existed:
+    # prepared datasets and caches stay valid.
     suffix = "" if fit == image_folder.DEFAULT_FIT else f"_{fit}"
+    if align != "none":
+      suffix += (f"_{align}_p{_float_token(align_padding)}_u{int(align_upsample)}"
+                 f"_{align_on_failure}")
     name = f"{_sanitize(os.path.basename(root))}_{digest}_{image_height}x{image_width}{suffix}"
     super().__init__(name=name, description=f"{root} at {image_height}x{image_width}{suffix}")
     self.root = root
     self.image_height = int(image_height)
     self.image_width = int(image_width)
     self.fit = fit
+    self.align = align
+    self.align_padding = float(align_padding)
+    self.align_on_failure = align_on_failure
+    self.align_upsample = int(align_upsample)
 
   def to_dict(self) -> dict:
     d = dict(root=self.root, image_height=self.image_height, image_width=self.image_width)
     if self.fit != image_folder.DEFAULT_FIT:
       d["fit"] = self.fit
+    if self.align != "none":
+      d.update(align=self.align, align_padding=self.align_padding,
+               align_on_failure=self.align_on_failure, align_upsample=self.align_upsample)
     return d
+
+  def make_decoder(self):
+    """The per-image decoder for `iter_image_folder`: None (plain decode) or an aligner."""
+    if self.align == "none":
+      return None
+    return align_lib.AlignedDecoder(size=self.image_height, padding=self.align_padding,
+                                    on_failure=self.align_on_failure,
+                                    upsample=self.align_upsample)
 
 
 class ImageFolderFaces(_FacesBuilder):
@@ -218,10 +245,15 @@ class ImageFolderFaces(_FacesBuilder):
     # Fingerprint first: if files change during the build, the next load sees a mismatch, rebuilds.
     fingerprint = image_folder.folder_fingerprint(cfg.root)
     stats = image_folder.FolderStats()
+    decoder = cfg.make_decoder()
     for label, identity, rel, image in image_folder.iter_image_folder(
-        cfg.root, (cfg.image_height, cfg.image_width), stats, cfg.fit):
+        cfg.root, (cfg.image_height, cfg.image_width), stats, cfg.fit, decoder):
       yield rel, {"image": image, "label": label, "identity": identity, "image_id": rel}
     self.info.metadata["stats"] = stats.to_dict()
+    if decoder is not None:
+      self.info.metadata["stats"]["alignment"] = decoder.stats.to_dict()
+      logging.info("aligned %s: %s", cfg.root,
+                   {k: v for k, v in decoder.stats.to_dict().items() if k != "failed_files"})
     self.info.metadata["fingerprint"] = fingerprint
 
 

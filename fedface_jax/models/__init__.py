@@ -17,6 +17,9 @@ import numpy as np
 from fedface_jax.models.common import l2_normalize
 from fedface_jax.models.common import preprocess
 from fedface_jax.models.common import PReLU
+from fedface_jax.models.dlib_resnet import DLIB_INPUT_SHAPE
+from fedface_jax.models.dlib_resnet import DlibResNet
+from fedface_jax.models.dlib_resnet import load_dlib_resnet
 from fedface_jax.models.iresnet import IResNet
 from fedface_jax.models.iresnet import IResNet50
 from fedface_jax.models.iresnet import IRESNET_INPUT_SHAPE
@@ -31,6 +34,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "sphere20": Sphere20,
     "sphere64": Sphere64,
     "iresnet50": IResNet50,
+    "dlib_resnet": DlibResNet,
 }
 
 # The input (H, W, C) each model was designed for; resnet_small is meant for the 64x64 demo faces.
@@ -39,7 +43,50 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "sphere20": SPHERE_INPUT_SHAPE,
     "sphere64": SPHERE_INPUT_SHAPE,
     "iresnet50": IRESNET_INPUT_SHAPE,
+    "dlib_resnet": DLIB_INPUT_SHAPE,
 }
+
+
+# Published weights a config can start from (`config.model.pretrained`), by name. Each entry maps
+# to the registry model it fits and a loader returning `(module, params)`.
+PRETRAINED: dict[str, tuple[str, Callable[..., tuple[nn.Module, Any]]]] = {
+    "dlib": ("dlib_resnet", load_dlib_resnet),
+}
+
+
+def _same_attribute(a: Any, b: Any) -> bool:
+  """Equal, with numbers compared as float32 (a file's float32 constants vs Python defaults)."""
+  try:
+    return np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  except (TypeError, ValueError):
+    return a == b
+
+
+def load_pretrained_params(pretrained: str, model: nn.Module) -> Any:
+  """Params of the published model `pretrained` (a `PRETRAINED` key) for `model`.
+
+  `model` is the config's module (`create_model(config.model...)`); it must be the registry model
+  the weights belong to with the same hyper-parameters, so that the params fit the module the
+  rest of the run uses (e.g. dlib: `dlib_resnet`, embedding_dim 128).
+
+  Raises:
+    ValueError: unknown name, or a model the weights do not fit.
+  """
+  if pretrained not in PRETRAINED:
+    raise ValueError(f"unknown pretrained model {pretrained!r}; valid: {sorted(PRETRAINED)}")
+  name, loader = PRETRAINED[pretrained]
+  module, params = loader()
+  wanted = _module_class(_REGISTRY[name])
+  if not isinstance(model, wanted):
+    raise ValueError(f"pretrained={pretrained!r} needs model {name!r}, got {type(model).__name__}")
+  mismatched = {f.name: (getattr(model, f.name), getattr(module, f.name))
+                for f in dataclasses.fields(module)
+                if f.name not in ("parent", "name", "normalize", "dtype")
+                and not _same_attribute(getattr(model, f.name), getattr(module, f.name))}
+  if mismatched:
+    raise ValueError(f"pretrained={pretrained!r}: model attributes (config, weights) differ: "
+                     f"{mismatched}")
+  return params
 
 
 def model_names() -> tuple[str, ...]:
@@ -65,7 +112,9 @@ def create_model(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
   """Builds a registered model.
 
   Args:
-    name: one of `model_names()`: "resnet_small", "sphere20", "sphere64", "iresnet50".
+    name: one of `model_names()`: "resnet_small", "sphere20", "sphere64", "iresnet50",
+      "dlib_resnet" (dlib's face ResNet architecture, randomly initialised here; its pretrained
+      weights come from `load_dlib_resnet`).
     embedding_dim: output dimension D.
     **kwargs: module attributes, e.g. `width_multiplier=0.25`, `dtype=jnp.bfloat16`,
       `norm="group"` (iResNet), `widths=(16, 32, 64, 128)` (resnet_small).
@@ -135,6 +184,7 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     "DEFAULT_INPUT_SHAPES",
+    "DlibResNet",
     "IResNet",
     "IResNet50",
     "PReLU",
@@ -148,6 +198,8 @@ __all__ = [
     "init_params",
     "init_variables",
     "l2_normalize",
+    "load_dlib_resnet",
+    "load_pretrained_params",
     "model_names",
     "preprocess",
     "register_model",
