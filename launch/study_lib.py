@@ -194,7 +194,7 @@ def tar_curve_png(curves: dict[str, str], lines: dict[str, float], path: str):
 def write_block(block: str, *, command: str, rows: list[dict], note: str, results_dir: str,
                 num_resamples: int, update_results_md: bool, extra: dict | None = None) -> str:
   """`<results_dir>/<block>.json` and the RESULTS.md section (printed; written if asked)."""
-  from fedface_jax import results as results_lib  # pylint: disable=g-import-not-at-top
+  from reporting import results_md as results_lib  # pylint: disable=g-import-not-at-top
   payload = {"block": block, "command": command, "date": datetime.date.today().isoformat(),
              "machine": results_lib.machine_line(), "note": note, "rows": rows, **(extra or {})}
   os.makedirs(results_dir, exist_ok=True)
