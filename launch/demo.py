@@ -47,8 +47,8 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from experiments import attack_synthetic
   from launch import common
-  from launch import study_lib
   from reporting import attack_tables
+  from reporting import fedface_study as study_lib
   from reporting import results_md
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
