@@ -15,7 +15,6 @@ under runs/, which is gitignored: never commit them.
 from experiments import common
 from experiments import pretrain_celeba
 from fedface_jax import config_utils
-from fedface_jax.attack import pipeline
 
 
 def get_config(arg=None):
@@ -29,11 +28,11 @@ def get_config(arg=None):
       method="fedface", num_rounds=1, clients_per_round=arg.clients,
       embedding_dim=config.model.embedding_dim, local_steps=arg.tau, batch_size=arg.images,
       client_lr=0.01, clients_per_chunk=4)
-  config.attack = pipeline.attack_section(
+  config.attack = common.attack_section(
       objective=arg.objective, num_clients=arg.clients, images_per_client=arg.images,
       holdout_images=4, tau=arg.tau, image_size=32, sf=2, iterations=arg.iterations,
       knows_num_clients=arg.knows_k, participants_seed=arg.seed)
-  config.enhance = pipeline.enhance_section(
+  config.enhance = common.enhance_section(
       enabled=arg.enhance, prior_variant="demo", prior_workdir="runs/prior/celeba_demo",
       train_if_missing=False)
   if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py

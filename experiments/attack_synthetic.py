@@ -20,7 +20,6 @@ attacked through real FedFace rounds, all three class-embedding modes).
 from experiments import common
 from experiments import pretrain_synthetic
 from fedface_jax import config_utils
-from fedface_jax.attack import pipeline
 
 
 def get_config(arg=None):
@@ -36,21 +35,21 @@ def get_config(arg=None):
       method="fedface", num_rounds=1, clients_per_round=4, embedding_dim=config.model.embedding_dim,
       local_steps=1, batch_size=2, client_lr=0.01, clients_per_chunk=4)
   if arg.variant == "tiny":
-    config.attack = pipeline.attack_section(
+    config.attack = common.attack_section(
         num_clients=3, images_per_client=1, holdout_images=2, image_size=16, sf=2,
         iterations=30, progress=False)
-    config.enhance = pipeline.enhance_section(enabled=False)
+    config.enhance = common.enhance_section(enabled=False)
   elif arg.variant == "demo":
-    config.attack = pipeline.attack_section(
+    config.attack = common.attack_section(
         num_clients=4, images_per_client=2, holdout_images=4, image_size=32, sf=2, iterations=200)
-    config.enhance = pipeline.enhance_section(
+    config.enhance = common.enhance_section(
         enabled=arg.enhance, prior_variant="demo", prior_workdir="runs/prior/synthetic_demo",
         train_if_missing=False)
   elif arg.variant == "fedface":
-    config.attack = pipeline.attack_section(
+    config.attack = common.attack_section(
         objective="fedface", num_clients=4, images_per_client=2, holdout_images=4, sf=2,
         iterations=200)
-    config.enhance = pipeline.enhance_section(enabled=False)
+    config.enhance = common.enhance_section(enabled=False)
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: tiny, demo, fedface")
   a = config.attack

@@ -118,3 +118,53 @@ def apply_study_args(federated, arg):
 
 def mesh(data=-1, classes=1):
   return mlc.ConfigDict(dict(data=data, classes=classes))
+
+
+def attack_section(**overrides) -> mlc.ConfigDict:
+  """`config.attack` of the curious-client attack (`fedface_jax/attack/pipeline.py`)."""
+  c = mlc.ConfigDict(dict(
+      objective="paper_faithful",
+      num_clients=4,            # K, the attacker included
+      images_per_client=2,      # n_k, equal for all participants (the super-client needs it)
+      holdout_images=2,         # photos per participant kept out of the round (recognition templates)
+      tau=1,                    # local full-batch GD steps
+      eta=0.01,                 # local learning rate (the attacker knows it)
+      client_momentum=0.0,      # local SGD momentum (FedFace code: 0.9)
+      knows_num_clients=True,   # subtract the attacker's own update (needs K and equal weights)
+      image_size=32,            # victims' resolution for the LeNet objectives (fedface: the data's)
+      sf=2,                     # low-res latent factor (ROG / reference: 4 at 128 px)
+      iterations=200,
+      lr=0.1,
+      lr_min=0.01,
+      matching="l2",            # l2 (reference) | cosine | cosine_per_layer
+      tv_weight=0.0,
+      restarts=1,               # inverting_gradients only
+      class_embedding_modes=("known", "mean_feature", "joint"),   # fedface only
+      participants_seed=0,      # which federated identities take part
+      model_seed=0,             # LeNet init (untrained, as in the reference)
+      attack_seed=0,
+      round_index=0,            # the attacked round (state = theta_0 at round 0)
+      max_grid_columns=16,
+      progress=True,
+  ))
+  c.update(overrides)
+  return c
+
+
+def enhance_section(**overrides) -> mlc.ConfigDict:
+  """`config.enhance`: the public-face DDPM prior and the DDRM enhancer of the attack."""
+  c = mlc.ConfigDict(dict(
+      enabled=False,
+      prior_variant="demo",     # diffusion.train_prior.default_prior_config variant
+      prior_workdir="runs/prior/synthetic_demo",
+      train_if_missing=False,   # False: skip enhancement (logged, counted) when no finished prior
+      prior_num_steps=0,        # > 0 overrides the variant's training steps
+      method="ddrm",            # ddrm | sdedit
+      sigma_0=0.05,             # DDRM measurement noise on [0, 1] (reference: 0.05)
+      eta=0.85,
+      num_steps=50,
+      sdedit_t0=0.3,
+      seed=1234,
+  ))
+  c.update(overrides)
+  return c

@@ -24,18 +24,20 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   common.setup_runtime()
-  from fedface_jax.attack import pipeline  # pylint: disable=g-import-not-at-top
-  out = pipeline.run_attack(FLAGS.config, FLAGS.workdir)
+  # pylint: disable=g-import-not-at-top
+  from reporting import attack_tables
+  from reporting import results_md
+  # pylint: enable=g-import-not-at-top
+  out = attack_tables.run_attack(FLAGS.config, FLAGS.workdir)
   print(out["table"])
   print(f"matching loss {out['loss_first']:.4g} -> {out['loss_last']:.4g}; target recovery "
         f"rel. error {out['target_recovery_rel_err']}; {out['num_victims']} victims, gallery of "
         f"{out['gallery_identities']} identities; enhancement: {out['enhance_status']}; "
         f"{out['timing_s']:.0f} s; outputs in {out['workdir']}")
   if FLAGS.results_md_key:
-    from fedface_jax import results  # pylint: disable=g-import-not-at-top
-    section = results.section(FLAGS.results_md_key, common.invocation("launch.attack"),
-                              out["table"], (f"Enhancement: {out['enhance_status']}",))
-    results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
+    section = results_md.section(FLAGS.results_md_key, common.invocation("launch.attack"),
+                                 out["table"], (f"Enhancement: {out['enhance_status']}",))
+    results_md.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 
 if __name__ == "__main__":

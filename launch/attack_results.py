@@ -48,9 +48,12 @@ def _load(path):
 def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
-  from fedface_jax import results
-  from fedface_jax.attack import sweeps
+  from experiments import attack_sweeps as sweep_configs
   from launch import common
+  from reporting import attack_sweeps
+  from reporting import attack_tables
+  from reporting import defence_cost
+  from reporting import results_md
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
   overrides = {"sweeps": tuple(s for s in FLAGS.sweeps if s)}
@@ -61,7 +64,7 @@ def main(argv):
   for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
-  scfg = sweeps.sweep_config(FLAGS.suite, **overrides)
+  scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)
   workdir = FLAGS.workdir or os.path.join("runs", "attack_results", FLAGS.suite)
   sweep_json = os.path.join(workdir, "attack_results.json")
   cost_json = os.path.join(workdir, "defence_cost.json")
@@ -69,23 +72,23 @@ def main(argv):
   command = common.invocation("launch.attack_results")
   result = None
   if scfg.sweeps:
-    result = sweeps.run_sweeps(scfg, workdir)
+    result = attack_sweeps.run_sweeps(scfg, workdir)
     result["command"] = command
-    sweeps.save_json(sweep_json, result)
+    attack_tables.save_json(sweep_json, result)
   else:
     result = _load(sweep_json)
   cost = None
   if FLAGS.defence_cost:
-    cost = sweeps.defence_cost(scfg, os.path.join(workdir, "defence"),
-                               baseline_workdir=FLAGS.defence_baseline)
+    cost = defence_cost.defence_cost(scfg, os.path.join(workdir, "defence"),
+                                     baseline_workdir=FLAGS.defence_baseline)
     cost["command"] = command
-    sweeps.save_json(cost_json, cost)
+    attack_tables.save_json(cost_json, cost)
   else:
     cost = _load(cost_json)
-  section = sweeps.markdown_section(FLAGS.suite, command, result, cost)
+  section = attack_tables.markdown_section(FLAGS.suite, command, result, cost)
   print(section)
   if FLAGS.update_results_md:
-    results.update_results_md("RESULTS.md", f"attack-{FLAGS.suite}", section)
+    results_md.update_results_md("RESULTS.md", f"attack-{FLAGS.suite}", section)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 The parent process runs no JAX itself: it spawns one worker per device count (fake CPU devices
 need XLA_FLAGS before JAX starts), a class-table worker, and the peers in their own venvs, then
-writes BENCHMARKS.md (fedface_jax/benchmark/suite.py, report.py).
+writes BENCHMARKS.md (reporting/benchmark_suite.py, benchmark_report.py; the workers' rows:
+fedface_jax/benchmark/worker.py).
 """
 
 import sys
@@ -28,14 +29,17 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from fedface_jax.benchmark import suite  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import worker
+  from reporting import benchmark_suite
+  # pylint: enable=g-import-not-at-top
   if FLAGS.worker_devices:
-    suite.run_worker(FLAGS.config, FLAGS.worker_devices, FLAGS.worker_out)
+    worker.run_worker(FLAGS.config, FLAGS.worker_devices, FLAGS.worker_out)
     return
   if FLAGS.worker_class_table:
     import os  # pylint: disable=g-import-not-at-top
-    suite.run_class_table(FLAGS.config, FLAGS.worker_out,
-                          os.path.join(os.path.dirname(FLAGS.worker_out), "class_table_hlo.txt"))
+    worker.run_class_table(FLAGS.config, FLAGS.worker_out,
+                           os.path.join(os.path.dirname(FLAGS.worker_out), "class_table_hlo.txt"))
     return
   config_arg = "experiments/benchmark_cpu.py"
   for i, a in enumerate(sys.argv):
@@ -43,9 +47,9 @@ def main(argv):
       config_arg = a.split("=", 1)[1]
     elif a == "--config" and i + 1 < len(sys.argv):
       config_arg = sys.argv[i + 1]
-  path = suite.run_suite(FLAGS.config, FLAGS.workdir, config_arg,
-                         "python -m launch.benchmark " + " ".join(sys.argv[1:]),
-                         tuple(FLAGS.parts))
+  path = benchmark_suite.run_suite(FLAGS.config, FLAGS.workdir, config_arg,
+                                   "python -m launch.benchmark " + " ".join(sys.argv[1:]),
+                                   tuple(FLAGS.parts))
   print(f"wrote {path}")
 
 

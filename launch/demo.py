@@ -44,9 +44,11 @@ def chosen_variant(path: str, default: str) -> str:
 def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
-  from fedface_jax import results
+  from experiments import attack_synthetic
   from launch import common
-  from launch import study_lib
+  from reporting import attack_tables
+  from reporting import fedface_study as study_lib
+  from reporting import results_md
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
   study = study_lib.Study(CONFIG, FLAGS.workdir, variant=FLAGS.variant)
@@ -59,7 +61,7 @@ def main(argv):
   rows = study_lib.table_rows(table, {"pretrained": ("pretrained", "theta_0"),
                                       "fedface": ("fedface", variant)})
   command = common.invocation("launch.demo")
-  section = results.section(
+  section = results_md.section(
       f"Demo: synthetic faces ({FLAGS.variant})", command,
       study_lib.markdown_table(rows) + "\n\nOne seed; evaluation identities disjoint from "
       "pretraining and from the clients; mean [95% CI, bootstrap over identities]; "
@@ -67,10 +69,11 @@ def main(argv):
       "on its validation identities.")
   attack_table = ""
   if FLAGS.attack:
-    from fedface_jax.attack import pipeline  # pylint: disable=g-import-not-at-top
-    out = pipeline.run_attack_demo(os.path.join(FLAGS.workdir, "attack"),
-                                   pretrained_dir=theta0,
-                                   variant="tiny" if FLAGS.variant == "tiny" else "demo")
+    # The closing attack: attack_synthetic.py's demo (tiny) variant on theta_0's backbone.
+    attack_variant = "tiny" if FLAGS.variant == "tiny" else "demo"
+    config = attack_synthetic.get_config(f"variant={attack_variant}")
+    config.pretrained_backbone = os.path.join(theta0, "backbone")
+    out = attack_tables.run_attack(config, os.path.join(FLAGS.workdir, "attack"))
     attack_table = "### Curious-client attack (demo)\n\n" + out["table"] + "\n"
     with open(os.path.join(FLAGS.workdir, "attack", "summary.json"), "w") as f:
       json.dump({k: v for k, v in out.items() if k != "table"}, f, indent=1, default=str)
@@ -78,7 +81,8 @@ def main(argv):
   logging.info("Outputs under %s: pretrain/, fedface/ (tb/, metrics.jsonl, tar_vs_round.png, "
                "eval/*.png), attack/", os.path.abspath(FLAGS.workdir))
   if FLAGS.update_results_md:
-    results.update_results_md("RESULTS.md", f"demo-{FLAGS.variant}", section + "\n" + attack_table)
+    results_md.update_results_md("RESULTS.md", f"demo-{FLAGS.variant}",
+                                 section + "\n" + attack_table)
 
 
 if __name__ == "__main__":

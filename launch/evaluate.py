@@ -38,12 +38,12 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import jax
   from fedface_jax import models
-  from fedface_jax import results
   from fedface_jax.evaluation import api as eval_api
   from fedface_jax.evaluation import bootstrap
   from fedface_jax.evaluation import embeddings as embeddings_lib
   from fedface_jax.federated import engine
   from fedface_jax.training import pretrain
+  from reporting import results_md
   # pylint: enable=g-import-not-at-top
   config = FLAGS.config
   splits = pretrain.load_splits(config)
@@ -82,11 +82,11 @@ def main(argv):
   print(table)
   print(json.dumps({"out_dir": out_dir}))
   if FLAGS.results_md_key and jax.process_index() == 0:
-    section = results.section(
+    section = results_md.section(
         f"{FLAGS.results_md_key}: {FLAGS.workdir}/backbone on {FLAGS.split} identities",
         common.invocation("launch.evaluate"), table,
         (f"Identities: {faces.num_identities}, images: {len(faces.labels)}",))
-    results.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
+    results_md.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def main(argv):
   from experiments import fedface_synthetic
   from experiments import pretrain_celeba
   from experiments import pretrain_synthetic
-  from fedface_jax import results
   from launch import common
+  from reporting import method_comparison
+  from reporting import results_md
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
   if FLAGS.dataset == "synthetic":
@@ -39,13 +40,13 @@ def main(argv):
     fed = lambda m: fedface_celeba.get_config(f"method={m}")
     title = "Real faces (../shared/data/celeba_faces_112)"
   with common.exit_on_config_mismatch(hint="use a new --workdir, or delete that run to redo it"):
-    result = results.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
-  results.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
+    result = method_comparison.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
+  method_comparison.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
   command = common.invocation("launch.results")
-  section = results.markdown_section(title, command, result)
+  section = method_comparison.markdown_section(title, command, result)
   print(section)
   if FLAGS.update_results_md:
-    results.update_results_md("RESULTS.md", f"fedface-{FLAGS.dataset}", section)
+    results_md.update_results_md("RESULTS.md", f"fedface-{FLAGS.dataset}", section)
 
 
 if __name__ == "__main__":

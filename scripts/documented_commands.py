@@ -584,7 +584,7 @@ def plan(command: Command, workspace: pathlib.Path, documented: list[Command]) -
   elif module == "launch.benchmark":
     if flag_value(p.args, "parts") is None:
       extra.append("--parts=sweep,class_table")
-    # Its workers run with cwd = the repository (fedface_jax/benchmark/suite.py), so a relative
+    # Its workers run with cwd = the repository (reporting/benchmark_suite.py), so a relative
     # --workdir only works from the repository root, which the documented commands assume.
     workdir = workspace / "work" / (flag_value(p.args, "workdir") or "runs/benchmark")
     extra.append(f"--workdir={workdir}")

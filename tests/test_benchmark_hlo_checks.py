@@ -1,4 +1,4 @@
-"""`benchmark.suite.hlo_checks`: the counts behind "no C x C matrix, no all-gather of the table".
+"""`benchmark.worker.hlo_checks`: the counts behind "no C x C matrix, no all-gather of the table".
 
 The claims in BENCHMARKS.md rest on this parser reading compiled HLO correctly, so it is tested
 on two real programs over a table sharded by rows on 4 devices: one that gathers the table and
@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fedface_jax import sharding as sh
-from fedface_jax.benchmark import suite
+from fedface_jax.benchmark import worker
 
 ROWS, DIM, SHARDS = 64, 8, 4  # Local table [16, 8]: D < C / shards, as in real runs.
 
@@ -36,7 +36,7 @@ def test_gather_and_cxc_are_flagged():
     full = jax.lax.with_sharding_constraint(t, NamedSharding(mesh, P()))  # all-gather
     return jnp.sum(jnp.maximum(full @ full.T, 0.0), axis=0)  # [C, C] then [C]
 
-  checks = suite.hlo_checks(_hlo(gram, mesh, table), ROWS, DIM, SHARDS)
+  checks = worker.hlo_checks(_hlo(gram, mesh, table), ROWS, DIM, SHARDS)
   assert checks["all_gathers"] >= 1 and checks["all_gather_table"] >= 1, checks
   assert checks["cxc_shapes"] >= 1 and checks["full_table_shapes"] >= 1, checks
 
@@ -49,7 +49,7 @@ def test_shard_local_program_is_clean():
     return jax.shard_map(local, mesh=mesh, in_specs=P(sh.CLASSES, None), out_specs=P())(t)
 
   hlo = _hlo(column_sums, mesh, table)
-  checks = suite.hlo_checks(hlo, ROWS, DIM, SHARDS)
+  checks = worker.hlo_checks(hlo, ROWS, DIM, SHARDS)
   assert checks["all_gathers"] == checks["all_gather_table"] == 0, checks
   assert checks["cxc_shapes"] == checks["full_table_shapes"] == 0, checks
   assert checks["local_table_shape_present"], checks
@@ -66,7 +66,7 @@ def test_parser_on_hand_written_hlo():
       "  %ar1 = f32[16,8]{1,0} all-reduce(f32[16,8]{1,0} %p), replica_groups={{0},{1},{2},{3}}",
       "  %ar2 = f32[7]{0} all-reduce(f32[7]{0} %v), replica_groups={{0,1},{2,3}}",
   ])
-  checks = suite.hlo_checks(hlo, ROWS, DIM, SHARDS)
+  checks = worker.hlo_checks(hlo, ROWS, DIM, SHARDS)
   assert checks["all_gathers"] == 2 and checks["all_gather_table"] == 1  # Only %ag is the table.
   assert checks["cxc_shapes"] == 1  # f32[64,64].
   assert checks["full_table_shapes"] == 3  # f32[64,8]: %ag's result and the dot's two operands.

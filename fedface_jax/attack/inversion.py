@@ -35,17 +35,17 @@ and an ``input_transform`` from [0, 1] pixels to the model's input scale, so any
 
 from collections.abc import Callable
 import dataclasses
-import logging
 import time
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
+from fedface_jax import progress as progress_lib
 from fedface_jax.attack import objectives
 from fedface_jax.attack import unroll
 
@@ -218,7 +218,7 @@ class _Runner:
     t0 = time.perf_counter()
     first_chunk_s = float("nan")
     done = 0
-    with tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
+    with progress_lib.progress(iterations, desc, disable=not progress, unit="it") as bar:
       while done < iterations:
         length = min(chunk, iterations - done)
         variables, opt_state, tot, mat, final = self._chunk_fn(variables, opt_state, aux, length=length)
@@ -294,7 +294,7 @@ def invert_paper_faithful(apply_fn: ApplyFn, params0: PyTree, target: PyTree, la
     target: the pseudo-gradient to match (``updates.diluted_update`` / ``remove_own_update``).
     labels_onehot: [M, C] known labels of the images to reconstruct, in the order of the dummy batch.
     config: ``paper_faithful_config()`` or a modified copy.
-    key: PRNG key for the U[0, 1) latent (default: ``PRNGKey(config.seed)``).
+    key: PRNG key for the U[0, 1) latent (default: ``jax.random.key(config.seed)``).
     input_transform: [0, 1] pixels -> model input (identity for the reference LeNet).
     known_images: optional [M0, H, W, 3] images in [0, 1] that are part of the target but known to the attacker
       (its own data when it cannot subtract its update because K is unknown); they join the unrolled batch as
@@ -335,7 +335,7 @@ def invert_paper_faithful(apply_fn: ApplyFn, params0: PyTree, target: PyTree, la
     aux["known_images"] = jnp.asarray(known_images, jnp.float32)
     aux["known_labels"] = jnp.asarray(known_labels_onehot, jnp.float32)
 
-  key = jax.random.PRNGKey(c.seed) if key is None else key
+  key = jax.random.key(c.seed) if key is None else key
   z0 = jax.random.uniform(key, shape, jnp.float32)  # np.random.rand in [C]
   tx = optax.adam(_cosine_schedule(c.lr, c.lr_min, c.iterations, c.scheduler_offset))
   runner = _Runner(objective, tx)
@@ -431,7 +431,7 @@ def invert_inverting_gradients(apply_fn: ApplyFn, params0: PyTree, target: PyTre
   project = (lambda v: jnp.clip(v, 0.0, 1.0)) if c.boxed else None
   runner = _Runner(objective, tx, project)
   aux = {"params0": params0, "target": target, "labels": labels_onehot}
-  key = jax.random.PRNGKey(c.seed) if key is None else key
+  key = jax.random.key(c.seed) if key is None else key
 
   runs = []
   for r, k in enumerate(jax.random.split(key, c.restarts)):
@@ -506,7 +506,7 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
     config: ``fedface_attack_config()`` or a modified copy.
     class_embedding_mode: overrides ``config.class_embedding_mode``; one of ``CLASS_EMBEDDING_MODES``.
     class_embeddings: [V, D] the victims' true class embeddings, required for ``"known"``.
-    key: PRNG key (default ``PRNGKey(config.seed)``).
+    key: PRNG key (default ``jax.random.key(config.seed)``).
     input_transform: [0, 1] pixels -> model input (FedFace normalisation by default).
     client_loss_fn: (embeddings [n, D], class_embedding [D], margin) -> scalar, the victims' loss.
     progress: show a tqdm bar.
@@ -558,7 +558,7 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
     total = m + tv_weight * objectives.total_variation(x01) if tv_weight else m
     return total, {"matching": m, "images": x01, "class_embeddings": _normalise(w)}
 
-  key = jax.random.PRNGKey(c.seed) if key is None else key
+  key = jax.random.key(c.seed) if key is None else key
   z0 = _init_images(key, shape, c.init, c.init_std)
   if c.boxed:
     z0 = jnp.clip(z0, 0.0, 1.0)

@@ -26,8 +26,9 @@ Optionally a DDPM prior trained on the *pretrain* identities only (public faces,
 victims) enhances the reconstructions with DDRM super-resolution (ATTACK.md 4.1); before/after
 metrics are reported side by side.
 
-`run_attack(config, workdir, backbone_params=None)` is the entry point (used by `launch.attack`,
-`launch.attack_results` and `launch.demo`).
+`run_attack(config, workdir, backbone_params=None)` is the entry point; the configs are
+`experiments/attack_*.py` (sections in `experiments/common.py`), and the tables and sweeps that
+call it live in `reporting/` (`attack_tables.py`, `attack_sweeps.py`).
 """
 
 from __future__ import annotations
@@ -59,56 +60,6 @@ from fedface_jax.federated import client_update as cu
 
 CLASSIFIER_OBJECTIVES = ("paper_faithful", "inverting_gradients")
 OBJECTIVES = CLASSIFIER_OBJECTIVES + ("fedface",)
-
-
-def attack_section(**overrides) -> mlc.ConfigDict:
-  """The `config.attack` fields and their defaults (experiments override them)."""
-  c = mlc.ConfigDict(dict(
-      objective="paper_faithful",
-      num_clients=4,            # K, the attacker included
-      images_per_client=2,      # n_k, equal for all participants (the super-client needs it)
-      holdout_images=2,         # photos per participant kept out of the round (recognition templates)
-      tau=1,                    # local full-batch GD steps
-      eta=0.01,                 # local learning rate (the attacker knows it)
-      client_momentum=0.0,      # local SGD momentum (FedFace code: 0.9)
-      knows_num_clients=True,   # subtract the attacker's own update (needs K and equal weights)
-      image_size=32,            # victims' resolution for the LeNet objectives (fedface: the data's)
-      sf=2,                     # low-res latent factor (ROG / reference: 4 at 128 px)
-      iterations=200,
-      lr=0.1,
-      lr_min=0.01,
-      matching="l2",            # l2 (reference) | cosine | cosine_per_layer
-      tv_weight=0.0,
-      restarts=1,               # inverting_gradients only
-      class_embedding_modes=("known", "mean_feature", "joint"),   # fedface only
-      participants_seed=0,      # which federated identities take part
-      model_seed=0,             # LeNet init (untrained, as in the reference)
-      attack_seed=0,
-      round_index=0,            # the attacked round (state = theta_0 at round 0)
-      max_grid_columns=16,
-      progress=True,
-  ))
-  c.update(overrides)
-  return c
-
-
-def enhance_section(**overrides) -> mlc.ConfigDict:
-  """`config.enhance`: the public-face DDPM prior and the DDRM enhancer."""
-  c = mlc.ConfigDict(dict(
-      enabled=False,
-      prior_variant="demo",     # diffusion.train_prior.default_prior_config variant
-      prior_workdir="runs/prior/synthetic_demo",
-      train_if_missing=False,   # False: skip enhancement (logged, counted) when no finished prior
-      prior_num_steps=0,        # > 0 overrides the variant's training steps
-      method="ddrm",            # ddrm | sdedit
-      sigma_0=0.05,             # DDRM measurement noise on [0, 1] (reference: 0.05)
-      eta=0.85,
-      num_steps=50,
-      sdedit_t0=0.3,
-      seed=1234,
-  ))
-  c.update(overrides)
-  return c
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -421,36 +372,21 @@ def enhance(config, prior_params, pcfg, recon01: np.ndarray, latent01: np.ndarra
 # --------------------------------------------------------------------------------------- main
 
 
-def _load_face_backbone(config, image_shape, backbone_params):
-  face_model = models.create_model(config.model.name, config.model.embedding_dim,
-                                   **config.model.get("kwargs", {}))
+def load_face_backbone(config, image_shape, backbone_params=None):
+  """(face model, host params): `backbone_params`, else `config.pretrained_backbone` loaded."""
+  face_model = models.from_config(config.model)
   if backbone_params is None:
     from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
     backbone_params = engine.load_backbone(face_model, image_shape, config.pretrained_backbone)
   return face_model, jax.device_get(backbone_params)
 
 
-def _fmt(x, digits=3):
-  return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
-
-
-def markdown_table(rows: list[dict]) -> str:
-  """One line per (method, stage): pixel metrics and recognisability against chance."""
-  head = ("| Reconstruction | PSNR (dB) | SSIM | ref. SSIM | cos sim to victim | rank-1 | chance |\n"
-          "|---|---|---|---|---|---|---|")
-  lines = [head]
-  for r in rows:
-    s = r["summary"]
-    lines.append(f"| {r['name']} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'])} | "
-                 f"{_fmt(s['reference_ssim'])} | {_fmt(s['similarity'])} | {_fmt(s['rank1'], 2)} | "
-                 f"{_fmt(s['chance_rank1'], 3)} |")
-  return "\n".join(lines)
-
-
 def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None,
                splits: dict | None = None, mesh=None,
                return_target: bool = False) -> dict[str, Any]:
-  """Runs one attack and writes `workdir/{metrics.json, grid_*.png, table.md}`.
+  """Runs one attack and writes `workdir/{metrics.json, grid_*.png}`.
+
+  The markdown table of `rows` (and `table.md`) is written by `reporting/attack_tables.py`.
 
   Args:
     config: an `experiments/attack_*.py` config (data, splits, model, pretrained_backbone,
@@ -464,7 +400,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       check that secure aggregation leaves it unchanged).
 
   Returns:
-    {"table": markdown, "rows": [{"name", "summary"}], "loss_first", "loss_last",
+    {"rows": [{"name", "summary"}], "results", "loss_first", "loss_last",
      "target_recovery_rel_err", "client_delta_norms", "round_metrics", "timing_s", "workdir",
      "enhance_status", ...}.
   """
@@ -487,7 +423,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   fed = splits["federated"]
   k, n = int(a.num_clients), int(a.images_per_client)
   data_size = fed.image_shape[0]
-  face_model, face_params = _load_face_backbone(config, fed.image_shape, backbone_params)
+  face_model, face_params = load_face_backbone(config, fed.image_shape, backbone_params)
   classifier = a.objective in CLASSIFIER_OBJECTIVES
   image_size = int(a.image_size) if classifier else data_size
 
@@ -587,10 +523,9 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     grids.save_attack_grid(os.path.join(workdir, f"grid_{fname}.png"), originals01, im["recon"],
                            im.get("enhanced"), results[name]["raw"]["per_image"]["psnr"],
                            max_columns=int(a.max_grid_columns))
-  table = markdown_table(rows)
   first = next(iter(results.values()))
   out = {
-      "table": table, "rows": rows, "results": results,
+      "rows": rows, "results": results,
       "loss_first": first["loss_first"], "loss_last": first["loss_last"],
       "target_recovery_rel_err": true_rel, "round_metrics": seen["round_metrics"],
       "client_delta_norms": client_delta_norms,
@@ -602,18 +537,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       "attack": a.to_dict(),
   }
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump({k_: v for k_, v in out.items() if k_ != "table"}, f, indent=1, default=str)
+    json.dump(out, f, indent=1, default=str)
   if return_target:   # host pytree, kept out of metrics.json (sweeps compare targets)
     out["target"] = jax.device_get(target)
-  with open(os.path.join(workdir, "table.md"), "w") as f:
-    f.write(table + "\n")
   return out
-
-
-def run_attack_demo(workdir: str, pretrained_dir: str, variant: str = "demo") -> dict[str, Any]:
-  """The demo's closing attack: `experiments/attack_synthetic.py:variant=<variant>` on the demo's
-  synthetic faces, with the face backbone pretrained in `pretrained_dir` (its `backbone/`)."""
-  from experiments import attack_synthetic  # pylint: disable=g-import-not-at-top
-  config = attack_synthetic.get_config(f"variant={variant}")
-  config.pretrained_backbone = os.path.join(pretrained_dir, "backbone")
-  return run_attack(config, workdir)

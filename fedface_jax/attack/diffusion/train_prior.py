@@ -13,11 +13,11 @@ checked on resume/load so a stale prior is never silently reused), `samples.png`
 import functools
 import hashlib
 import json
-import logging
 import math
 import os
 import time
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc

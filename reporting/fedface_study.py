@@ -1,4 +1,4 @@
-"""The pieces of the FedFace study (`launch.fedface_study`) that the demo shares: runs, tables.
+"""The FedFace study (`launch.fedface_study`, `run_study`) and the pieces the demo shares.
 
 A study is a set of named runs under one root, each trained at most once (a finished run
 has its exported backbone and is reused), scored by a bootstrap over identities
@@ -8,6 +8,7 @@ has its exported backbone and is reused), scored by a bootstrap over identities
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -23,8 +24,8 @@ VARIANTS = {
     "client_trained+row_sum": "method=fedface,class_embedding=client_trained,reduction=row_sum",
     "frozen+row_sum+public": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                              "public_negatives=1",
-    # The server step: FedAvgM (momentum on the averaged delta), as in FedFace's own server
-    # optimiser choice and Hsu et al. 2019; the baselines then get the same server step.
+    # The server step: FedAvgM (Hsu et al. 2019, momentum on the averaged client delta); the
+    # baselines and the no-spreadout row then get the chosen variant's server step.
     "frozen+row_sum+m0.9": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                            "server_momentum=0.9",
     "frozen+row_sum+public+m0.9": "method=fedface,class_embedding=frozen,reduction=row_sum,"
@@ -116,8 +117,7 @@ class Study:
     from fedface_jax.training import pretrain
     # pylint: enable=g-import-not-at-top
     cfg = self.config("")
-    model = models.create_model(cfg.model.name, cfg.model.embedding_dim,
-                                **cfg.model.get("kwargs", {}))
+    model = models.from_config(cfg.model)
     faces = self.splits[split]
     params = engine.load_backbone(model, faces.image_shape, os.path.join(workdir, "backbone"))
     return emb_lib.compute_embeddings(pretrain.make_embed_fn(model, params), faces.images,
@@ -194,7 +194,7 @@ def tar_curve_png(curves: dict[str, str], lines: dict[str, float], path: str):
 def write_block(block: str, *, command: str, rows: list[dict], note: str, results_dir: str,
                 num_resamples: int, update_results_md: bool, extra: dict | None = None) -> str:
   """`<results_dir>/<block>.json` and the RESULTS.md section (printed; written if asked)."""
-  from fedface_jax import results as results_lib  # pylint: disable=g-import-not-at-top
+  from reporting import results_md as results_lib  # pylint: disable=g-import-not-at-top
   payload = {"block": block, "command": command, "date": datetime.date.today().isoformat(),
              "machine": results_lib.machine_line(), "note": note, "rows": rows, **(extra or {})}
   os.makedirs(results_dir, exist_ok=True)
@@ -213,3 +213,94 @@ def write_block(block: str, *, command: str, rows: list[dict], note: str, result
   return section
 
 
+def run_study(config_path: str, workroot: str, *, command: str, stage: str = "all",
+              seeds=(0, 1, 2), num_resamples: int = 1000, block: str = "fedface-study-synthetic",
+              update_results_md: bool = False, results_dir: str = "results", variants=None,
+              variant: str = "study"):
+  """The study of `launch.fedface_study`: gate, then selection, then the final table.
+
+  Every run is trained at most once (reused when finished); stage "gate" or "select" stops after
+  that block. Writes `results_dir/<block>*.json`, the TAR-vs-round PNG and (if asked) RESULTS.md.
+  A run whose workdir holds a checkpoint of another config raises `ConfigMismatchError`.
+  """
+  study = Study(config_path, workroot, variant=variant)
+  write = functools.partial(write_block, command=command, results_dir=results_dir,
+                            num_resamples=num_resamples, update_results_md=update_results_md)
+  score = functools.partial(bootstrap_runs, study, num_resamples=num_resamples)
+  candidates = {v: VARIANTS[v] for v in (variants or VARIANTS)}
+  seeds = [int(s) for s in seeds]
+  num_val = study.splits["validation"].num_identities
+  num_eval = study.splits["evaluation"].num_identities
+
+  theta0, central = study.theta0(), study.oracle_central()
+  # Gate: do more identities help at all? Both models are fixed, so this is not tuning.
+  gate = score({"pretrained": [theta0], "oracle_central": [central]}, "evaluation",
+               baseline="pretrained")
+  write(f"{block}-gate", rows=table_rows(gate, {
+      "pretrained": ("pretrained", "theta_0: public ids only"),
+      "oracle_central": ("oracle_central", "central, pretrain + federated ids")}),
+        note=f"Gate: theta_0 against a model trained centrally on every identity "
+             f"(one run each), on the {num_eval} evaluation identities.")
+  if stage == "gate":
+    return
+
+  # Selection: each FedFace variant, first seed, on the validation identities only.
+  selection = score({"pretrained": [theta0],
+                     **{v: [study.federated(f"fedface/{v}", a, seeds[0])]
+                        for v, a in candidates.items()}},
+                    "validation", baseline="pretrained")
+  ranked = sorted(candidates, reverse=True, key=lambda v: (
+      selection[v]["metrics"]["tar@1e-3"]["mean"], selection[v]["metrics"]["auc"]["mean"]))
+  best = next(v for v in ranked if "nosp" not in v)
+  write(f"{block}-selection", rows=table_rows(selection, {
+      "pretrained": ("pretrained", "theta_0"), **{v: ("fedface", v) for v in ranked}}),
+        note=f"Selection on the {num_val} validation identities, seed {seeds[0]}; chosen: "
+             f"`{best}` (highest TAR@1e-3, then AUC, among variants with spreadout).")
+  if stage == "select":
+    return
+
+  # Final table: every method x seeds, on the evaluation identities.
+  mode = best.split("+")[0]
+  server = server_args(VARIANTS[best])   # same server step for all
+  tag = "".join(f"+{kv}" for kv in server.split(",") if kv)
+  nosp_arg = ",".join(a for a in (f"method=fedface_nosp,class_embedding={mode}",
+                                  "public_negatives=1" if "public" in best else "", server) if a)
+  fed = lambda name, arg: [study.federated(name, arg, s) for s in seeds]
+  base = lambda name: fed(name + tag, ",".join(filter(None, (BASELINES[name], server))))
+  runs = {
+      "pretrained": [theta0],
+      "fedavg": base("fedavg"),
+      "fedaws": base("fedaws"),
+      "fedface": fed(f"fedface/{best}", VARIANTS[best]),
+      "fedface_nosp": fed(f"fedface_nosp/{mode}{tag}", nosp_arg),
+      "oracle_central": [central],
+      "oracle_finetune": [study.oracle_finetune(s) for s in seeds],
+  }
+  final = score(runs, "evaluation", baseline="pretrained")
+  vs_fedavg = score({k: runs[k] for k in ("fedavg", "fedface")}, "evaluation",
+                    baseline="fedavg")["fedface"]["delta"]
+
+  labels = {"pretrained": "theta_0",
+            "fedavg": "random init, client-trained rows, no spreadout" + tag,
+            "fedaws": "random init, client-trained rows, row_sum spreadout" + tag, "fedface": best,
+            "fedface_nosp": nosp_arg.split(",", 1)[1],
+            "oracle_central": "central, pretrain + federated ids (1 run)",
+            "oracle_finetune": "theta_0 + mean-feature head, pooled client images"}
+  rows = table_rows(final, {k: (k, v) for k, v in labels.items()})
+  gap = final["oracle_finetune"]["delta"]["tar@1e-3"]["mean"]
+  gain = final["fedface"]["delta"]["tar@1e-3"]["mean"]
+  recovered = (f"FedFace's mean gain is {100 * gain / gap:.0f}% of oracle_finetune's at 1e-3."
+               if gap > 0 else "oracle_finetune does not beat theta_0 at 1e-3.")
+  png = tar_curve_png(
+      {k: v[0] for k, v in runs.items() if k in ("fedavg", "fedaws", "fedface", "fedface_nosp")},
+      {k: final[k]["metrics"]["tar@1e-3"]["mean"]
+       for k in ("pretrained", "oracle_central", "oracle_finetune")},
+      os.path.join(results_dir, f"{block}_tar_vs_round.png"))
+  write(block, rows=rows,
+        note=f"{len(seeds)} seeds per federated row and per fine-tune oracle; {num_eval} "
+             f"evaluation identities. FedFace - FedAvg (paired): TAR@1e-3 "
+             f"{cell(vs_fedavg['tar@1e-3'], 1)}, TAR@1e-2 {cell(vs_fedavg['tar@1e-2'], 1)}, "
+             f"AUC {cell(vs_fedavg['auc'], 4)}. {recovered} Curves: `{png}` (TAR@1e-3 on the "
+             f"validation identities, seed {seeds[0]}; flat lines: evaluation-identity means).",
+        extra={"fedface_minus_fedavg": {m: summary(vs_fedavg[m]) for m in METRICS},
+               "tar_vs_round_png": png})

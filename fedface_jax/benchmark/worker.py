@@ -1,10 +1,10 @@
-"""The benchmark suite: sweep, strategies, peers and the class-table step, one JSON row each.
+"""One benchmark worker's rows: the sweep of one device count, and the class-table step.
 
-Why this module exists: every figure in BENCHMARKS.md must come from one command on one machine
-state. `run_suite` is that command's body. It runs each device count in its own subprocess (a
-fake-device count is fixed when JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count),
-runs the peer frameworks in their own venvs, and writes `results.jsonl` plus BENCHMARKS.md.
-Each row records the load average, because this machine is shared and timings move with it.
+Why a worker: a fake-device count is fixed when JAX starts
+(XLA_FLAGS=--xla_force_host_platform_device_count), so each device count runs in its own process
+(`reporting/benchmark_suite.py` spawns them and writes BENCHMARKS.md). A worker appends one JSON
+row per measurement to `results.jsonl`; each row records the load average, because this machine
+is shared and timings move with it.
 
 Row schema (all rows): kind ("round" | "peer" | "class_table" | "peak" | "error"), name,
 load_avg. Round rows add the workload, strategy, devices, chunk, client_updates_per_s,
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -26,11 +23,11 @@ from absl import logging
 import ml_collections as mlc
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_ALIASES = {"small": "bench_cnn_small", "large": "bench_cnn_large"}
 
 
-def _workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
+def make_workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
+  """The `Workload` of one configured run (also what the peers are given)."""
   from fedface_jax.benchmark import workload as wl  # pylint: disable=g-import-not-at-top
   images = int(run["images"])
   return wl.Workload(
@@ -42,7 +39,8 @@ def _workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
       embedding_dim=int(cfg.embedding_dim), lr=float(cfg.lr), seed=int(cfg.seed))
 
 
-def _emit(out_path: str, row: dict[str, Any]) -> None:
+def emit(out_path: str, row: dict[str, Any]) -> None:
+  """Appends `row` (stamped with load average and time) to results.jsonl and echoes it."""
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   row.setdefault("load_avg", list(measure.load_average()))
   row.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -70,13 +68,13 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
     raise ValueError(f"worker wants {devices} devices, JAX has {jax.device_count()}; "
                      "set XLA_FLAGS=--xla_force_host_platform_device_count")
   peak = measure.peak_matmul_flops(cfg.peak_matmul_size, reps=5)
-  _emit(out_path, {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
+  emit(out_path, {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
                    "peak_flops": peak, "backend": jax.default_backend(),
                    "device_kind": jax.devices()[0].device_kind})
   mesh = sh.make_mesh(data=devices, devices=jax.devices()[:devices])
   runs = [dict(r) for r in cfg.runs if int(r.get("devices", 1)) == devices]
   for run in runs:
-    w = _workload(cfg, run)
+    w = make_workload(cfg, run)
     data = wl.synthetic_client_data(w)
     params = wl.init_params(w)
     base = {"kind": "round", "name": run["name"], "devices": devices,
@@ -100,7 +98,7 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
           jax.block_until_ready(thunk())      # compiles the per-client update
           first = time.perf_counter() - t0
           times = measure.time_calls(thunk, reps)
-          _emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
+          emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
                                measure, extra={"clients_timed": n}))
         elif strat == "centralised":
           _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path)
@@ -123,7 +121,7 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
             _, metrics, _, times = _timed_rounds(lambda st: compiled(st, *inputs), state, reps)
             loss = float(metrics["client_loss_first"])
             name = ("vmap" if devices == 1 else "shard") + ("-laxconv" if conv == "lax" else "")
-            _emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
+            emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
                                  flops_update, peak, measure, extra={
                                      "lower_s": lower_s, "compile_s": compile_s,
                                      "data_s": data_s,
@@ -135,7 +133,7 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
       except Exception as e:  # pylint: disable=broad-except
         # A failed row is reported, not hidden: the table shows the error.
         logging.exception("row %s/%s failed", run["name"], strat)
-        _emit(out_path, {**base, "kind": "error", "strategy": strat, "error": repr(e)[:500]})
+        emit(out_path, {**base, "kind": "error", "strategy": strat, "error": repr(e)[:500]})
 
 
 def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, peak, measure,
@@ -189,7 +187,7 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   data_s = time.perf_counter() - t0
   _, metrics, first, times = _timed_rounds(lambda st: eng(st, inputs), state, reps)
   med = float(np.median(times))
-  _emit(out_path, _row(base, "host_loop", None, w.num_clients, w, times, first, flops_update,
+  emit(out_path, _row(base, "host_loop", None, w.num_clients, w, times, first, flops_update,
                        peak, measure, extra={
                            "compile_s": max(first - med, 0.0), "data_s": data_s,
                            "data_share": data_s / (data_s + med),
@@ -220,7 +218,7 @@ def _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path)
   med = float(np.median(times))
   ips = images.shape[0] / med
   flops_img = flops_update / (w.local_steps * w.batch_size)
-  _emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": images.shape[0],
+  emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": images.shape[0],
                    "round_s": times, "images_per_s": ips, "client_updates_per_s": None,
                    "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
                    "compile_s": compile_s, "peak_rss_bytes": measure.peak_rss_bytes(),
@@ -280,7 +278,7 @@ def run_class_table(cfg: mlc.ConfigDict, out_path: str, hlo_path: str) -> None:
     table, value = compiled(table, emb, labels, qids)
     jax.block_until_ready(table)
     times.append(time.perf_counter() - t0)
-  _emit(out_path, {
+  emit(out_path, {
       "kind": "class_table", "name": f"table{rows}x{dim}", "rows": rows, "dim": dim,
       "devices": shards, "batch": b, "queries": q, "block_size": int(ct.block_size),
       "step_s": times, "compile_s": compile_s, "lower_s": lower_s, "loss": float(value),
@@ -328,127 +326,3 @@ def hlo_checks(hlo: str, rows: int, dim: int, shards: int) -> dict[str, Any]:
           "all_gather_table": len(big), "all_reduces": len(psum_lines),
           "largest_cross_device_all_reduce_elems": largest_ar,
           "local_table_shape_present": f"[{local},{dim}]" in hlo}
-
-
-# ------------------------------------------------------------------------------------------------
-# Peers.
-
-
-def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str) -> None:
-  """Runs each configured peer on its workload in its own venv; failures become error rows."""
-  for peer in cfg.peers:
-    peer = dict(peer)
-    run = next((dict(r) for r in cfg.runs if r["name"] == peer["run"]), None)
-    if run is None:
-      raise ValueError(f"peer {peer} names unknown run {peer['run']!r}")
-    w = _workload(cfg, run)
-    wpath = os.path.join(workdir, f"workload_{run['name']}.json")
-    w.save(wpath)
-    py = os.path.join(REPO_ROOT, ".peer_venvs", peer["venv"], "bin", "python")
-    script = os.path.join(REPO_ROOT, "scripts", "peers", f"{peer['venv']}_bench.py")
-    base = {"kind": "peer", "name": run["name"], "peer": peer["venv"], "workload": w.to_dict()}
-    if not os.path.isfile(py):
-      _emit(out_path, {**base, "kind": "error", "error": f"{py} missing: run "
-                       "scripts/setup_peer_venvs.sh"})
-      continue
-    cmd = [py, script, "--workload", wpath, "--rounds", str(peer.get("rounds", 2))]
-    cmd += list(peer.get("args", ()))
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
-    t0 = time.perf_counter()
-    with open(os.path.join(workdir, f"peer_{peer['venv']}_{run['name']}.log"), "w") as log:
-      proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
-                            timeout=float(peer.get("timeout_s", 900)), check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode or not lines:
-      _emit(out_path, {**base, "kind": "error", "error": f"rc={proc.returncode}; see "
-                       f"peer_{peer['venv']}_{run['name']}.log", "cmd": " ".join(cmd)})
-      continue
-    res = json.loads(lines[-1])
-    _emit(out_path, {**base, "result": res, "wall_s": time.perf_counter() - t0,
-                     "client_updates_per_s": res["client_updates_per_s"],
-                     "images_per_s": res["images_per_s"], "cmd": " ".join(cmd)})
-
-
-# ------------------------------------------------------------------------------------------------
-# Orchestration.
-
-
-def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) -> int:
-  env = dict(os.environ)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-  env.setdefault("JAX_PLATFORMS", "cpu")
-  with open(log_path, "w") as log:
-    proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
-                          env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
-                          check=False)
-  return proc.returncode
-
-
-def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
-              parts: tuple[str, ...]) -> str:
-  """Runs the selected parts (sweep, class_table, peers) and writes BENCHMARKS.md."""
-  from fedface_jax.benchmark import report  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
-  out_path = os.path.join(workdir, "results.jsonl")
-  if not cfg.get("append", False) and os.path.exists(out_path):
-    os.remove(out_path)
-  started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-  t0 = time.perf_counter()
-  if "sweep" in parts:
-    for devices in sorted({int(dict(r).get("devices", 1)) for r in cfg.runs}):
-      rc = _subprocess([f"--config={config_arg}", f"--worker_devices={devices}",
-                        f"--worker_out={out_path}"], devices,
-                       os.path.join(workdir, f"worker_{devices}dev.log"), cfg.worker_timeout_s)
-      if rc:
-        _emit(out_path, {"kind": "error", "name": f"worker_{devices}dev",
-                         "error": f"worker exited with {rc}; see worker_{devices}dev.log"})
-  if "class_table" in parts and cfg.class_table.enabled:
-    rc = _subprocess([f"--config={config_arg}", "--worker_class_table",
-                      f"--worker_out={out_path}"], int(cfg.class_table.devices),
-                     os.path.join(workdir, "class_table.log"), cfg.worker_timeout_s)
-    if rc:
-      _emit(out_path, {"kind": "error", "name": "class_table",
-                       "error": f"class-table worker exited with {rc}; see class_table.log"})
-  if "peers" in parts:
-    run_peers(cfg, workdir, out_path)
-  meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
-          "config": config_arg, "parts": list(parts), "machine": machine_info(),
-          "versions": versions()}
-  meta_path = os.path.join(workdir, "meta.json")
-  if cfg.get("append", False) and os.path.isfile(meta_path):
-    # Appended invocations: keep the first start time and list every command.
-    with open(meta_path) as f:
-      old = json.load(f)
-    meta["started"] = old["started"]
-    meta["wall_s"] += old["wall_s"]
-    meta["command"] = old["command"] + "` then `" + command
-  with open(meta_path, "w") as f:
-    json.dump(meta, f, indent=1)
-  return report.write_report(cfg, workdir, meta)
-
-
-def machine_info() -> dict[str, Any]:
-  info = {"platform": platform.platform(), "python": platform.python_version(),
-          "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-    info["cpu"] = names[0] if names else "unknown"
-    with open("/proc/meminfo") as f:
-      info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-  except OSError:
-    pass
-  return info
-
-
-def versions() -> dict[str, str]:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-  out = {}
-  for p in ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections"):
-    try:
-      out[p] = metadata.version(p)
-    except metadata.PackageNotFoundError:
-      out[p] = "missing"
-  return out

@@ -1,26 +1,22 @@
-"""Runs the method comparison of RESULTS.md and writes its tables.
+"""Runs the method comparison of RESULTS.md (`launch.results`) and writes its tables.
 
-Every number in RESULTS.md comes from here: pretrain once, then every
-federated method from the same theta_0 with the same rounds and clients, plus
-the centralised fine-tuning oracle on the same federated identities, all
-evaluated on the same held-out identities. Runs resume from their checkpoints,
-so re-running after an interruption only finishes what is missing.
+Pretrain once, then every federated method from the same theta_0 with the same rounds and
+clients, plus the centralised fine-tuning oracle on the same federated identities, all evaluated
+on the same held-out identities. Runs resume from their checkpoints, so re-running after an
+interruption only finishes what is missing.
 """
 
 from __future__ import annotations
 
-import datetime
-import fcntl
 import json
 import os
-import platform
-import re
-import socket
 
-import jax
 import ml_collections as mlc
 
 from fedface_jax.evaluation import api as eval_api
+from fedface_jax.federated import engine
+from fedface_jax.training import pretrain
+from reporting import results_md
 
 FED_METHODS = ("fedavg", "fedaws", "fedface_nosp", "fedface")
 LABELS = {
@@ -55,8 +51,6 @@ def oracle_config(pre_cfg: mlc.ConfigDict, fed_cfg: mlc.ConfigDict, pretrain_dir
 def run_comparison(pre_cfg, fed_cfg_fn, workroot: str, methods=FED_METHODS,
                    with_oracle: bool = True) -> dict:
   """Returns {name: evaluation report}; `fed_cfg_fn(method)` gives each config."""
-  from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
-  from fedface_jax.training import pretrain  # pylint: disable=g-import-not-at-top
   pretrain_dir = os.path.join(workroot, "pretrain")
   rows = {"pretrained": pretrain.train_and_evaluate(pre_cfg, pretrain_dir)}
   splits = pretrain.load_splits(pre_cfg)
@@ -73,59 +67,16 @@ def run_comparison(pre_cfg, fed_cfg_fn, workroot: str, methods=FED_METHODS,
   return {"rows": rows, "rounds": rounds}
 
 
-def machine_line() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return (f"{socket.gethostname()}: {cpu}, {os.cpu_count()} cores, "
-          f"JAX {jax.__version__} on {jax.default_backend()} x{jax.device_count()}")
-
-
-def provenance_lines(*commands: str) -> list[str]:
-  """The command(s), machine and date lines that head every RESULTS.md block."""
-  return ([f"- Command: `{c}`" for c in commands]
-          + [f"- Machine: {machine_line()}", f"- Date: {datetime.date.today().isoformat()}"])
-
-
-def section(title: str, command: str, body: str, facts: tuple[str, ...] = ()) -> str:
-  """`### title`, the provenance lines, `- fact` lines, then `body`."""
-  head = "\n".join(provenance_lines(command) + [f"- {f}" for f in facts])
-  return f"### {title}\n\n{head}\n\n{body}\n"
-
-
 def markdown_section(title: str, command: str, result: dict, notes: str = "") -> str:
+  """The `fedface-<dataset>` block: one TAR@FAR row per method, labelled for readers."""
   rows = {LABELS.get(k, k): v for k, v in result["rows"].items() if v is not None}
   table = eval_api.format_results_table(rows, fars=(1e-3, 1e-2))
-  return section(title, command, f"{table}\n\n{notes}",
-                 (f"Federated rounds: {result['rounds']}",))
-
-
-def update_results_md(path: str, key: str, section: str):
-  """Replaces (or appends) the block between `<!-- key -->` markers.
-
-  Several result scripts (demo, method tables, attack sweeps) may finish at
-  the same time; an exclusive lock on a side file keeps one from overwriting
-  another's freshly written block.
-  """
-  begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
-  block = f"{begin}\n{section}\n{end}"
-  with open(path + ".lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    text = open(path).read() if os.path.exists(path) else "# Results\n"
-    if begin in text and end in text:
-      text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text,
-                    flags=re.S)
-    else:
-      text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
+  return results_md.section(title, command, f"{table}\n\n{notes}",
+                            (f"Federated rounds: {result['rounds']}",))
 
 
 def save_json(path: str, result: dict):
+  """`results.json`: every report without its ROC curve and k-fold details."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   slim = {k: {m: {kk: vv for kk, vv in (r or {}).items() if kk not in ("roc", "kfold")}
               for m, r in v.items()} if k == "rows" else v for k, v in result.items()}

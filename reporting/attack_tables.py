@@ -1,0 +1,201 @@
+"""Markdown of the curious-client attack: one attack's table, the sweep tables, the RESULTS.md
+`attack-<suite>` block, and the JSON sidecars they are re-read from.
+
+Why here and not in `fedface_jax/attack/`: the attack returns numbers (`pipeline.run_attack`'s
+rows); how they are laid out for readers is reporting, kept out of the library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from experiments import attack_sweeps as sweep_configs
+from fedface_jax.attack import pipeline
+from fedface_jax.evaluation import verification
+from reporting import results_md
+
+
+def _fmt(x, digits=3):
+  return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+  """One line per (method, stage): pixel metrics and recognisability against chance."""
+  head = ("| Reconstruction | PSNR (dB) | SSIM | ref. SSIM | cos sim to victim | rank-1 | "
+          "chance |\n|---|---|---|---|---|---|---|")
+  lines = [head]
+  for r in rows:
+    s = r["summary"]
+    lines.append(f"| {r['name']} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'])} | "
+                 f"{_fmt(s['reference_ssim'])} | {_fmt(s['similarity'])} | {_fmt(s['rank1'], 2)} | "
+                 f"{_fmt(s['chance_rank1'], 3)} |")
+  return "\n".join(lines)
+
+
+def run_attack(config, workdir: str, **kwargs) -> dict[str, Any]:
+  """`pipeline.run_attack`, plus its table as `out["table"]` and `workdir/table.md`."""
+  out = pipeline.run_attack(config, workdir, **kwargs)
+  out["table"] = markdown_table(out["rows"])
+  with open(os.path.join(workdir, "table.md"), "w") as f:
+    f.write(out["table"] + "\n")
+  return out
+
+
+# ------------------------------------------------------------------------------------- sweeps
+
+
+def _f(x, d=3):
+  if x is None or (isinstance(x, float) and (math.isnan(x))):
+    return "n/a"
+  if isinstance(x, float) and math.isinf(x):
+    return "∞"
+  return f"{x:.{d}f}"
+
+
+def _eps(x):
+  if x is None:
+    return "–"
+  return "∞" if math.isinf(x) else (f"{x:.3g}" if x < 1e4 else f"{x:.2e}")
+
+
+SWEEP_TITLES = {
+    "victims": "Victims in the aggregate (V = K - 1)",
+    "images": "Photos per client",
+    "tau": "Local steps tau",
+    "dp": "DP-FedAvg noise (clip S, noise multiplier z)",
+    "secure_aggregation": "Secure aggregation (pairwise masks)",
+    "class_embedding": "fedface objective: attacker's knowledge of the victims' class embeddings",
+}
+
+
+def markdown_tables(result: dict) -> str:
+  """One table per sweep: PSNR, SSIM, identity cosine, rank-1 vs chance, and the target error."""
+  rows = result["rows"]
+  parts = []
+  for sweep in sweep_configs.SWEEPS:
+    rs = [r for r in rows if r["sweep"] == sweep]
+    if not rs:
+      continue
+    dp = sweep == "dp"
+    head = ["Setting", "method", "victim photos", "PSNR (dB)", "SSIM", "cos sim to victim",
+            "rank-1", "chance", "target rel. err"]
+    if dp:
+      head += ["ε (this round)", "noise std / coord"]
+    lines = [f"#### {SWEEP_TITLES[sweep]}", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in rs:
+      cells = [r["setting"], r["method"], str(r["victim_images"]), _f(r["psnr"], 2),
+               _f(r["ssim"]), _f(r["similarity"]), _f(r["rank1"], 2), _f(r["chance_rank1"]),
+               "n/a" if r["target_recovery_rel_err"] is None
+               else f"{r['target_recovery_rel_err']:.2g}"]
+      if dp:
+        cells += [_eps(r.get("epsilon")), "–" if r.get("dp_noise_std_pseudograd") is None
+                  else f"{r['dp_noise_std_pseudograd']:.2g}"]
+      lines.append("| " + " | ".join(cells) + " |")
+    parts.append("\n".join(lines))
+  sa = result.get("secure_aggregation_check")
+  if sa:
+    parts.append(
+        f"Secure aggregation check: the attacker's target with masking vs without differs by "
+        f"max |Δ| = {sa['target_max_abs_diff']:.2g} (float32 rounding bound of the float "
+        f"masks: {sa['float_rounding_bound']:.2g}; relative {sa['target_rel_diff']:.2g}, "
+        f"target norm {sa['target_norm']:.3g}); PSNR {sa['psnr_off']:.3f} dB off vs "
+        f"{sa['psnr_on']:.3f} dB on (|Δ| = {sa['psnr_abs_diff']:.3f} dB); same participants: "
+        f"{sa['same_participants']}.")
+  return "\n\n".join(parts)
+
+
+def defence_table(cost: dict) -> str:
+  """FedFace's TAR@FAR with and without DP-FedAvg, next to the epsilon it buys."""
+  fars = cost.get("fars", (1e-3, 1e-2))
+  head = (["FedFace run", "z", "S"] + [f"TAR@FAR={verification.far_label(f)} (%)" for f in fars]
+          + ["ε (all rounds)", "δ", "clip fraction", "wall (s)"])
+  lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+
+  def tar(rep, far):
+    if rep is None:
+      return "–"
+    for k, v in rep.get("tar_at_far", {}).items():
+      if float(k) == far:
+        return f"{100 * float(v):.2f}"
+    return "–"
+
+  for r in cost["rows"]:
+    if r.get("round_0_report") is not None:
+      lines.append("| " + " | ".join(["pretrained θ0 (round 0)", "–", "–"] +
+                                     [tar(r["round_0_report"], f) for f in fars] +
+                                     ["–", "–", "–", "–"]) + " |")
+    if r["noise_multiplier"] == 0 and math.isinf(r["clip_norm"]):
+      name = "FedFace, no DP" + (" (reused demo run)" if r.get("reused") else "")
+      dp_cells = ["–", "–"]
+    else:
+      name = "FedFace + DP-FedAvg"
+      dp_cells = [f"{r['noise_multiplier']:g}", f"{r['clip_norm']:.3g}"]
+    lines.append("| " + " | ".join(
+        [name] + dp_cells + [tar(r.get("report"), f) for f in fars] +
+        [_eps(r["epsilon"]), "–" if r["delta"] is None else f"{r['delta']:.2g}",
+         _f(r["clip_fraction"], 2), "–" if r["wall_s"] is None else f"{r['wall_s']:.0f}"]) + " |")
+  return "\n".join(lines)
+
+
+def markdown_section(suite: str, command: str, result: dict | None, cost: dict | None) -> str:
+  """The RESULTS.md block: command, machine, date, sizes, then the tables."""
+  commands = [c for c in ((result or {}).get("command"), (cost or {}).get("command")) if c]
+  commands = list(dict.fromkeys(commands)) or [command]
+  lines = [f"### Curious-client attack sweeps ({suite})", ""]
+  lines += results_md.provenance_lines(*commands)
+  if result is not None:
+    sc = result["sweep_config"]
+    lines += [
+        f"- Sweeps: {result['points']} attacks in {result['timing_s'] / 60:.1f} min (date of run "
+        f"{result['date']}). Base point: {sc['base_victims']} victims x {sc['base_images']} "
+        f"photos, tau={sc['base_tau']}, eta={result.get('eta')}, objective `{sc['objective']}` "
+        f"(untrained LeNet at {result.get('image_size')} px, latent /{result.get('sf')}, "
+        f"{sc['iterations']} Adam iterations); fedface objective (pretrained backbone at the "
+        f"data's resolution): "
+        f"{sc['fedface_iterations']} iterations (CPU-sized: the reference uses 100 at 128 px, "
+        "breaching-style IG up to 24k).",
+        "- Every row is one honest round of the FedFace engine (attacker = client 0, knows K, "
+        "removes its own update) + inversion. PSNR/SSIM after Hungarian pairing within each "
+        "victim; 'cos sim to victim' = cosine of the reconstruction's embedding (pretrained "
+        "backbone) to the victim's template from held-out photos; rank-1 among all enrolled "
+        "federated identities; chance = 1/#identities. 'target rel. err' = ||target - true mean "
+        "victim pseudo-gradient|| / ||true||: ~0 without DP, it is the DP noise otherwise.",
+        f"- Uniform-noise baseline at the base point: PSNR "
+        f"{_f(_base_noise(result, 'noise_psnr'), 2)} dB, cos sim "
+        f"{_f(_base_noise(result, 'noise_similarity'))}, rank-1 "
+        f"{_f(_base_noise(result, 'noise_rank1'), 2)}.",
+        "- DP ε of the attack rows: the attacked round alone (1 round, every participant "
+        "sampled), user-level, δ = 1/N^1.1 of the N federated identities (RDP accountant, "
+        "`federated/privacy.py`). The attacker clips its own update to S before removing it.",
+        "", markdown_tables(result)]
+  if cost is not None:
+    r0 = cost["rows"][0]
+    lines += ["", "#### Defence cost: FedFace TAR@FAR under the same DP-FedAvg", "",
+              f"FedFace (`experiments/fedface_synthetic.py` demo: {r0['rounds']} rounds, "
+              f"{r0['clients_per_round']} of {r0['num_clients']} clients per round), evaluated on "
+              "held-out identities. S = the mean client delta norm of round 1 (probe); "
+              f"ε over all rounds with q = {r0['clients_per_round']}/{r0['num_clients']}.", "",
+              defence_table(cost)]
+  return "\n".join(lines) + "\n"
+
+
+def _base_noise(result, key):
+  for r in result["rows"]:
+    sc = result["sweep_config"]
+    base = (sc["base_victims"], sc["base_images"], sc["base_tau"], sc["objective"])
+    if (r["victims"], r["images_per_client"], r["tau"], r["objective"]) == base:
+      return r[key]
+  return None
+
+
+def save_json(path: str, obj: dict):
+  """A sweep's or defence cost's result, re-read when the tables are rebuilt without a rerun."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1, default=str)

@@ -1,0 +1,62 @@
+"""The RESULTS.md block writer: provenance lines (command, machine, date) and locked rewrites.
+
+Every table in RESULTS.md is a `<!-- BEGIN key -->` ... `<!-- END key -->` block written by one
+command; the block names that command, the machine and the date, so a figure can be traced to
+the run that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+import platform
+import re
+import socket
+
+import jax
+
+
+def machine_line() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"{socket.gethostname()}: {cpu}, {os.cpu_count()} cores, "
+          f"JAX {jax.__version__} on {jax.default_backend()} x{jax.device_count()}")
+
+
+def provenance_lines(*commands: str) -> list[str]:
+  """The command(s), machine and date lines that head every RESULTS.md block."""
+  return ([f"- Command: `{c}`" for c in commands]
+          + [f"- Machine: {machine_line()}", f"- Date: {datetime.date.today().isoformat()}"])
+
+
+def section(title: str, command: str, body: str, facts: tuple[str, ...] = ()) -> str:
+  """`### title`, the provenance lines, `- fact` lines, then `body`."""
+  head = "\n".join(provenance_lines(command) + [f"- {f}" for f in facts])
+  return f"### {title}\n\n{head}\n\n{body}\n"
+
+
+def update_results_md(path: str, key: str, section: str):
+  """Replaces (or appends) the block between `<!-- key -->` markers.
+
+  Several result scripts (demo, method tables, attack sweeps) may finish at
+  the same time; an exclusive lock on a side file keeps one from overwriting
+  another's freshly written block.
+  """
+  begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
+  block = f"{begin}\n{section}\n{end}"
+  with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    text = open(path).read() if os.path.exists(path) else "# Results\n"
+    if begin in text and end in text:
+      text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text,
+                    flags=re.S)
+    else:
+      text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
