@@ -34,6 +34,7 @@ from fedface_jax import models
 from fedface_jax import progress as progress_lib
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 from fedface_jax.training import pretrain
 
 
@@ -106,8 +107,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   fed_faces = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
-                               public_faces=splits.get("pretrain"))
+  algo = run_lib.build_run(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
+                           public_faces=splits.get("pretrain"))
   logging.info("%s: %d clients (%d dropped), %d per round, table %s over %s",
                fcfg.method, algo.clients.num_clients, algo.clients.num_dropped,
                fcfg.clients_per_round, algo.abstract_state["table"].shape,
