@@ -144,7 +144,7 @@ def wait_for_step(checkpoint_dir: pathlib.Path, step: int, proc: subprocess.Pope
 def restore_server_state(config, workdir, step: int) -> dict:
   """Restores round `step` of a run exactly as `engine.run` resumes it (one device here).
 
-  The abstract state comes from the engine's own `build_fedface`, so this
+  The abstract state comes from the engine's own `run.build_run`, so this
   checks the checkpoint against the structure, dtypes and shapes a resume
   needs, whatever the number of processes and devices that wrote it.
   """

@@ -394,6 +394,7 @@ def probe_delta_norm(config: mlc.ConfigDict, splits: dict) -> float:
   # pylint: disable=g-import-not-at-top
   from fedface_jax import models
   from fedface_jax.federated import algorithm as alg_lib
+  from fedface_jax.federated import run as run_lib
   from fedface_jax.federated import engine
   # pylint: enable=g-import-not-at-top
   fcfg = mlc.ConfigDict(config.federated.to_dict())
@@ -404,7 +405,7 @@ def probe_delta_norm(config: mlc.ConfigDict, splits: dict) -> float:
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   fed = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed, mesh)
+  algo = run_lib.build_run(fcfg, model, fed, mesh)
   params0 = engine.load_backbone(model, fed.image_shape, config.pretrained_backbone, mesh)
   state = algo.init(params0, jax.random.key(int(fcfg.seed)))
   _, metrics, _ = algo.apply(state, 0)
