@@ -5,8 +5,9 @@ devices) is only justified against the alternatives, measured on the same round:
 
 * `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
 * `engine`: the real compiled round of the federated engine (`algorithm.FederatedAlgorithm`
-  built for the workload with `federated.execution="compiled"`), run with the benchmark CNN. On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an
-  N-device mesh the client axis is also sharded over devices. The chunk size is the knob;
+  built for the workload with `federated.execution="compiled"`), run with the benchmark CNN.
+  On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh
+  the client axis is also sharded over devices. The chunk size is the knob;
 * `engine_host`: the engine's host-loop round (`host_loop.make_round`, what the engine runs on
   a one-device CPU with the default `federated.execution="auto"`): the same client and
   server code, clients one after another, one jitted local step per call;
@@ -29,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import optax
 
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import workload as wl
