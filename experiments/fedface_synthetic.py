@@ -6,6 +6,11 @@
       --workdir runs/synthetic/fedface
   # methods: fedface | fedface_nosp | fedavg | fedaws   (the centralised oracle: launch.results,
   #   which fine-tunes theta_0 on the pooled federated identities: results.oracle_config)
+  # plug-in algorithms (federated/algorithms/): FedProx (proximal weight mu) and SCAFFOLD
+  python -m launch.fedface --config experiments/fedface_synthetic.py:method=fedprox,mu=0.01 \
+      --workdir runs/synthetic/fedprox
+  python -m launch.fedface --config experiments/fedface_synthetic.py:method=scaffold \
+      --workdir runs/synthetic/scaffold
   # 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 ... --config.mesh.classes=2
 """
 
@@ -16,7 +21,7 @@ from fedface_jax import config_utils
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(arg, variant="demo", method="fedface",
-                                      pretrained="runs/synthetic/pretrain")
+                                      pretrained="runs/synthetic/pretrain", mu=0.01)
   config = pretrain_synthetic.get_config(f"variant={arg.variant}")
   config.pretrained_backbone = f"{arg.pretrained}/backbone"
   if arg.variant == "tiny":
@@ -31,5 +36,10 @@ def get_config(arg=None):
         embedding_dim=config.model.embedding_dim, local_steps=5, batch_size=16, client_lr=0.03,
         clients_per_chunk=5)
     config.eval.every_rounds = 10
+  if arg.method == "fedprox":
+    config.federated.fedprox = dict(mu=float(arg.mu))
+  elif arg.method == "scaffold":
+    # Option II of SCAFFOLD needs plain SGD clients (federated/algorithms/scaffold.py).
+    config.federated.client.optimizer.update(name="sgd", momentum=0.0)
   config.fault_injection = dict(nan_client_ids=())
   return config

@@ -23,6 +23,7 @@ from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import engine
 from fedface_jax.federated import privacy
+from fedface_jax.federated import run as run_lib
 from fedface_jax.training import pretrain
 from reporting import attack_sweeps
 
@@ -75,7 +76,7 @@ def probe_delta_norm(config: mlc.ConfigDict, splits: dict) -> float:
   mesh = sh.make_mesh(None if config.mesh.data < 0 else config.mesh.data, config.mesh.classes)
   model = models.from_config(config.model)
   fed = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed, mesh)
+  algo = run_lib.build_run(fcfg, model, fed, mesh)
   params0 = engine.load_backbone(model, fed.image_shape, config.pretrained_backbone, mesh)
   state = algo.init(params0, jax.random.key(int(fcfg.seed)))
   _, metrics, _ = algo.apply(state, 0)

@@ -144,7 +144,7 @@ def wait_for_step(checkpoint_dir: pathlib.Path, step: int, proc: subprocess.Pope
 def restore_server_state(config, workdir, step: int) -> dict:
   """Restores round `step` of a run exactly as `engine.run` resumes it (one device here).
 
-  The abstract state comes from the engine's own `build_fedface`, so this
+  The abstract state comes from the engine's own `run.build_run`, so this
   checks the checkpoint against the structure, dtypes and shapes a resume
   needs, whatever the number of processes and devices that wrote it.
   """
@@ -153,13 +153,14 @@ def restore_server_state(config, workdir, step: int) -> dict:
   from fedface_jax import models
   from fedface_jax import sharding as sh
   from fedface_jax.federated import algorithm as alg_lib
+  from fedface_jax.federated import run as run_lib
   from fedface_jax.training import pretrain as pretrain_lib
   fcfg = alg_lib.apply_method(config.federated)
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
   faces = pretrain_lib.load_splits(config)["federated"]
   mesh = sh.make_mesh(1, 1, jax.devices()[:1])
-  algo = alg_lib.build_fedface(fcfg, model, faces, mesh)
+  algo = run_lib.build_run(fcfg, model, faces, mesh)
   with ckpt_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints") as ck:
     return jax.device_get(ck.restore(step, algo.abstract_state))
 

@@ -14,6 +14,7 @@ from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.data.faces import FaceArrays
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import client_data
 
 
@@ -53,7 +54,7 @@ def _run(mesh, cfg, rounds=2, poison=()):
   faces = _faces()
   model = _model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  algo = run_lib.build_run(cfg, model, faces, mesh)
   state = algo.init(params0, jax.random.key(1))
   all_metrics = []
   for r in range(rounds):
@@ -68,7 +69,7 @@ def _initialised(cfg, mesh=None):
   model = _model()
   faces = _faces()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  algo = run_lib.build_run(cfg, model, faces, mesh)
   return model, params0, algo, algo.init(params0, jax.random.key(1))
 
 
@@ -149,12 +150,12 @@ def test_num_class_rows_sizes_the_table_for_a_larger_population():
   mesh = sh.make_mesh(1, 2, jax.devices()[:2])
   faces = _faces()   # 11 clients after dropping one
   cfg = _cfg()
-  assert alg_lib.build_fedface(cfg, _model(), faces, mesh).abstract_state["table"].shape == (12, 16)
+  assert run_lib.build_run(cfg, _model(), faces, mesh).abstract_state["table"].shape == (12, 16)
   cfg.num_class_rows = 1000
-  assert alg_lib.build_fedface(cfg, _model(), faces, mesh).abstract_state["table"].shape == (1000, 16)
+  assert run_lib.build_run(cfg, _model(), faces, mesh).abstract_state["table"].shape == (1000, 16)
   cfg.num_class_rows = 10
   with pytest.raises(ValueError, match="num_class_rows=10 < 11 clients"):
-    alg_lib.build_fedface(cfg, _model(), faces, mesh)
+    run_lib.build_run(cfg, _model(), faces, mesh)
 
 
 def test_unroll_factor_settings():
@@ -222,7 +223,7 @@ def test_public_negatives_are_public_mean_features_and_change_the_client_loss():
   for enabled in (False, True):
     cfg = _cfg("fedface_nosp")
     cfg.client.public_negatives.enabled = enabled
-    algo = alg_lib.build_fedface(cfg, model, faces, mesh, public_faces=public)
+    algo = run_lib.build_run(cfg, model, faces, mesh, public_faces=public)
     state = algo.init(params0, jax.random.key(1))
     runs[enabled] = (algo, state) + algo.apply(jax.tree.map(jnp.copy, state), 0)[:2]
   algo, state, _, _ = runs[True]
@@ -236,4 +237,4 @@ def test_public_negatives_are_public_mean_features_and_change_the_client_loss():
   loss_pub, loss_pos = (float(runs[e][3]["client_loss_first"]) for e in (True, False))
   assert np.isfinite(loss_pub) and abs(loss_pub - loss_pos) > 1e-3
   with pytest.raises(ValueError, match="public"):
-    alg_lib.build_fedface(cfg, model, faces, mesh)
+    run_lib.build_run(cfg, model, faces, mesh)

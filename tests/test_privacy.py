@@ -15,6 +15,7 @@ from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.data.faces import FaceArrays
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import client_update as cu
 from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
@@ -42,7 +43,7 @@ def _run(mesh, cfg, rounds_=1, faces=None):
   faces = _equal_faces() if faces is None else faces
   model = _model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  algo = run_lib.build_run(cfg, model, faces, mesh)
   state = algo.init(params0, jax.random.key(1))
   metrics = []
   for r in range(rounds_):
@@ -60,18 +61,19 @@ def test_clipping_bounds_every_client(monkeypatch):
   """Client k's delta is c_k * ones; one client's is huge. Each is clipped to S."""
   dim, scales = 50, np.array([0.01, 0.5, 1e6, 0.2, 3.0, 0.0, 0.05, 2.0], np.float32)
 
-  def fake_make_client_update(apply_fn, cfg, max_images, unroll_loops="off",
-                              class_embedding="frozen"):
-    del apply_fn, cfg, max_images, unroll_loops, class_embedding
-    def update(params, class_emb, images, num_images, rng, public=None):
-      del images, rng, public
+  def fake_make_local_update(apply_fn, cfg, max_images, unroll_loops="off",
+                             class_embedding="frozen", hooks=None):
+    del apply_fn, cfg, max_images, unroll_loops, class_embedding, hooks
+    def update(params, class_emb, images, num_images, rng, public=None, stored=None,
+               broadcast=None):
+      del images, rng, public, broadcast
       c = jnp.asarray(scales)[num_images - 1]          # client k has k + 1 images
       delta = jax.tree.map(lambda p: jnp.full_like(p, c), params)
-      return delta, class_emb, {"loss_first": 0.0 * c, "loss_last": 0.0 * c,
-                                "inside_margin": 0.0 * c}
+      return cu.LocalResult(delta, class_emb, {"loss_first": 0.0 * c, "loss_last": 0.0 * c,
+                                               "inside_margin": 0.0 * c}, {}, stored)
     return update
 
-  monkeypatch.setattr(cu, "make_client_update", fake_make_client_update)
+  monkeypatch.setattr(cu, "make_local_update", fake_make_local_update)
   clip = 1.0
   cfg = _dp_cfg(clip=clip, z=0.0)
   cfg.clients_per_chunk = 1
@@ -81,12 +83,16 @@ def test_clipping_bounds_every_client(monkeypatch):
   params = {"w": jnp.zeros((dim,))}
   cl = rounds.client_sharding(mesh)
   put = lambda x: jax.device_put(x, cl)
-  delta_sum, weight_sum, (_, valid, _, _, norms) = jax.jit(phase)(
-      params, put(jnp.zeros((m, 4))), put(jnp.zeros((m, 1, 2, 2, 3), jnp.uint8)),
-      put(jnp.arange(1, m + 1, dtype=jnp.int32)),
-      put(jax.random.key_data(jax.random.split(jax.random.key(0), m))),
-      put(jnp.zeros(m, bool)), jnp.arange(m, dtype=jnp.int32),
-      jax.random.key_data(jax.random.key(1)), jnp.zeros((0, 4)))
+  sums, outputs = jax.jit(phase)(rounds.RoundInputs(
+      params=params, rows=put(jnp.zeros((m, 4))),
+      images=put(jnp.zeros((m, 1, 2, 2, 3), jnp.uint8)),
+      num_images=put(jnp.arange(1, m + 1, dtype=jnp.int32)),
+      keys=put(jax.random.key_data(jax.random.split(jax.random.key(0), m))),
+      poison=put(jnp.zeros(m, bool)), participants=jnp.arange(m, dtype=jnp.int32),
+      sa_key=jax.random.key_data(jax.random.key(1)), public=jnp.zeros((0, 4)),
+      client_state={}, broadcast={}))
+  delta_sum, weight_sum = sums.delta_sum, sums.weight_sum
+  valid, norms = outputs.valid, outputs.delta_norm
   true_norms = scales * np.sqrt(dim)
   np.testing.assert_allclose(norms, true_norms, rtol=1e-5)
   expected = np.sum(scales * np.minimum(1.0, clip / np.maximum(true_norms, 1e-30)))

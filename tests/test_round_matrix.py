@@ -28,6 +28,7 @@ from experiments import common
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 
 import test_federated_round as small
 
@@ -65,7 +66,7 @@ def _one_round(setup, mesh_shape, method, clients_per_round, dp):
   key = (mesh_shape, method, clients_per_round, dp)
   if key not in cache:
     mesh = sh.make_mesh(*mesh_shape, devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
-    algo = alg_lib.build_fedface(_variant_cfg(method, clients_per_round, dp), model, faces, mesh)
+    algo = run_lib.build_run(_variant_cfg(method, clients_per_round, dp), model, faces, mesh)
     state, metrics, ids = algo.apply(algo.init(params0, jax.random.key(1)), 0)
     cache[key] = (jax.device_get(state), jax.device_get(metrics), ids,
                   algo.clients.num_clients)

@@ -8,7 +8,7 @@ import pytest
 
 from fedface_jax import models
 from fedface_jax import sharding as sh
-from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import secure_aggregation as sa
 from test_federated_round import _cfg, _faces, _model  # pylint: disable=g-bad-import-order
 
@@ -70,7 +70,7 @@ def _round(mesh, cfg, poison=()):
   faces = _faces()
   model = _model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = alg_lib.build_fedface(cfg, model, faces, mesh)
+  algo = run_lib.build_run(cfg, model, faces, mesh)
   state = algo.init(params0, jax.random.key(1))
   state, metrics, _ = algo.apply(state, 0, poison_clients=poison)
   return jax.device_get(state), jax.device_get(metrics)

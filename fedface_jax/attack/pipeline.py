@@ -1,7 +1,7 @@
 """The curious-client attack end to end: one honest round of the federated engine, inversion, scoring.
 
 Why a pipeline: the attack is only meaningful against the exact update the protocol produces, so the
-honest round here is run by the same engine as FedFace (`federated.algorithm.build_fedface`: the
+honest round here is run by the same engine as FedFace (`federated.run.build_run`: the
 client updates of `client_update.py`, FedAvg weighting, the server optimiser, and whatever DP or
 secure-aggregation options `config.federated` switches on), not by a separate toy loop. The attacker
 is client 0 of the round: it saves w_t before the round and reads w_{t+1} after it, forms the diluted
@@ -57,6 +57,7 @@ from fedface_jax.attack import updates
 from fedface_jax.data import faces as faces_lib
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import run as run_lib
 
 CLASSIFIER_OBJECTIVES = ("paper_faithful", "inverting_gradients")
 OBJECTIVES = CLASSIFIER_OBJECTIVES + ("fedface",)
@@ -147,7 +148,7 @@ def run_honest_round(config: mlc.ConfigDict, model, params0, round_faces: faces_
   a = config.attack
   num_classes = round_faces.num_identities if label_table is None else label_table.shape[1]
   fcfg = engine_config(config, num_classes)
-  algo = alg_lib.build_fedface(fcfg, model, round_faces, mesh)
+  algo = run_lib.build_run(fcfg, model, round_faces, mesh)
   if algo.clients.num_clients != a.num_clients:
     raise ValueError(f"engine built {algo.clients.num_clients} clients, expected {a.num_clients}")
   state = algo.init(params0, jax.random.key(int(fcfg.seed)))

@@ -4,12 +4,12 @@ Why this module exists: the engine's design choice (vmap over client chunks insi
 devices) is only justified against the alternatives, measured on the same round:
 
 * `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
-* `engine`: the real compiled round of the federated engine (`rounds.make_round_fn`, the same
-  code `algorithm.build_fedface` jits with `federated.execution="compiled"`), run with the
-  benchmark CNN. On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an
-  N-device mesh the client axis is also sharded over devices. The chunk size is the knob;
-* `engine_host`: the engine's host-loop round (`host_loop.make_round`, what `build_fedface`
-  runs on a one-device CPU with the default `federated.execution="auto"`): the same client and
+* `engine`: the real compiled round of the federated engine (`algorithm.FederatedAlgorithm`
+  built for the workload with `federated.execution="compiled"`), run with the benchmark CNN.
+  On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh
+  the client axis is also sharded over devices. The chunk size is the knob;
+* `engine_host`: the engine's host-loop round (`host_loop.make_round`, what the engine runs on
+  a one-device CPU with the default `federated.execution="auto"`): the same client and
   server code, clients one after another, one jitted local step per call;
 * `centralised`: the ceiling, i.e. the same images through the same model as large SGD batches
   with no per-client state.
@@ -30,77 +30,71 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import optax
 
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import workload as wl
 from fedface_jax.federated import algorithm
-from fedface_jax.federated import host_loop
 from fedface_jax.federated import rounds
 
 
-def engine_config(w: wl.Workload, chunk: int, streams: int = 0) -> mlc.ConfigDict:
+def engine_config(w: wl.Workload, chunk: int, streams: int = 0,
+                  execution: str = "compiled") -> mlc.ConfigDict:
   """The `federated` config section that makes the engine round run the workload."""
+  sgd = lambda lr: dict(name="sgd", learning_rate=lr, schedule="constant")
   return mlc.ConfigDict(dict(
-      clients_per_chunk=chunk, host_loop_streams=streams, class_embedding="frozen",
+      method="fedface_nosp", num_rounds=1, clients_per_round=w.num_clients,
+      clients_per_chunk=chunk, embedding_dim=w.embedding_dim, execution=execution,
+      host_loop_streams=streams, class_embedding="frozen", secure_aggregation=False,
       client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
-                  margin=wl.POSITIVE_MARGIN, augment_flip=False,
-                  optimizer=dict(name="sgd", learning_rate=w.lr, schedule="constant")),
-      spreadout=dict(enabled=False, margin=0.3, weight=0.0, steps=0, block_size=4096)))
+                  margin=wl.POSITIVE_MARGIN, augment_flip=False, optimizer=sgd(w.lr)),
+      server=dict(optimizer=sgd(1.0)),
+      spreadout=dict(enabled=False, margin=0.3, weight=0.0, steps=0, block_size=4096,
+                     optimizer=sgd(0.0))))
 
 
 class EngineRound:
-  """The engine's jitted round on a workload, plus the host-side data step of a round.
+  """The engine's round on a workload (built by `FederatedAlgorithm`), plus its data step.
 
   Attributes:
-    jitted: `jax.jit(round_fn)` with the engine's shardings.
+    algorithm: the engine's `FederatedAlgorithm` for the workload.
+    jitted: its jitted round `(state, batch) -> (state, metrics, valid)` (None in the host loop).
     padded_clients: client slots per round (padded to split over devices and chunks).
     chunk: clients per vmapped chunk (per device).
   """
 
   def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches",
                execution: str = "compiled"):
+    if execution not in ("compiled", "host_loop"):
+      raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
     self.workload = w
     self.mesh = mesh
     self.execution = execution
-    self.padded_clients, self.chunk = algorithm.round_layout(w.num_clients, mesh, chunk)
-    cfg = engine_config(w, self.chunk)
+    _, chunk = algorithm.round_layout(w.num_clients, mesh, chunk)
     model = wl.workload_model(w, conv_impl)
-    apply_fn = lambda p, x: model.apply({"params": p}, x)
     self.rows = sh.padded_num_classes(w.num_clients, mesh)
-    args = (apply_fn, cfg, mesh, w.images_per_client, optax.sgd(1.0), optax.sgd(0.0),
-            w.num_clients, w.num_clients)
-    rep, cl = sh.replicated(mesh), rounds.client_sharding(mesh)
-    self.state_sharding = {"params": rep, "table": sh.table_sharded(mesh), "server_opt": rep,
-                           "round": rep, "rng": rep}
-    if execution == "host_loop":
-      # What `build_fedface` runs on a one-device CPU (`federated.execution="auto"`).
-      self.jitted = None
-      self._round = host_loop.make_round(*args)
-    elif execution == "compiled":
-      self.jitted = jax.jit(rounds.make_round_fn(*args),
-                            in_shardings=(self.state_sharding, cl, cl, cl, cl),
-                            out_shardings=(self.state_sharding, rep, cl))
-      self._round = self.jitted
-    else:
-      raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
-    self._cl = cl
+    self.algorithm = algorithm.FederatedAlgorithm(
+        engine_config(w, chunk, execution=execution), lambda p, x: model.apply({"params": p}, x),
+        jax.eval_shape(lambda: wl.init_params(w)), mesh, max_images=w.images_per_client,
+        num_clients=w.num_clients, num_rows=self.rows)
+    self.padded_clients, self.chunk = self.algorithm.padded_clients, self.algorithm.chunk
+    self.state_sharding = self.algorithm.state_sharding
+    self.jitted = self.algorithm.round_fn if execution == "compiled" else None
+    self._cl = rounds.client_sharding(mesh)
 
   def init_state(self, params, class_embeddings: np.ndarray) -> dict[str, Any]:
     table = np.zeros((self.rows, self.workload.embedding_dim), np.float32)
     table[:class_embeddings.shape[0]] = class_embeddings
-    # A copy: the host-loop round donates its state, and the caller's params are reused.
-    params = jax.tree.map(jnp.copy, params)
-    state = {"params": params, "table": table, "server_opt": optax.sgd(1.0).init(params),
-             "round": jnp.zeros((), jnp.int32),
-             "rng": jax.random.key_data(jax.random.key(self.workload.seed))}
-    return jax.device_put(state, self.state_sharding)
+    # A copy: the round donates its state, and the caller's params are reused.
+    params = jax.device_put(jax.tree.map(jnp.copy, params), sh.replicated(self.mesh))
+    rng_data = jax.random.key_data(jax.random.key(self.workload.seed))
+    return self.algorithm.init(params, sh.put_table(table, self.mesh), rng_data)
 
-  def round_inputs(self, images: np.ndarray, client_ids: np.ndarray) -> tuple[jax.Array, ...]:
+  def round_inputs(self, images: np.ndarray, client_ids: np.ndarray) -> tuple[Any]:
     """Host data step of a round: gather the sampled clients' images, pad, put on the mesh.
 
-    This is what `build_fedface`'s `apply` does per round (`round_data` + device put), so its
-    time is the data-pipeline share of a round.
+    This is what the engine's `FederatedRun.round_data` does per round, so its time is the
+    data-pipeline share of a round. Returns the round's arguments after the state: a
+    one-element tuple holding the `rounds.RoundBatch`.
     """
     m = self.padded_clients
     n = len(client_ids)
@@ -113,12 +107,13 @@ class EngineRound:
     poison = np.zeros(m, bool)
     if self.execution == "host_loop":
       # The host loop reads the image counts on the host; the images go to the device once.
-      return jax.device_put(batch), num_images, ids, poison
+      return (rounds.RoundBatch(jax.device_put(batch), num_images, ids, poison),)
     put = lambda x: jax.device_put(x, self._cl)
-    return put(batch), put(num_images), put(ids), put(poison)
+    return (rounds.RoundBatch(put(batch), put(num_images), put(ids), put(poison)),)
 
   def __call__(self, state, inputs):
-    return self._round(state, *inputs)
+    """`(state, metrics, valid)` after one round on `round_inputs`' output."""
+    return self.algorithm.round_fn(state, *inputs)
 
 
 def engine_round_params(w: wl.Workload, data: wl.ClientData, mesh, chunk: int,

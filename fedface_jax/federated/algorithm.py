@@ -1,16 +1,23 @@
-"""FedFace and its baselines as one `FederatedAlgorithm(init, apply)`.
+"""A federated algorithm: `init`, client and server hooks, `apply(state, round_data)`.
 
-Shape borrowed from FedJAX: `init` builds the server state from the pretrained
-backbone, `apply` runs one round. What differs between FedFace, plain FedAvg,
-FedAwS and the ablations is configuration only:
+Shape borrowed from FedJAX: an algorithm knows how to build its server state and run one round
+on the data it is handed; who joins a round, where their photos come from and the loop over
+rounds belong to the engine (`run.py`, `engine.py`). One round is the engine's FedAvg round with
+FedFace's class table (`rounds.py` compiled, `host_loop.py` on a CPU host); what an algorithm
+changes in it lives in its hooks (`hooks.AlgorithmHooks`): the FedFace methods use the base
+hooks, and FedProx and SCAFFOLD are one file each under `algorithms/` (`ALGORITHM_OF`).
+
+What differs between FedFace, plain FedAvg, FedAwS and the ablations is configuration only:
 
   method          class_init     spreadout   class_embedding (where w_c comes from)
   fedavg          random         off         client_trained
   fedaws          random         on          client_trained
   fedface         mean_feature   on          config: frozen (FedFace code) | reestimate |
   fedface_nosp    mean_feature   off           client_trained
+  fedprox         random         off         client_trained   + proximal term (fedprox.mu)
+  scaffold        random         off         client_trained   + control variates
 
-`method_overrides(name)` returns those settings, so an experiment picks a
+`apply_method(cfg)` fills those settings, so an experiment picks a
 method by name and can still override any field.
 
 How a round runs (`federated.execution`: auto | compiled | host_loop) is
@@ -27,23 +34,20 @@ secure_aggregation.py):
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+import importlib
+from typing import Callable
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 
-from fedface_jax import models
 from fedface_jax import optim
 from fedface_jax import sharding as sh
-from fedface_jax.federated import client_data
 from fedface_jax.federated import client_update
+from fedface_jax.federated import hooks as hooks_lib
 from fedface_jax.federated import host_loop
 from fedface_jax.federated import loops
-from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
 
 METHODS = {
@@ -51,7 +55,11 @@ METHODS = {
     "fedaws": dict(class_init="random", spreadout=True, class_embedding="client_trained"),
     "fedface": dict(class_init="mean_feature", spreadout=True),
     "fedface_nosp": dict(class_init="mean_feature", spreadout=False),
+    "fedprox": dict(class_init="random", spreadout=False, class_embedding="client_trained"),
+    "scaffold": dict(class_init="random", spreadout=False, class_embedding="client_trained"),
 }
+# Methods whose round differs from FedAvg's: the plug-in module under algorithms/ (hooks.py).
+ALGORITHM_OF = {"fedprox": "fedprox", "scaffold": "scaffold"}
 
 
 DP_DEFAULTS = dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0,
@@ -92,30 +100,138 @@ def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
   return cfg
 
 
-@dataclasses.dataclass
+def make_hooks(cfg: mlc.ConfigDict) -> hooks_lib.AlgorithmHooks:
+  """The hooks of `cfg.method`: the base FedAvg/FedFace hooks, or a plug-in's `make(cfg)`.
+
+  A plug-in is the module `fedface_jax.federated.algorithms.<name>` (name from `ALGORITHM_OF`);
+  it is imported only when its method is chosen.
+  """
+  name = ALGORITHM_OF.get(cfg.method)
+  if name is None:
+    return hooks_lib.AlgorithmHooks()
+  hooks = importlib.import_module(f"fedface_jax.federated.algorithms.{name}").make(cfg)
+  if hooks.uploads_extra and (rounds.dp_settings(cfg)[0] or cfg.secure_aggregation):
+    raise ValueError(f"federated.method={cfg.method!r} uploads more than the backbone delta "
+                     "(see its module); federated.dp and secure_aggregation protect the delta "
+                     "only, so they cannot be combined with it")
+  return hooks
+
+
 class FederatedAlgorithm:
-  """`init(params0, rng) -> state`; `apply(state, round_index) -> (state, metrics)`."""
-  init: Callable[..., Any]
-  apply: Callable[..., Any]
-  abstract_state: Any
-  state_sharding: Any
-  clients: client_data.FederatedClients
-  mesh: Any
-  config: Any = None
+  """An algorithm bound to a model, a mesh and a round layout; no data, no sampling.
 
-  def privacy_report(self, rounds_done: int) -> dict[str, float]:
-    """{"privacy/epsilon", "privacy/delta"} after `rounds_done` rounds; {} without DP."""
-    if self.config is None:
-      return {}
-    return privacy.run_epsilon(self.config, self.clients.num_clients, rounds_done)
+  `init(params0, table, rng, public=None) -> state` and `apply(state, round_data) ->
+  (state, metrics)`, where `round_data` is a `rounds.RoundBatch` of the round's padded client
+  slots (host arrays; `place` puts a process's share on the mesh). The client hook (local loss,
+  gradient correction, extra upload, stored client state) and the server hook (its extra
+  state) are `hooks`; aggregation and the class-table step are the engine's
+  (`rounds.make_server_phases`).
+
+  Attributes:
+    hooks: the algorithm's `hooks.AlgorithmHooks`.
+    abstract_state: the state's shapes, dtypes and shardings (what a checkpoint restores into).
+    state_sharding: the state's shardings.
+    execution: "compiled" or "host_loop" (`loops.resolve_execution`).
+    round_fn: the round itself, `(state, batch) -> (state, metrics, valid)` (jitted when
+      compiled; benchmarks lower it), `valid` = which slots were averaged in.
+    padded_clients, chunk: client slots per round and clients per vmapped chunk.
+  """
+
+  def __init__(self, cfg: mlc.ConfigDict, apply_fn: Callable, abstract_params, mesh, *,
+               max_images: int, num_clients: int, num_rows: int, num_public: int = 0,
+               hooks: hooks_lib.AlgorithmHooks | None = None):
+    self.config = cfg
+    self.mesh = mesh
+    self.hooks = hooks or make_hooks(cfg)
+    self.padded_clients, self.chunk = round_layout(cfg.clients_per_round, mesh,
+                                                   cfg.clients_per_chunk)
+    if self.chunk != cfg.clients_per_chunk:
+      raise ValueError(f"clients_per_chunk={cfg.clients_per_chunk} does not fit the round "
+                       f"layout (chunk {self.chunk}); pass the config through `round_config`")
+    server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
+    spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
+    execution_setting = cfg.get("execution", "auto")
+    self.execution = loops.resolve_execution(execution_setting, mesh)
+    hooks_ = self.hooks
+
+    def make_state(params, table, rng_data, public_table):
+      state = {"params": params, "table": table, "server_opt": server_tx.init(params),
+               "round": jnp.zeros((), jnp.int32), "rng": rng_data}
+      if public_table is not None:
+        state["public"] = public_table
+      extra = hooks_.init_server(params)
+      if jax.tree.leaves(extra):
+        state["algo"] = extra
+      one = hooks_.init_client(params)
+      if jax.tree.leaves(one):   # stored per client id, one row each, like the table
+        state["clients"] = jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (table.shape[0],) + x.shape), one)
+      return state
+
+    abstract = jax.eval_shape(
+        make_state, abstract_params,
+        jax.ShapeDtypeStruct((num_rows, cfg.embedding_dim), jnp.float32),
+        jax.ShapeDtypeStruct((2,), jnp.uint32),
+        (jax.ShapeDtypeStruct((num_public, cfg.embedding_dim), jnp.float32)
+         if num_public else None))
+    self.state_sharding = state_sharding(abstract, mesh)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        self.state_sharding)
+    self._make_state = jax.jit(make_state, out_shardings=self.state_sharding)
+    round_args = (apply_fn, cfg, mesh, max_images, server_tx, spread_tx, cfg.clients_per_round,
+                  num_clients)
+    cl = rounds.client_sharding(mesh)
+    if self.execution == "host_loop":
+      self.round_fn = host_loop.make_round(*round_args, hooks=self.hooks)
+      self._put = lambda x: x            # host arrays: the loop reads the image counts
+    else:
+      self.round_fn = jax.jit(
+          rounds.make_round_fn(*round_args, hooks=self.hooks),
+          in_shardings=(self.state_sharding, cl), out_shardings=(self.state_sharding,
+                                                                sh.replicated(mesh), cl),
+          donate_argnums=(0,))
+      self._put = lambda x: jax.make_array_from_process_local_data(cl, x)
+    logging.info("Federated round execution: %s (federated.execution=%r), algorithm %s",
+                 self.execution, execution_setting, self.hooks.name)
+
+  def init(self, params0, table, rng_data, public=None):
+    """The server state before round 1 (the table comes from the engine's round 0)."""
+    return self._make_state(params0, table, rng_data, public)
+
+  def place(self, batch: rounds.RoundBatch) -> rounds.RoundBatch:
+    """This process's share of a round's slots, where the round wants it (mesh or host)."""
+    return rounds.RoundBatch(*map(self._put, batch))
+
+  def apply(self, state, round_data: rounds.RoundBatch):
+    """One round on placed `round_data`; `state` is donated. Returns (state, metrics)."""
+    state, metrics, _ = self.round_fn(state, round_data)
+    return state, metrics
 
 
-def _state_sharding(abstract, mesh):
+def state_sharding(abstract, mesh):
+  """Class table and per-client store split over "classes"; everything else replicated."""
   def rule(path, leaf):
-    if "table" in jax.tree_util.keystr(path):
-      return sh.table_sharded(mesh)
+    del leaf
+    top = jax.tree_util.keystr(path[:1])
+    if top in ("['table']", "['clients']"):
+      return sh.table_sharded(mesh) if top == "['table']" else jax.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(sh.CLASSES))
     return sh.replicated(mesh)
   return jax.tree_util.tree_map_with_path(rule, abstract)
+
+
+def round_config(cfg: mlc.ConfigDict, num_clients: int, mesh) -> mlc.ConfigDict:
+  """A copy of `cfg` with the round's real K and the chunk the mesh allows."""
+  cfg = mlc.ConfigDict(cfg.to_dict())
+  if cfg.clients_per_round > num_clients:
+    # Full participation is a legitimate setting; the copy carries the real K, which
+    # the DP denominator and the accountant's sampling rate read.
+    logging.warning("federated.clients_per_round=%d > %d clients: every client joins "
+                    "every round", cfg.clients_per_round, num_clients)
+    cfg.clients_per_round = num_clients
+  _, cfg.clients_per_chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
+  return cfg
 
 
 def round_layout(clients_per_round: int, mesh, chunk: int) -> tuple[int, int]:
@@ -146,152 +262,3 @@ def class_table_rows(cfg: mlc.ConfigDict, num_clients: int) -> int:
   return requested
 
 
-def build_fedface(cfg: mlc.ConfigDict, model, faces, mesh,
-                  process_slice: Callable | None = None,
-                  public_faces=None) -> FederatedAlgorithm:
-  """Builds the algorithm for the federated identities in `faces`.
-
-  Args:
-    cfg: the `federated` config section (after `apply_method`).
-    model: the backbone (linen module returning normalised embeddings).
-    faces: FaceArrays of the federated split; one client per identity.
-    mesh: ("data", "classes") mesh.
-    process_slice: for multi-host runs, maps the padded client list of a round
-      to this process's contiguous share (see engine); None = single process.
-    public_faces: the public (pretraining) identities; needed only with
-      `client.public_negatives.enabled`, whose rows are their mean features
-      under theta_0, computed once at `init` and kept in the state.
-  """
-  clients = client_data.FederatedClients(faces, cfg.min_images_per_client,
-                                         cfg.max_images_per_client)
-  public = None
-  if cfg.client.get("public_negatives", {}).get("enabled", False):
-    if public_faces is None:
-      raise ValueError("client.public_negatives needs the public (pretraining) identities")
-    public = client_data.FederatedClients(public_faces, 1, cfg.max_images_per_client)
-  apply_fn = lambda p, x: model.apply({"params": p}, x)
-  dim = cfg.embedding_dim
-  rows = sh.padded_num_classes(class_table_rows(cfg, clients.num_clients), mesh)
-  cfg = mlc.ConfigDict(cfg.to_dict())
-  if cfg.clients_per_round > clients.num_clients:
-    # Full participation is a legitimate setting; the copy carries the real K, which
-    # the DP denominator and the accountant's sampling rate read.
-    logging.warning("federated.clients_per_round=%d > %d clients: every client joins "
-                    "every round", cfg.clients_per_round, clients.num_clients)
-    cfg.clients_per_round = clients.num_clients
-  padded_m, chunk = round_layout(cfg.clients_per_round, mesh, cfg.clients_per_chunk)
-  cfg.clients_per_chunk = chunk
-  server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
-  spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
-  execution_setting = cfg.get("execution", "auto")
-  execution = loops.resolve_execution(execution_setting, mesh)
-  round_args = (apply_fn, cfg, mesh, clients.max_images, server_tx, spread_tx,
-                cfg.clients_per_round, clients.num_clients)
-
-  def make_state(params, table, rng_data, public_table):
-    state = {"params": params, "table": table, "server_opt": server_tx.init(params),
-             "round": jnp.zeros((), jnp.int32), "rng": rng_data}
-    if public_table is not None:
-      state["public"] = public_table
-    return state
-
-  abstract = jax.eval_shape(
-      make_state, jax.eval_shape(lambda: _abstract_params(model, faces)),
-      jax.ShapeDtypeStruct((rows, dim), jnp.float32),
-      jax.ShapeDtypeStruct((2,), jnp.uint32),
-      None if public is None else jax.ShapeDtypeStruct((public.num_clients, dim), jnp.float32))
-  state_sharding = _state_sharding(abstract, mesh)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-      state_sharding)
-  cl = rounds.client_sharding(mesh)
-  if execution == "host_loop":
-    round_call = host_loop.make_round(*round_args)
-    put = lambda x: x            # host arrays: the loop reads the image counts
-  else:
-    round_call = jax.jit(
-        rounds.make_round_fn(*round_args), in_shardings=(state_sharding, cl, cl, cl, cl),
-        out_shardings=(state_sharding, sh.replicated(mesh), cl), donate_argnums=(0,))
-    put = lambda x: jax.make_array_from_process_local_data(cl, x)
-  logging.info("Federated round execution: %s (federated.execution=%r)", execution,
-               execution_setting)
-  make_state_jit = jax.jit(make_state, out_shardings=state_sharding)
-
-  def init(params0, rng):
-    table = initial_class_table(cfg, apply_fn, params0, clients, mesh, rows, rng,
-                                process_slice)
-    rng_data = jax.random.key_data(jax.random.fold_in(rng, 1))
-    public_table = None
-    if public is not None:
-      public_table = jnp.asarray(mean_features(cfg, apply_fn, params0, public, mesh,
-                                               process_slice))
-    return make_state_jit(params0, table, rng_data, public_table)
-
-  def apply(state, round_index: int, poison_clients=()):
-    ids = client_data.sample_clients(cfg.seed, round_index, clients.num_clients,
-                                     cfg.clients_per_round)
-    padded_ids = np.zeros(padded_m, np.int32)
-    padded_ids[:len(ids)] = ids
-    poison = np.isin(padded_ids, np.asarray(poison_clients, np.int32))
-    poison[len(ids):] = False
-    lo, hi = process_slice(padded_m) if process_slice else (0, padded_m)
-    data = clients.round_data(padded_ids[lo:hi])
-    num_images = data.num_images.copy()
-    num_images[max(0, len(ids) - lo):] = 0            # padding slots
-    state, metrics, _ = round_call(state, put(data.images), put(num_images),
-                                   put(padded_ids[lo:hi]), put(poison[lo:hi]))
-    return state, metrics, ids
-
-  return FederatedAlgorithm(init, apply, abstract, state_sharding, clients, mesh, cfg)
-
-
-def _abstract_params(model, faces):
-  return models.init_params(model, jax.random.key(0), faces.images.shape[1:])
-
-
-def initial_class_table(cfg, apply_fn, params0, clients, mesh, rows: int, rng,
-                        process_slice: Callable | None = None):
-  """The server's class table before round 1, in its sharded layout.
-
-  mean_feature (FedFace): every client computes the normalised mean of its own
-  features under theta_0 and uploads only that vector (`mean_features`).
-  random (FedAvg/FedAwS): Gaussian rows. Padding rows stay zero.
-  """
-  dim = cfg.embedding_dim
-  table = np.zeros((rows, dim), np.float32)
-  n = clients.num_clients
-  if cfg.class_init == "random":
-    table[:n] = np.asarray(jax.random.normal(rng, (n, dim))) / np.sqrt(dim)
-  elif cfg.class_init == "mean_feature":
-    table[:n] = mean_features(cfg, apply_fn, params0, clients, mesh, process_slice)
-  else:
-    raise ValueError(f"unknown class_init {cfg.class_init!r}; valid: random, mean_feature")
-  return sh.put_table(table, mesh)
-
-
-def mean_features(cfg, apply_fn, params, clients, mesh,
-                  process_slice: Callable | None = None) -> np.ndarray:
-  """[num_clients, D] host array: each client's normalised mean feature under `params`.
-
-  Clients run in parallel, vmapped and split over all devices, in groups of
-  one round's size. Multi-host: each process loads only its `process_slice`
-  of a group; the [group, D] features come back replicated, so every process
-  fills the same host array.
-  """
-  n = clients.num_clients
-  out_rows = np.zeros((n, cfg.embedding_dim), np.float32)
-  group, _ = round_layout(min(n, cfg.clients_per_round), mesh, cfg.clients_per_chunk)
-  cl = rounds.client_sharding(mesh)
-  feat = jax.jit(jax.vmap(lambda p, im, k: client_update.mean_feature(apply_fn, p, im, k),
-                          in_axes=(None, 0, 0)),
-                 in_shardings=(sh.replicated(mesh), cl, cl), out_shardings=sh.replicated(mesh))
-  put = lambda x: jax.make_array_from_process_local_data(cl, x)
-  lo, hi = process_slice(group) if process_slice else (0, group)
-  for start in range(0, n, group):
-    ids = np.arange(start, min(start + group, n))
-    padded = np.zeros(group, np.int32)
-    padded[:len(ids)] = ids
-    data = clients.round_data(padded[lo:hi])
-    out = feat(params, put(data.images), put(data.num_images))
-    out_rows[ids] = np.asarray(out.addressable_data(0))[:len(ids)]
-  return out_rows

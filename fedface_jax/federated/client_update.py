@@ -37,6 +37,7 @@ import optax
 from fedface_jax import losses
 from fedface_jax import models
 from fedface_jax import optim
+from fedface_jax.federated import hooks as hooks_lib
 from fedface_jax.federated import loops
 
 # federated.class_embedding: where a client's class row w_c comes from.
@@ -71,8 +72,7 @@ class LocalTraining(NamedTuple):
     start: `(params, class_emb, images, num_images, rng) -> ClientState`.
     step: `(ClientState, images, t) -> (ClientState, loss)`; a step at
       `t >= steps` (local_epochs mode) leaves the state unchanged.
-    finish: `(params, ClientState, loss_first, loss_last) -> (delta, new class
-      embedding, metrics)`.
+    finish: `(params, ClientState, loss_first, loss_last) -> LocalResult`.
     num_steps: `num_images -> (per-client steps, static bound)`.
   """
   start: Callable
@@ -91,6 +91,17 @@ class ClientState(NamedTuple):
   steps: jax.Array     # this client's number of local steps
   public: jax.Array    # [P, D] public negatives (P = 0: none)
   inside_margin: jax.Array  # share of the first local batch already within the margin
+  stored: Any          # the algorithm's stored state of this client ({}: stateless)
+  aux: Any             # what the algorithm's client hook keeps beside the weights (hooks.py)
+
+
+class LocalResult(NamedTuple):
+  """One client's local run, as the round consumes it."""
+  delta: Any           # local params - global params
+  new_row: jax.Array   # the class embedding after training (uploaded in UPLOADS_ROW modes)
+  metrics: dict
+  upload: Any          # the algorithm's extra upload, summed over valid clients ({}: none)
+  client_state: Any    # the algorithm's new stored state of this client ({}: stateless)
 
 
 def check_class_embedding(mode: str) -> str:
@@ -100,13 +111,17 @@ def check_class_embedding(mode: str) -> str:
 
 
 def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
-                        class_embedding: str = "frozen") -> LocalTraining:
+                        class_embedding: str = "frozen",
+                        hooks: hooks_lib.AlgorithmHooks | None = None) -> LocalTraining:
   """The client objective and optimiser of `cfg` (the `federated.client` section).
 
   `images` is [n_max, H, W, 3] uint8 with the first `num_images` valid;
   local batches cycle through a per-client permutation of those.
   `class_embedding` is `federated.class_embedding` (see `CLASS_EMBEDDING`).
+  `hooks`: the algorithm's client hooks (loss, gradient correction, extra
+  upload and stored state); None = FedAvg/FedFace (`hooks.AlgorithmHooks`).
   """
+  hooks = hooks or hooks_lib.AlgorithmHooks()
   tx = optim.create_optimizer(cfg.optimizer, 1)
   batch = cfg.batch_size
   margin = cfg.margin
@@ -140,11 +155,14 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
       return loss, jnp.zeros((), jnp.float32)
   else:
     raise ValueError(f"unknown local_loss {local_loss!r}; valid: positive_only, softmax_ce")
+  loss_fn = hooks.client_loss(loss_fn)
 
   def num_steps(num_images):
     return local_num_steps(cfg, num_images, max_images)
 
-  def start(params, class_emb, images, num_images, rng, public):
+  def start(params, class_emb, images, num_images, rng, public, stored=None, broadcast=None):
+    stored = {} if stored is None else stored
+    broadcast = {} if broadcast is None else broadcast
     steps, _ = num_steps(num_images)
     r_perm, r_flip = jax.random.split(rng)
     slots = images.shape[0]
@@ -157,7 +175,8 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
     return ClientState(trainable, tx.init(trainable), jnp.argsort(keys),
                        jax.random.key_data(r_flip),
                        jnp.asarray(num_images, jnp.int32), jnp.asarray(steps, jnp.int32),
-                       public, jnp.zeros((), jnp.float32))
+                       public, jnp.zeros((), jnp.float32), stored,
+                       hooks.client_start(params, stored, broadcast))
 
   def step(state, images, t):
     trainable, opt_state = state.trainable, state.opt_state
@@ -169,8 +188,8 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
       x = jnp.where(flip, x[:, :, ::-1], x)
     (loss, inside), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, x,
                                                                        state.public)
-    if not train_w:
-      grads = {"params": grads["params"], "w": jnp.zeros_like(grads["w"])}
+    grads = {"params": hooks.client_grad(grads["params"], trainable["params"], state.aux),
+             "w": grads["w"] if train_w else jnp.zeros_like(grads["w"])}
     updates, new_opt = tx.update(grads, opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
     # Clients with fewer steps (local_epochs mode) stop early: keep old state.
@@ -181,34 +200,55 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
     return state._replace(trainable=new, opt_state=new_opt, inside_margin=inside), loss
 
   def finish(params, state, loss_first, loss_last):
-    delta = jax.tree.map(jnp.subtract, state.trainable["params"], params)
-    return delta, state.trainable["w"], {"loss_first": loss_first, "loss_last": loss_last,
-                                         "inside_margin": state.inside_margin}
+    local_params = state.trainable["params"]
+    delta = jax.tree.map(jnp.subtract, local_params, params)
+    upload, stored = hooks.client_finish(params, local_params, state.stored, state.aux,
+                                         state.steps)
+    return LocalResult(delta, state.trainable["w"],
+                       {"loss_first": loss_first, "loss_last": loss_last,
+                        "inside_margin": state.inside_margin}, upload, stored)
 
   return LocalTraining(start, step, finish, num_steps)
 
 
-def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
-                       unroll_loops="off", class_embedding: str = "frozen"):
-  """Returns `update(params, class_emb, images, num_images, rng, public=None)`: a local run.
+def make_local_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                      unroll_loops="off", class_embedding: str = "frozen",
+                      hooks: hooks_lib.AlgorithmHooks | None = None):
+  """Returns `update(params, class_emb, images, num_images, rng, public, stored, broadcast)`.
 
   The compiled form of `make_local_training` (a `lax.scan` over the static
   step bound), which the engine vmaps over a chunk of clients. `unroll_loops`
-  is `federated.unroll_loops` (see loops.py). Outputs (delta = local params -
-  global params, new class embedding, metrics).
+  is `federated.unroll_loops` (see loops.py). Returns a `LocalResult`.
   """
-  local = make_local_training(apply_fn, cfg, max_images, class_embedding)
+  local = make_local_training(apply_fn, cfg, max_images, class_embedding, hooks)
 
-  def update(params, class_emb, images, num_images, rng, public=None):
+  def update(params, class_emb, images, num_images, rng, public=None, stored=None,
+             broadcast=None):
     if public is None:
       public = jnp.zeros((0, class_emb.shape[-1]), jnp.float32)
-    state = local.start(params, class_emb, images, num_images, rng, public)
+    state = local.start(params, class_emb, images, num_images, rng, public, stored, broadcast)
     steps, bound = local.num_steps(num_images)
     state, step_losses = jax.lax.scan(
         lambda st, t: local.step(st, images, t), state, jnp.arange(bound),
         unroll=loops.unroll_factor(unroll_loops, bound))
     return local.finish(params, state, step_losses[0],
                         step_losses[jnp.maximum(steps - 1, 0)])
+
+  return update
+
+
+def make_client_update(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                       unroll_loops="off", class_embedding: str = "frozen"):
+  """Returns `update(params, class_emb, images, num_images, rng, public=None)`: a local run.
+
+  One FedAvg/FedFace client on its own (the attack recomputes its own update
+  with it): outputs (delta = local params - global params, new class
+  embedding, metrics). The round uses `make_local_update`.
+  """
+  local = make_local_update(apply_fn, cfg, max_images, unroll_loops, class_embedding)
+
+  def update(params, class_emb, images, num_images, rng, public=None):
+    return tuple(local(params, class_emb, images, num_images, rng, public)[:3])
 
   return update
 

@@ -35,6 +35,7 @@ from fedface_jax import models
 from fedface_jax import progress as progress_lib
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import run as run_lib
 from fedface_jax.training import pretrain
 
 
@@ -104,11 +105,10 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
   splits = pretrain.load_splits(config) if splits is None else splits
-  model = models.create_model(config.model.name, config.model.embedding_dim,
-                              **config.model.get("kwargs", {}))
+  model = models.from_config(config.model)
   fed_faces = splits["federated"]
-  algo = alg_lib.build_fedface(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
-                               public_faces=splits.get("pretrain"))
+  algo = run_lib.build_run(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
+                           public_faces=splits.get("pretrain"))
   logging.info("%s: %d clients (%d dropped), %d per round, table %s over %s",
                fcfg.method, algo.clients.num_clients, algo.clients.num_dropped,
                fcfg.clients_per_round, algo.abstract_state["table"].shape,

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import hooks as hooks_lib
 from fedface_jax.federated import loops
 from fedface_jax.federated import rounds
 
@@ -55,27 +56,31 @@ def num_streams(setting) -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int):
-  """Returns `phase(params, rows, images, num_images, key_data, poison, participants, sa_key, public)`.
+def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
+                       hooks: hooks_lib.AlgorithmHooks | None = None):
+  """Returns `phase(inputs: RoundInputs) -> (RoundSums, ClientOutputs [M])`.
 
-  Same arguments and outputs as the compiled `rounds.make_clients_phase`, except that
-  `num_images` must be a host array (the loop reads each client's image and step counts).
+  Same inputs and outputs as the compiled `rounds.make_clients_phase`, except that
+  `inputs.num_images` must be a host array (the loop reads each client's image and step
+  counts). The per-client output buffers are shaped from `jax.eval_shape` of one client's
+  outputs, so an algorithm's extra uploads and stored state need nothing here.
 
   Clients run in `federated.host_loop_streams` concurrent streams (Python threads; a jitted call
-  releases the GIL): XLA:CPU parallelises one small client step over only ~1.4 of 2 cores, and
-  two streams of one-client steps ran 1.75x the steps/s of one on the 2-core machine (659 vs
-  377/s, bench CNN, 8 images of 32x32). Stream k trains the k-th, (k+S)-th, ... client and
-  keeps its own running sums; the sums are then added in stream order, so a round is
-  deterministic (bit-identical on rerun and on resume) whatever the thread timing.
+  releases the GIL): XLA:CPU parallelises one small client step over only part of the cores
+  (BENCHMARKS.md). Stream k trains the k-th, (k+S)-th, ... client and keeps its own running
+  sums; the sums are then added in stream order, so a round is deterministic (bit-identical on
+  rerun and on resume) whatever the thread timing.
   """
   streams = num_streams(cfg.get("host_loop_streams", 0))
-  local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding)
+  local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding, hooks)
   contribution = rounds.make_client_contribution(cfg)
 
-  def open_client(params, rows, images, num_images, key_data, public, c):
+  def open_client(inputs, c):
     """Slot c's local state, read from the round's arrays inside the jitted call."""
-    return local.start(params, rows[c], images[c], num_images[c],
-                       jax.random.wrap_key_data(key_data[c]), public)
+    slot = lambda tree: jax.tree.map(lambda x: x[c], tree)
+    return local.start(inputs.params, inputs.rows[c], inputs.images[c], inputs.num_images[c],
+                       jax.random.wrap_key_data(inputs.keys[c]), inputs.public,
+                       slot(inputs.client_state), inputs.broadcast)
 
   start = jax.jit(open_client)
 
@@ -83,70 +88,71 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
   def step(state, images, c, t):
     return local.step(state, images[c], t)
 
-  def accumulate(acc, params, state, loss_first, loss_last, num_images, poison, participants,
-                 sa_key, c):
-    delta, new_row, metrics = local.finish(params, state, loss_first, loss_last)
-    contrib, weight, outputs = contribution(params, delta, new_row, metrics, num_images[c],
-                                            poison[c], participants[c], participants, sa_key)
-    delta_sum, weight_sum, per_client = acc
+  def client_outputs(inputs, state, loss_first, loss_last, c):
+    result = local.finish(inputs.params, state, loss_first, loss_last)
+    return contribution(inputs.params, result, inputs.num_images[c], inputs.poison[c],
+                        inputs.participants[c], inputs.participants, inputs.sa_key)
+
+  def accumulate(acc, inputs, state, loss_first, loss_last, c):
+    sums, outputs = client_outputs(inputs, state, loss_first, loss_last, c)
+    acc_sums, per_client = acc
     per_client = jax.tree.map(lambda buf, v: buf.at[c].set(v), per_client, outputs)
-    return jax.tree.map(jnp.add, delta_sum, contrib), weight_sum + weight, per_client
+    return jax.tree.map(jnp.add, acc_sums, sums), per_client
 
   finish = jax.jit(accumulate, donate_argnums=(0,))
 
   @functools.partial(jax.jit, donate_argnums=(0,))
-  def solo(acc, params, rows, images, num_images, key_data, poison, participants, sa_key,
-           public, c):
+  def solo(acc, inputs, c):
     """A one-step client in one call (start, step, accumulate): a third of the dispatches."""
-    state = open_client(params, rows, images, num_images, key_data, public, c)
-    state, loss = local.step(state, images[c], 0)
-    return accumulate(acc, params, state, loss, loss, num_images, poison, participants, sa_key,
-                      c)
+    state = open_client(inputs, c)
+    state, loss = local.step(state, inputs.images[c], 0)
+    return accumulate(acc, inputs, state, loss, loss, c)
+
+  def one_client(inputs):
+    state, loss = local.step(open_client(inputs, 0), inputs.images[0], 0)
+    return client_outputs(inputs, state, loss, loss, 0)
 
   @jax.jit
-  def empty_sums(params, rows):
-    m = rows.shape[0]
-    zeros = lambda: jnp.zeros((m,), jnp.float32)   # distinct buffers: each is donated
-    per_client = (rows, jnp.zeros((m,), bool), jnp.ones((m,), bool),
-                  {"loss_first": zeros(), "loss_last": zeros(), "inside_margin": zeros()},
-                  zeros())
-    return (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), per_client)
+  def empty_sums(inputs):
+    """Zero sums and [M, ...] per-client buffers, shaped like one client's outputs."""
+    m = inputs.rows.shape[0]
+    sums, outputs = jax.eval_shape(one_client, inputs)
+    # Distinct buffers (jnp.zeros per leaf): each is donated.
+    return (jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums),
+            jax.tree.map(lambda s: jnp.zeros((m,) + s.shape, s.dtype), outputs))
 
   @jax.jit
   def merge_streams(accs, owner):
     """Stream 0's sums + stream 1's + ... (fixed order); slot c's outputs from its owner."""
-    delta_sum, weight_sum, per_client = accs[0]
-    for k, (d, w, pc) in enumerate(accs[1:], start=1):
-      delta_sum = jax.tree.map(jnp.add, delta_sum, d)
-      weight_sum = weight_sum + w
+    sums, per_client = accs[0]
+    for k, (s, pc) in enumerate(accs[1:], start=1):
+      sums = jax.tree.map(jnp.add, sums, s)
       mine = owner == k
       per_client = jax.tree.map(
           lambda a, b: jnp.where(mine.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),
           per_client, pc)
-    return delta_sum, weight_sum, per_client
+    return sums, per_client
 
-  def phase(params, rows, images, num_images, key_data, poison, participants, sa_key, public):
-    num_images = np.asarray(num_images)
+  def phase(inputs):
+    num_images = np.asarray(inputs.num_images)
     steps = np.asarray(local.num_steps(num_images)[0])
-    num_images_dev = jnp.asarray(num_images)
+    inputs = inputs._replace(num_images=jnp.asarray(num_images))
     # Padding slots (no images) are not clients: weight 0, nothing to train.
     clients = [c for c in range(num_images.shape[0]) if num_images[c] > 0]
     active = max(1, min(streams, len(clients)))
 
     def run_stream(k):
-      acc = empty_sums(params, rows)
+      acc = empty_sums(inputs)
       for c in clients[k::active]:
         if steps[c] == 1:
-          acc = solo(acc, params, rows, images, num_images_dev, key_data, poison, participants,
-                     sa_key, public, c)
+          acc = solo(acc, inputs, c)
           continue
-        state = start(params, rows, images, num_images_dev, key_data, public, c)
-        state, loss_first = step(state, images, c, 0)
+        state = start(inputs, c)
+        state, loss_first = step(state, inputs.images, c, 0)
         loss = loss_first
         for t in range(1, int(steps[c])):
-          state, loss = step(state, images, c, t)
-        acc = finish(acc, params, state, loss_first, loss, num_images_dev, poison,
-                     participants, sa_key, c)
+          state, loss = step(state, inputs.images, c, t)
+        acc = finish(acc, inputs, state, loss_first, loss, c)
       return acc
 
     if active == 1:
@@ -164,24 +170,27 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int)
 def make_round(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
                server_tx: optax.GradientTransformation,
                spread_tx: optax.GradientTransformation, num_real_clients: int,
-               num_valid_rows: int) -> Callable[..., Any]:
-  """`round(state, images, num_images, client_ids, poison)` like the jitted `rounds.make_round_fn`.
+               num_valid_rows: int,
+               hooks: hooks_lib.AlgorithmHooks | None = None) -> Callable[..., Any]:
+  """`round(state, batch: RoundBatch)` like the jitted `rounds.make_round_fn`.
 
-  Inputs are host arrays (`num_images` must be); `state` is donated, as in the compiled round.
+  Inputs are host arrays (`batch.num_images` must be); `state` is donated, as in the compiled
+  round.
   """
   loops.resolve_execution("host_loop", mesh)   # one device, one process, or a clear error
   prepare, server = rounds.make_server_phases(cfg, mesh, server_tx, spread_tx,
-                                              num_real_clients, num_valid_rows)
+                                              num_real_clients, num_valid_rows, hooks)
   prepare = jax.jit(prepare)
   server = jax.jit(server, donate_argnums=(0,))
-  clients_phase = make_clients_phase(apply_fn, cfg, max_images)
+  clients_phase = make_clients_phase(apply_fn, cfg, max_images, hooks)
 
-  def round_fn(state, images, num_images, client_ids, poison):
-    client_ids = jnp.asarray(client_ids)
-    rows, keys, participants, sa_key, public = prepare(state, client_ids)
-    delta_sum, weight_sum, per_client = clients_phase(
-        state["params"], rows, jnp.asarray(images), num_images, keys, jnp.asarray(poison),
-        participants, sa_key, public)
-    return server(state, delta_sum, weight_sum, per_client, jnp.asarray(num_images), client_ids)
+  def round_fn(state, batch):
+    client_ids = jnp.asarray(batch.client_ids)
+    inputs = prepare(state, client_ids)._replace(
+        images=jnp.asarray(batch.images), num_images=batch.num_images,
+        poison=jnp.asarray(batch.poison))
+    sums, outputs = clients_phase(inputs)
+    return server(state, sums, outputs,
+                  rounds.RoundBatch(None, jnp.asarray(batch.num_images), client_ids, None))
 
   return round_fn

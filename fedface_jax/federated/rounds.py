@@ -41,7 +41,7 @@ Defences (docs/ATTACK.md section 9), both off by default:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,7 @@ import optax
 
 from fedface_jax import sharding as sh
 from fedface_jax.federated import client_update as cu
+from fedface_jax.federated import hooks as hooks_lib
 from fedface_jax.federated import loops
 from fedface_jax.federated import secure_aggregation as sa
 
@@ -79,13 +80,62 @@ def client_sharding(mesh):
   return jax.NamedSharding(mesh, P(CLIENT_AXES))
 
 
+class RoundBatch(NamedTuple):
+  """A round's client data as the engine hands it over (M slots, padding slots have 0 images)."""
+  images: Any        # [M, n_max, H, W, 3] uint8
+  num_images: Any    # [M] int32; 0 = padding slot (weight 0, not a client)
+  client_ids: Any    # [M] int32 rows of the class table and of the client store
+  poison: Any        # [M] bool: fault injection (the client's delta becomes NaN)
+
+
+class RoundInputs(NamedTuple):
+  """What the clients phase receives: the server's half (`prepare`) plus the round's data."""
+  params: Any           # global backbone (broadcast)
+  rows: jax.Array       # [M, D] the clients' class rows
+  images: Any           # [M, n_max, H, W, 3]
+  num_images: Any       # [M] (a host array in the host loop: it reads the step counts)
+  keys: jax.Array       # [M, 2] raw keys of the clients' local randomness
+  poison: Any           # [M]
+  participants: jax.Array  # [M] (broadcast) client ids for the pairwise masks, -1 = padding
+  sa_key: jax.Array     # (broadcast) the round's mask key
+  public: jax.Array     # (broadcast) [P, D] public negatives, P = 0 without them
+  client_state: Any     # [M, ...] the algorithm's stored state of each client ({}: none)
+  broadcast: Any        # (broadcast) the algorithm's extra server state ({}: none)
+
+
+class ClientOutputs(NamedTuple):
+  """What the server keeps of each client slot (leading axis M once gathered)."""
+  new_row: jax.Array    # class row after local training (written back in UPLOADS_ROW modes)
+  valid: jax.Array      # finite and a real client: averaged in
+  finite: jax.Array     # False: NaN/Inf update, excluded and counted
+  metrics: dict         # loss_first, loss_last, inside_margin
+  delta_norm: jax.Array  # before DP clipping
+  client_state: Any     # the algorithm's new stored state ({}: none)
+
+
+class RoundSums(NamedTuple):
+  """The round's sums over clients (over devices after the psum)."""
+  delta_sum: Any        # weighted (image counts, or DP-clipped equal weights) backbone deltas
+  weight_sum: jax.Array
+  upload_sum: Any       # the algorithm's extra uploads of valid clients, unweighted
+
+
+def round_input_specs() -> RoundInputs:
+  """shard_map specs of `RoundInputs`: per-client fields over all devices, the rest replicated."""
+  cl = P(CLIENT_AXES)
+  return RoundInputs(params=P(), rows=cl, images=cl, num_images=cl, keys=cl, poison=cl,
+                     participants=P(), sa_key=P(), public=P(), client_state=cl, broadcast=P())
+
+
 def _tree_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  if not leaves:
+    return jnp.ones((), bool)
   return jnp.all(jnp.stack(leaves))
 
 
 def _scatter_rows(table, row_ids, rows, mask, mesh):
-  """Writes `rows` into `table[row_ids]` where `mask`, shard-locally."""
+  """Writes `rows` into `table[row_ids]` where `mask`, shard-locally (rows split over "classes")."""
   rows_per_shard = table.shape[0] // mesh.shape[sh.CLASSES]
 
   def local(table_local, ids, new_rows, m):
@@ -97,8 +147,8 @@ def _scatter_rows(table, row_ids, rows, mask, mesh):
     return table_local.at[target].set(new_rows, mode="drop")
 
   return jax.shard_map(
-      local, mesh=mesh, in_specs=(P(sh.CLASSES, None), P(), P(), P()),
-      out_specs=P(sh.CLASSES, None))(table, row_ids, rows, mask)
+      local, mesh=mesh, in_specs=(P(sh.CLASSES), P(), P(), P()),
+      out_specs=P(sh.CLASSES))(table, row_ids, rows, mask)
 
 
 def gather_rows(table, row_ids, mesh):
@@ -110,25 +160,51 @@ def gather_rows(table, row_ids, mesh):
           table, row_ids)
 
 
-def make_client_contribution(cfg: mlc.ConfigDict):
-  """Returns `contribution(params, delta, new_row, metrics, n, poison, own_id, participants, sa_key)`.
+def gather_store(store, row_ids, mesh):
+  """`leaf[row_ids]` of every leaf of a per-client store split over "classes", replicated."""
 
-  What one client adds to the round's sums, for one client (the compiled round
-  vmaps it over a chunk, the host loop calls it per client): NaN exclusion,
-  image-count or DP weights, DP clipping and secure-aggregation masks.
-  Returns (contribution to the weighted delta sum, weight, per-client outputs
-  (new row, valid, finite, metrics, delta norm before clipping)).
+  def one(leaf):
+    rows_per_shard = leaf.shape[0] // mesh.shape[sh.CLASSES]
+
+    def local(t, ids):
+      offset = jax.lax.axis_index(sh.CLASSES) * rows_per_shard
+      local_ids = ids - offset
+      owned = (local_ids >= 0) & (local_ids < rows_per_shard)
+      rows = t[jnp.clip(local_ids, 0, rows_per_shard - 1)]
+      owned = owned.reshape((-1,) + (1,) * (rows.ndim - 1))
+      return jax.lax.psum(jnp.where(owned, rows, 0), sh.CLASSES)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(sh.CLASSES), P()), out_specs=P(),
+                         check_vma=False)(leaf, row_ids)
+
+  return jax.tree.map(one, store)
+
+
+def scatter_store(store, row_ids, values, mask, mesh):
+  """Writes `values[k]` into row `row_ids[k]` of every store leaf where `mask[k]`."""
+  return jax.tree.map(lambda leaf, v: _scatter_rows(leaf, row_ids, v, mask, mesh), store, values)
+
+
+def make_client_contribution(cfg: mlc.ConfigDict):
+  """`contribution(params, result, n, poison, own_id, participants, sa_key) -> (sums, outputs)`.
+
+  What one client (its `client_update.LocalResult`) adds to the round, for one
+  client (the compiled round vmaps it over a chunk, the host loop calls it per
+  client): NaN exclusion, image-count or DP weights, DP clipping and
+  secure-aggregation masks. Returns its `RoundSums` share and its `ClientOutputs`.
   """
   dp_on, clip_norm, _ = dp_settings(cfg)
   secure = bool(cfg.get("secure_aggregation", False))
 
-  def contribution(params, delta, new_row, metrics, n, poison, own_id, participants, sa_key):
+  def contribution(params, result, n, poison, own_id, participants, sa_key):
     # Fault injection for tests and robustness studies (see config).
-    delta = jax.tree.map(lambda d: jnp.where(poison, jnp.nan, d), delta)
-    finite = _tree_finite((delta, new_row)) & jnp.isfinite(metrics["loss_last"])
+    delta = jax.tree.map(lambda d: jnp.where(poison, jnp.nan, d), result.delta)
+    finite = (_tree_finite((delta, result.new_row, result.upload, result.client_state))
+              & jnp.isfinite(result.metrics["loss_last"]))
     valid = finite & (n > 0)   # n == 0: a padding slot, not a client
     # where(), not multiply: 0 * NaN would still be NaN.
     delta = jax.tree.map(lambda d: jnp.where(valid, d, 0.0), delta)
+    upload = jax.tree.map(lambda u: jnp.where(valid, u, 0.0), result.upload)
     norm = optax.global_norm(delta)
     if dp_on:
       # DP-FedAvg: clip each client's whole backbone delta to S, equal weights.
@@ -142,89 +218,89 @@ def make_client_contribution(cfg: mlc.ConfigDict):
       # Each client uploads only contrib + its pairwise masks; the sum cancels them.
       masks = sa.client_mask(jax.random.wrap_key_data(sa_key), own_id, participants, params)
       contrib = jax.tree.map(jnp.add, contrib, masks)
-    return contrib, weight, (new_row, valid, finite, metrics, norm)
+    return (RoundSums(contrib, weight, upload),
+            ClientOutputs(result.new_row, valid, finite, result.metrics, norm,
+                          result.client_state))
 
   return contribution
 
 
-def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh,
-                       max_images: int):
-  """Runs every client of the round; returns sums and per-client outputs.
+def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
+                       hooks: hooks_lib.AlgorithmHooks | None = None):
+  """`phase(inputs: RoundInputs) -> (RoundSums, ClientOutputs [M])`: every client of the round.
 
-  `participants` [M] (replicated) holds the round's client ids, -1 for padding
-  slots, and `sa_key_data` the round's mask key; both are used only with
-  secure aggregation. Per-client outputs: (new rows, valid, finite, metrics,
-  delta norm before clipping).
+  Clients are split over all devices, run in chunks (`lax.scan` over chunks,
+  `vmap` within one); only the running sums are carried. `participants` and
+  `sa_key` are used only with secure aggregation.
   """
   unroll_setting = cfg.get("unroll_loops", "off")
-  update = cu.make_client_update(apply_fn, cfg.client, max_images,
-                                 unroll_loops=unroll_setting,
-                                 class_embedding=cfg.class_embedding)
+  update = cu.make_local_update(apply_fn, cfg.client, max_images, unroll_loops=unroll_setting,
+                                class_embedding=cfg.class_embedding, hooks=hooks)
   contribution = make_client_contribution(cfg)
   chunk = int(cfg.clients_per_chunk)
 
-  def local(params, rows, images, num_images, key_data, poison, participants, sa_key_data,
-            public):
-    keys = jax.random.wrap_key_data(key_data)
-    m_local = images.shape[0]
+  def one_client(params, row, images, n, key_data, poison, own_id, stored, public, broadcast,
+                 participants, sa_key):
+    result = update(params, row, images, n, jax.random.wrap_key_data(key_data), public,
+                    stored, broadcast)
+    return contribution(params, result, n, poison, own_id, participants, sa_key)
+
+  def local(inputs):
+    m_local = inputs.images.shape[0]
     if m_local % chunk:
       raise ValueError(f"{m_local} clients per device not divisible by chunk {chunk}")
     # Client ids of this device's slots (-1 = padding), for the pairwise masks.
     first = jax.lax.axis_index(CLIENT_AXES) * m_local
-    own_ids = jax.lax.dynamic_slice_in_dim(participants, first, m_local)
+    own_ids = jax.lax.dynamic_slice_in_dim(inputs.participants, first, m_local)
+    per_client = (inputs.rows, inputs.images, inputs.num_images, inputs.keys, inputs.poison,
+                  own_ids, inputs.client_state)
+    shared = (inputs.public, inputs.broadcast, inputs.participants, inputs.sa_key)
     split = lambda x: x.reshape(m_local // chunk, chunk, *x.shape[1:])
-    xs = jax.tree.map(split, (rows, images, num_images, keys, poison, own_ids))
-    zero = jax.tree.map(jnp.zeros_like, params)
+    xs = jax.tree.map(split, per_client)
+    slot0 = jax.tree.map(lambda x: x[0], per_client)
+    sums_shape, _ = jax.eval_shape(one_client, inputs.params, *slot0, *shared)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
+    in_axes = (None,) + (0,) * len(per_client) + (None,) * len(shared)
 
-    def body(carry, chunk_xs):
-      delta_sum, weight_sum = carry
-      c_rows, c_images, c_n, c_keys, c_poison, c_ids = chunk_xs
-      deltas, new_rows, metrics = jax.vmap(update, in_axes=(None, 0, 0, 0, 0, None))(
-          params, c_rows, c_images, c_n, c_keys, public)
-      contrib, weight, outputs = jax.vmap(
-          contribution, in_axes=(None, 0, 0, 0, 0, 0, 0, None, None))(
-              params, deltas, new_rows, metrics, c_n, c_poison, c_ids, participants,
-              sa_key_data)
-      delta_sum = jax.tree.map(lambda acc, c: acc + c.sum(0), delta_sum, contrib)
-      return (delta_sum, weight_sum + weight.sum()), outputs
+    def body(sums, chunk_xs):
+      chunk_sums, outputs = jax.vmap(one_client, in_axes=in_axes)(inputs.params, *chunk_xs,
+                                                                   *shared)
+      return jax.tree.map(lambda acc, c: acc + c.sum(0), sums, chunk_sums), outputs
 
     num_chunks = m_local // chunk
-    (delta_sum, weight_sum), per_client = jax.lax.scan(
-        body, (zero, jnp.zeros((), jnp.float32)), xs,
+    sums, outputs = jax.lax.scan(
+        body, zero, xs,
         unroll=loops.unroll_factor(unroll_setting, num_chunks, loops.MAX_CHUNK_UNROLL))
     merge = lambda x: x.reshape(m_local, *x.shape[2:])
-    delta_sum = jax.lax.psum(delta_sum, CLIENT_AXES)
-    weight_sum = jax.lax.psum(weight_sum, CLIENT_AXES)
-    return delta_sum, weight_sum, jax.tree.map(merge, per_client)
+    return jax.lax.psum(sums, CLIENT_AXES), jax.tree.map(merge, outputs)
 
-  cl = P(CLIENT_AXES)
-  return jax.shard_map(
-      local, mesh=mesh, in_specs=(P(), cl, cl, cl, cl, cl, P(), P(), P()),
-      out_specs=(P(), P(), cl), check_vma=False)
+  return jax.shard_map(local, mesh=mesh, in_specs=(round_input_specs(),),
+                       out_specs=(P(), P(CLIENT_AXES)), check_vma=False)
 
 
 def make_round_fn(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images: int,
                   server_tx: optax.GradientTransformation,
                   spread_tx: optax.GradientTransformation, num_real_clients: int,
-                  num_valid_rows: int):
-  """Returns `round_fn(state, images, num_images, client_ids, poison)`: one compiled round.
+                  num_valid_rows: int, hooks: hooks_lib.AlgorithmHooks | None = None):
+  """Returns `round_fn(state, batch: RoundBatch) -> (state, metrics, valid)`: one compiled round.
 
-  `state` = {"params", "table", "server_opt", "round", "rng"}. Spreadout
+  `state` = {"params", "table", "server_opt", "round", "rng"} (+ "algo" and
+  "clients" for algorithms with extra server / stored client state). Spreadout
   runs `spreadout.steps` optimiser steps on the table per round, with optimiser
   state (e.g. momentum) started afresh each round, like FedFace's server.
   The client arrays may be padded past `num_real_clients` with slots of
   `num_images == 0` so that they split evenly over devices and chunks; padding
   slots get weight 0 and are not counted as clients.
   """
-  clients_phase = make_clients_phase(apply_fn, cfg, mesh, max_images)
+  clients_phase = make_clients_phase(apply_fn, cfg, mesh, max_images, hooks)
   prepare, server = make_server_phases(cfg, mesh, server_tx, spread_tx, num_real_clients,
-                                       num_valid_rows)
+                                       num_valid_rows, hooks)
 
-  def round_fn(state, images, num_images, client_ids, poison):
-    rows, keys, participants, sa_key, public = prepare(state, client_ids)
-    sums = clients_phase(state["params"], rows, images, num_images, keys, poison,
-                         participants, sa_key, public)
-    return server(state, *sums, num_images, client_ids)
+  def round_fn(state, batch):
+    inputs = prepare(state, batch.client_ids)._replace(
+        images=batch.images, num_images=batch.num_images, poison=batch.poison)
+    sums, outputs = clients_phase(inputs)
+    return server(state, sums, outputs, batch)
 
   return round_fn
 
@@ -236,17 +312,20 @@ def public_rows(state, dim: int):
 
 def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTransformation,
                        spread_tx: optax.GradientTransformation, num_real_clients: int,
-                       num_valid_rows: int):
+                       num_valid_rows: int, hooks: hooks_lib.AlgorithmHooks | None = None):
   """The server's two halves of a round, around the clients phase (whichever runs it).
 
-  `prepare(state, client_ids) -> (rows, keys, participants, sa_key, public)`:
-  the sampled clients' class rows, training keys (from (rng, round, client
-  id)), ids for the pairwise masks (-1 = padding slot), the round's mask key
-  and the public negatives sent with the model.
-  `server(state, delta_sum, weight_sum, per_client, num_images, client_ids)
-  -> (new state, round metrics, valid)`: DP noise, the server optimiser,
-  uploaded class rows, spreadout and the round's metrics.
+  `prepare(state, client_ids) -> RoundInputs` without the round's data
+  (images, num_images, poison are None; the caller fills them in): the
+  sampled clients' class rows and stored states, training keys (from (rng,
+  round, client id)), ids for the pairwise masks (-1 = padding slot), the
+  round's mask key, and what goes out with the model (public negatives, the
+  algorithm's broadcast).
+  `server(state, sums, outputs, batch) -> (new state, round metrics, valid)`:
+  DP noise, the server optimiser, uploaded class rows, the algorithm's server
+  hook, spreadout and the round's metrics.
   """
+  hooks = hooks or hooks_lib.AlgorithmHooks()
   dp_on, clip_norm, noise_multiplier = dp_settings(cfg)
   uploads_row = cu.check_class_embedding(cfg.class_embedding) in cu.UPLOADS_ROW
   spreadout = make_spreadout(cfg.spreadout, mesh, spread_tx, num_valid_rows)
@@ -260,10 +339,15 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     slots = jnp.arange(client_ids.shape[0])
     participants = jnp.where(slots < num_real_clients, client_ids, -1)
     sa_key = jax.random.key_data(sa.round_key(base_key, state["round"]))
-    return rows, keys, participants, sa_key, public_rows(state, rows.shape[-1])
+    stored = gather_store(state["clients"], client_ids, mesh) if "clients" in state else {}
+    return RoundInputs(state["params"], rows, None, None, keys, None, participants, sa_key,
+                       public_rows(state, rows.shape[-1]), stored, state.get("algo", {}))
 
-  def server(state, delta_sum, weight_sum, per_client, num_images, client_ids):
-    new_rows, valid, finite, metrics, norms = per_client
+  def server(state, sums, outputs, batch):
+    delta_sum, weight_sum = sums.delta_sum, sums.weight_sum
+    valid, finite, metrics, norms = (outputs.valid, outputs.finite, outputs.metrics,
+                                     outputs.delta_norm)
+    num_images, client_ids = batch.num_images, batch.client_ids
     params, table = state["params"], state["table"]
     base_key = jax.random.wrap_key_data(state["rng"])
     # Real clients vs padding slots, as a mask: the round keeps its static, evenly
@@ -293,7 +377,7 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
         (params, state["server_opt"]))
 
     if uploads_row:   # FedAwS / re-estimated rows: clients upload their new rows.
-      table = _scatter_rows(table, client_ids, new_rows, valid, mesh)
+      table = _scatter_rows(table, client_ids, outputs.new_row, valid, mesh)
 
     spread_table, sp_before, table_stats = spreadout(table, client_ids, real)
     # A round without one usable client update leaves the whole model as it was, table included.
@@ -301,6 +385,12 @@ def make_server_phases(cfg: mlc.ConfigDict, mesh, server_tx: optax.GradientTrans
     new_state = dict(state, params=new_params, table=table, server_opt=server_opt,
                      round=state["round"] + 1)
     n_valid = valid.sum()
+    if "algo" in state:
+      new_state["algo"] = hooks.server_step(state["algo"], sums.upload_sum, n_valid,
+                                            num_valid_rows)
+    if "clients" in state:   # stateful clients: valid clients' new states, by client id
+      new_state["clients"] = scatter_store(state["clients"], client_ids, outputs.client_state,
+                                           valid, mesh)
     valid_mean = lambda x: jnp.sum(jnp.where(valid, x, 0.0)) / jnp.maximum(n_valid, 1)
     round_metrics = {
         "clients": num_real_clients, "clients_valid": n_valid,
