@@ -7,10 +7,8 @@ has its exported backbone and is reused), scored by a bootstrap over identities
 
 from __future__ import annotations
 
-import datetime
 import functools
 import importlib.util
-import json
 import os
 
 from absl import logging
@@ -195,12 +193,7 @@ def write_block(block: str, *, command: str, rows: list[dict], note: str, result
                 num_resamples: int, update_results_md: bool, extra: dict | None = None) -> str:
   """`<results_dir>/<block>.json` and the RESULTS.md section (printed; written if asked)."""
   from reporting import results_md as results_lib  # pylint: disable=g-import-not-at-top
-  payload = {"block": block, "command": command, "date": datetime.date.today().isoformat(),
-             "machine": results_lib.machine_line(), "note": note, "rows": rows, **(extra or {})}
-  os.makedirs(results_dir, exist_ok=True)
-  path = os.path.join(results_dir, f"{block}.json")
-  with open(path, "w") as f:
-    json.dump(payload, f, indent=1)
+  path = results_lib.write_results_json(results_dir, block, command, rows, note, extra)
   table = markdown_table(rows)
   section = results_lib.section(
       block, command, f"{table}\n\n{note}\n\nMean over seeds [95% CI from a bootstrap over "

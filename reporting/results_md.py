@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import json
 import os
 import platform
 import re
@@ -38,6 +39,22 @@ def section(title: str, command: str, body: str, facts: tuple[str, ...] = ()) ->
   """`### title`, the provenance lines, `- fact` lines, then `body`."""
   head = "\n".join(provenance_lines(command) + [f"- {f}" for f in facts])
   return f"### {title}\n\n{head}\n\n{body}\n"
+
+
+def write_results_json(results_dir: str, block: str, command: str, rows: list[dict],
+                       note: str = "", extra: dict | None = None) -> str:
+  """`<results_dir>/<block>.json`: the machine-readable twin of a RESULTS.md block.
+
+  Rows follow one schema across blocks: {"method", "variant", "seeds", "metrics": {name: {"mean",
+  "ci_low", "ci_high"}}, optionally "delta_vs_pretrained"}; TAR in percent, AUC in [0, 1].
+  """
+  payload = {"block": block, "command": command, "date": datetime.date.today().isoformat(),
+             "machine": machine_line(), "note": note, "rows": rows, **(extra or {})}
+  os.makedirs(results_dir, exist_ok=True)
+  path = os.path.join(results_dir, f"{block}.json")
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=1)
+  return path
 
 
 def update_results_md(path: str, key: str, section: str):

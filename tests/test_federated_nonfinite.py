@@ -39,9 +39,10 @@ def _poison_with(monkeypatch, value):
   def make(cfg):
     contribution = original(cfg)
 
-    def poisoned(params, delta, new_row, metrics, n, poison, *rest):
-      delta = jax.tree.map(lambda d: jnp.where(poison, jnp.asarray(value, d.dtype), d), delta)
-      return contribution(params, delta, new_row, metrics, n, False, *rest)
+    def poisoned(params, result, n, poison, *rest):
+      delta = jax.tree.map(lambda d: jnp.where(poison, jnp.asarray(value, d.dtype), d),
+                           result.delta)
+      return contribution(params, result._replace(delta=delta), n, False, *rest)
     return poisoned
 
   monkeypatch.setattr(rounds, "make_client_contribution", make)
