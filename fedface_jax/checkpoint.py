@@ -46,6 +46,8 @@ directory.
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 import zlib
@@ -131,6 +133,30 @@ def nonfinite_leaves(state: Any) -> list[str]:
   # One jitted reduction for all device arrays: works on sharded global arrays.
   flags = jax.device_get(_finite_flags(jax_leaves)) if jax_leaves else []
   return bad + [p for p, ok in zip(jax_paths, flags) if not ok]
+
+
+# TEST ONLY (tests/test_kill_resume.py): "<step>:<before|during|after>" makes this process SIGKILL
+# itself in the save of that step: before orbax writes; while orbax's tmp directory of the step
+# exists (if the save outruns the watcher, right after it returns); or once the step is final
+# but before its checksum record. A real crash lands at these points too, only by chance.
+KILL_IN_SAVE_ENV = "FEDFACE_TEST_KILL_IN_SAVE"
+
+
+def _test_kill(step: int, phase: str, directory: str):
+  spec = os.environ.get(KILL_IN_SAVE_ENV, "")
+  if not spec or spec != f"{step}:{phase.removesuffix('_late')}":
+    return
+  if phase == "during":  # Watch from a thread while orbax writes on this one.
+    def watch():
+      prefix = f"{step}.orbax-checkpoint-tmp"
+      while True:
+        if any(n.startswith(prefix) for n in os.listdir(directory)):
+          os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.0002)
+    threading.Thread(target=watch, daemon=True).start()
+    return
+  logging.warning("TEST: SIGKILL %s the save of step %d", phase, step)
+  os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _crc32(path: str) -> int:
@@ -255,8 +281,13 @@ class Checkpointer:
       logging.error(msg)
       return False
     storable = jax.tree.map(_to_storable, state)
+    directory = os.fspath(self.directory)
+    _test_kill(step, "before", directory)
+    _test_kill(step, "during", directory)
     # force=True: orbax's save decision (which may sync hosts) was taken above.
     saved = self._manager.save(step, args=ocp.args.StandardSave(storable), force=True)
+    _test_kill(step, "during_late", directory)
+    _test_kill(step, "after", directory)
     if saved and self._local:
       self._unsealed.append(step)
     self._seal_finished()
