@@ -364,10 +364,12 @@ class Checkpointer:
 
   def _corrupt(self, step: int, why: str) -> errors.CorruptCheckpointError:
     step_dir = self._step_dir(step)
+    earlier = [s for s in self.all_steps() if s < step]
+    fix = (f"delete {step_dir} to resume from step {earlier[-1]}" if earlier else
+           f"delete {step_dir} (the only step) to start over")
     return errors.CorruptCheckpointError(
         f"checkpoint step {step} at {step_dir} is unreadable: {why}; its files were altered after "
-        f"it was written (truncated or damaged copy?); delete {step_dir} to resume from the step "
-        "before it, or the checkpoint directory to start over", step=step, path=step_dir,
+        f"it was written (truncated or damaged copy?); {fix}", step=step, path=step_dir,
         reason=why)
 
   def restore_latest(self, abstract_state: Any) -> tuple[int | None, Any]:

@@ -185,3 +185,43 @@ def test_pretraining_killed_at_seeded_moments_matches_uninterrupted_run(pretrain
                          NUM_STEPS, "Resumed pretraining from step")
   print("pretrain seed", SEED + 1, hits)
   _assert_same_steps(run_dir / "checkpoints", ref_dir / "checkpoints", NUM_STEPS)
+
+
+def _truncate_largest_file(step_dir: pathlib.Path):
+  files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != ckpt_lib.CHECKSUM_FILE]
+  victim = max(files, key=lambda p: p.stat().st_size)
+  victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_in_a_real_run(pretrained):
+  """The newest step truncated: the run resumes from the one before and still ends bit for bit
+  where an uninterrupted run ends; the only step truncated: one line, exit status 2."""
+  root, config_path = pretrained
+  child_env = cli.env(root)
+  flags = ("--config.federated.num_rounds=4", "--config.federated.checkpoint_every_rounds=1",
+           "--config.federated.execution=host_loop")
+  ref_dir, run_dir, lone_dir = root / "trunc_reference", root / "trunc_run", root / "trunc_lone"
+  cmd = lambda workdir, *more: cli.command("launch.fedface", config_path, workdir, *flags, *more)
+  cli.finish(cli.start(cmd(ref_dir), child_env, root / "trunc_reference.log"))
+  cli.finish(cli.start(cmd(run_dir, "--stop_after_rounds=3"), child_env, root / "trunc_a.log"))
+  _truncate_largest_file(run_dir / "checkpoints" / "3")
+  log = cli.finish(cli.start(cmd(run_dir), child_env, root / "trunc_b.log"))
+  assert "checkpoint step 3 unreadable (" in log and "); resuming from step 2" in log
+  assert "Resumed federated run at round 2" in log
+  assert [p.name.split("-")[0] for p in (run_dir / "checkpoints").iterdir()
+          if ".unreadable-" in p.name] == ["3.unreadable"]
+  _assert_same_steps(run_dir / "checkpoints", ref_dir / "checkpoints", 4)
+
+  cli.finish(cli.start(cmd(lone_dir, "--stop_after_rounds=0"), child_env, root / "lone_a.log"))
+  assert cli.finished_steps(lone_dir / "checkpoints") == [0]
+  _truncate_largest_file(lone_dir / "checkpoints" / "0")
+  proc = cli.start(cmd(lone_dir), child_env, root / "lone_b.log")
+  proc.wait(timeout=300)
+  text = pathlib.Path(proc.log_path).read_text()
+  assert proc.returncode == 2 and "Traceback" not in text, text[-3000:]
+  lines = [ln for ln in text.splitlines() if ln.startswith("error: ")]
+  assert len(lines) == 1, text[-3000:]
+  step_dir = lone_dir / "checkpoints" / "0"
+  assert lines[0].startswith(f"error: checkpoint step 0 at {step_dir} is unreadable: default/")
+  assert f"delete {step_dir} (the only step) to start over" in lines[0]
