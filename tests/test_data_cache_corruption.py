@@ -19,8 +19,9 @@ EXPECTED = {"builder": "test", "config_name": "tiny"}
 
 def _source(num_identities=4, per_identity=3, size=8, seed=0):
   rng = np.random.default_rng(seed)
-  return [{"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "label": i // per_identity,
-           "identity": f"id{i // per_identity}", "image_id": f"id{i // per_identity}/{i}"}
+  return [{"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+           "label": i // per_identity, "identity": f"id{i // per_identity}",
+           "image_id": f"id{i // per_identity}/{i}"}
           for i in range(num_identities * per_identity)]
 
 

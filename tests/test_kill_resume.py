@@ -2,7 +2,8 @@
 uninterrupted run ends, and every intermediate checkpoint equals the uninterrupted one.
 
 Covers pretraining (`launch.pretrain`) and federated rounds on the host loop (1 device) and on
-the compiled path (8 fake devices, 8 clients a round over the mesh). Each victim life is ended by one kill point of a plan drawn from a seed (`FEDFACE_KILL_SEED`, default 0):
+the compiled path (8 fake devices, 8 clients a round over the mesh). Each victim life is ended
+by one kill point of a plan drawn from a seed (`FEDFACE_KILL_SEED`, default 0):
   * "save:before" / "save:during" / "save:after": the process kills itself inside
     `Checkpointer.save` of a given step (the `FEDFACE_TEST_KILL_IN_SAVE` hook in
     fedface_jax/checkpoint.py): before orbax writes, while orbax's tmp directory exists, or
@@ -15,6 +16,7 @@ state is left that cannot resume), and the test checks it resumed from the newes
 
 Slow: 25-55 s per path on the 2-core dev machine (one reference run and four victim lives, with a
 shared persistent compile cache). tests/test_federated_resume.py is the default-suite check.
+The last test truncates a checkpoint of a real run (fallback; exit status 2 if it is the only one).
 """
 
 import json

@@ -16,10 +16,11 @@ source fingerprint); anything else rebuilds it.
 
 Damage after the fact (a truncated copy, a zero-filled region, an edited file) is caught by what
 `meta.json` recorded when the cache was written: the size and CRC32 of `labels.npy` and
-`identities.json`, and for `images.u8` (up to tens of GB, opened on every run) its size and the CRC32
-of 16 evenly spaced 64 KiB blocks, first and last included; a cache below 1 MiB is thus checked whole.
-A damaged cache is rebuilt with a warning; `open_cache` on its own raises `errors.CorruptCacheError`.
-Caches written before these records are checked by size only.
+`identities.json`, and for `images.u8` (up to tens of GB, opened on every run) its size and the
+CRC32 of 16 evenly spaced 64 KiB blocks, first and last included; a cache below 1 MiB is thus
+checked whole, a larger one only where sampled. A damaged cache is rebuilt with a warning;
+`open_cache` on its own raises `errors.CorruptCacheError`. Caches written before these records
+are checked by size only.
 """
 
 from __future__ import annotations
