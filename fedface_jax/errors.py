@@ -21,3 +21,22 @@ class DataError(UserError, ValueError):
 
 class MissingInputError(UserError, FileNotFoundError):
   """A path the run needs does not exist (data root, pretrained backbone, checkpoint)."""
+
+
+class CorruptFileError(DataError):
+  """A file this code wrote earlier no longer reads back as written (truncated, zeroed, altered)."""
+
+
+class CorruptCheckpointError(CorruptFileError):
+  """A checkpoint step that cannot be restored; `step`, `path` and `reason` say which and why."""
+
+  def __init__(self, message: str, step: int | None = None, path: str | None = None,
+               reason: str | None = None):
+    super().__init__(message)
+    self.step = step
+    self.path = path
+    self.reason = reason
+
+
+class CorruptCacheError(CorruptFileError):
+  """A decoded-image cache whose files differ from what was recorded when it was written."""

@@ -13,6 +13,14 @@ every example is read once through `tfds.data_source` and written, sorted identi
 The directory is written under a temporary name and renamed when complete, so a crash never leaves a
 half cache. It is reused when `meta.json` matches what the caller expects (builder, version, config,
 source fingerprint); anything else rebuilds it.
+
+Damage after the fact (a truncated copy, a zero-filled region, an edited file) is caught by what
+`meta.json` recorded when the cache was written: the size and CRC32 of `labels.npy` and
+`identities.json`, and for `images.u8` (up to tens of GB, opened on every run) its size and the
+CRC32 of 16 evenly spaced 64 KiB blocks, first and last included; a cache below 1 MiB is thus
+checked whole, a larger one only where sampled. A damaged cache is rebuilt with a warning;
+`open_cache` on its own raises `errors.CorruptCacheError`. Caches written before these records
+are checked by size only.
 """
 
 from __future__ import annotations
@@ -26,15 +34,20 @@ import shutil
 import tempfile
 import time
 from typing import Any
+import zlib
 
 import numpy as np
 import tqdm
 
+from fedface_jax import errors
 from fedface_jax import progress as progress_lib
 from fedface_jax.data.faces import FaceArrays
 
 CACHE_FORMAT = 1
 _READ_BATCH = 256
+_SAMPLES = 16
+_SAMPLE_BYTES = 1 << 16
+_SMALL_FILES = ("labels.npy", "identities.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,19 +78,83 @@ def _matches(meta: dict | None, expected: dict[str, Any], path: pathlib.Path) ->
     if meta.get(key) != value:
       logging.info("cache %s is stale: %s=%r, expected %r", path, key, meta.get(key), value)
       return False
+  return True
+
+
+def _crc32(path: pathlib.Path) -> int:
+  with open(path, "rb") as f:
+    return zlib.crc32(f.read())
+
+
+def _sample_offsets(size: int) -> list[int]:
+  if size <= _SAMPLES * _SAMPLE_BYTES:
+    return list(range(0, size, _SAMPLE_BYTES))
+  return [int(o) for o in np.linspace(0, size - _SAMPLE_BYTES, _SAMPLES)]
+
+
+def _sample_crc32(path: pathlib.Path, size: int) -> list[int]:
+  with open(path, "rb") as f:
+    crcs = []
+    for offset in _sample_offsets(size):
+      f.seek(offset)
+      crcs.append(zlib.crc32(f.read(_SAMPLE_BYTES)))
+  return crcs
+
+
+def _checksums(path: pathlib.Path) -> dict:
+  """What `damage` checks later, recorded when the files are complete."""
+  out = {name: {"size": os.path.getsize(path / name), "crc32": _crc32(path / name)}
+         for name in _SMALL_FILES}
+  size = os.path.getsize(path / "images.u8")
+  out["images.u8"] = {"size": size, "sample_crc32": _sample_crc32(path / "images.u8", size)}
+  return out
+
+
+def damage(path: str | os.PathLike, meta: dict) -> str | None:
+  """Why the cache at `path` differs from what its `meta.json` recorded, or None if it does not."""
+  path = pathlib.Path(path)
   try:
     n, h, w, c = meta["image_shape"]
-    return os.path.getsize(path / "images.u8") == n * h * w * c
-  except (OSError, KeyError, ValueError):
-    return False
+    recorded = meta.get("checksums", {})
+    want = {"images.u8": {"size": n * h * w * c, **recorded.get("images.u8", {})},
+            **{k: v for k, v in recorded.items() if k != "images.u8"}}
+  except (KeyError, TypeError, ValueError) as e:
+    return f"meta.json lacks a valid image_shape ({type(e).__name__}: {e})"
+  for name, record in sorted(want.items()):
+    try:
+      size = os.path.getsize(path / name)
+      if size != record["size"]:
+        return f"{name} has {size} bytes, {record['size']} were written"
+      if "crc32" in record and _crc32(path / name) != record["crc32"]:
+        return f"{name} has other contents than were written (CRC32 mismatch)"
+      if "sample_crc32" in record:
+        crcs = _sample_crc32(path / name, size)
+        bad = [o for o, a, b in zip(_sample_offsets(size), crcs, record["sample_crc32"]) if a != b]
+        if bad or len(crcs) != len(record["sample_crc32"]):
+          return f"{name} differs from what was written (block at byte {bad[0] if bad else '?'})"
+    except FileNotFoundError:
+      return f"{name} is missing"
+    except OSError as e:
+      return f"{name} cannot be read ({e})"
+  return None
 
 
-def open_cache(path: str | os.PathLike) -> FaceArrays:
-  """Opens a complete cache directory as `FaceArrays` over a read-only memmap."""
+def open_cache(path: str | os.PathLike, verify: bool = True) -> FaceArrays:
+  """Opens a complete cache directory as `FaceArrays` over a read-only memmap.
+
+  Raises `errors.CorruptCacheError` if `verify` and the files differ from what was recorded.
+  """
   path = pathlib.Path(path)
   meta = _read_meta(path)
   if meta is None:
+    if (path / "meta.json").exists():
+      raise errors.CorruptCacheError(
+          f"decoded cache {path} is damaged: meta.json is unreadable; delete {path} to rebuild it")
     raise FileNotFoundError(f"no decoded cache at {path}")
+  why = damage(path, meta) if verify else None
+  if why is not None:
+    raise errors.CorruptCacheError(
+        f"decoded cache {path} is damaged: {why}; delete {path} to rebuild it")
   shape = tuple(meta["image_shape"])
   images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shape)
   labels = np.load(path / "labels.npy")
@@ -104,10 +181,15 @@ def load_or_build(data_dir: str | os.PathLike, config_name: str, expected: dict[
   path = cache_dir(data_dir, config_name)
   meta = _read_meta(path)
   if _matches(meta, expected, path):
-    return open_cache(path), CacheInfo(path=path, built=False, meta=meta)
+    why = damage(path, meta)
+    if why is None:
+      return open_cache(path, verify=False), CacheInfo(path=path, built=False, meta=meta)
+    logging.warning("decoded cache %s is damaged (%s); rebuilding it", path, why)
+  elif meta is None and (path / "meta.json").exists():
+    logging.warning("decoded cache %s is damaged (meta.json is unreadable); rebuilding it", path)
   source, extra_meta = make_source()
   meta = _build(path, expected, source, extra_meta, progress)
-  return open_cache(path), CacheInfo(path=path, built=True, meta=meta)
+  return open_cache(path, verify=False), CacheInfo(path=path, built=True, meta=meta)
 
 
 def _get_many(source, indices):
@@ -172,6 +254,7 @@ def _build(path: pathlib.Path, expected: dict, source, extra_meta: dict, progres
         "images_per_identity": {"min": int(counts.min()), "max": int(counts.max()),
                                 "mean": float(n / num_identities)},
         "created_unix": time.time(),
+        "checksums": _checksums(tmp),
     }
     with open(tmp / "meta.json", "w") as f:
       json.dump(meta, f, indent=1)
