@@ -82,13 +82,13 @@ def main(argv):
   print(table)
   print(json.dumps({"out_dir": out_dir}))
   if FLAGS.results_md_key and jax.process_index() == 0:
+    variant = f"pretrained {pretrained}" if pretrained else f"{FLAGS.workdir}/backbone"
     if FLAGS.num_resamples > 0:   # the block's machine-readable twin, results/<key>.json
-      variant = pretrained or os.path.join(FLAGS.workdir, "backbone")
       results_md.write_results_json("results", FLAGS.results_md_key, common.invocation(
           "launch.evaluate"), [{"method": "pretrained", "variant": variant, "seeds": 1,
                                 "metrics": ci}], note=f"{faces.num_identities} identities")
     section = results_md.section(
-        f"{FLAGS.results_md_key}: {FLAGS.workdir}/backbone on {FLAGS.split} identities",
+        f"{FLAGS.results_md_key}: {variant} on {FLAGS.split} identities",
         common.invocation("launch.evaluate"), table,
         (f"Identities: {faces.num_identities}, images: {len(faces.labels)}",))
     results_md.update_results_md("RESULTS.md", FLAGS.results_md_key, section)
