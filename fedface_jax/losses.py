@@ -31,9 +31,14 @@ _ARCFACE_SIN2_FLOOR = 1e-12
 _EXCLUDED_LOGIT = -1e30
 
 
-def _l2_normalize(x: jax.Array, eps: float = 1e-10) -> jax.Array:
-  # Same formula as fedface_jax.models.l2_normalize; duplicated to keep losses free of model imports.
-  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-10) -> jax.Array:
+  """Returns `x / ||x||` along `axis`, with `||x||^2` floored at `eps`.
+
+  The one definition the models, losses and the sharded class table share. Flooring the squared
+  norm (as `tf.nn.l2_normalize` does) keeps both the value and the gradient finite for an all-zero
+  vector, e.g. a padded row of a class-embedding table.
+  """
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps))
 
 
@@ -56,8 +61,8 @@ def cosine_logits(embeddings: jax.Array, class_weights: jax.Array) -> jax.Array:
 
   Both inputs are L2-normalised here (rows of `class_weights`; embeddings again, see module docstring).
   """
-  e = _l2_normalize(embeddings.astype(jnp.float32))
-  w = _l2_normalize(class_weights.astype(jnp.float32))
+  e = l2_normalize(embeddings.astype(jnp.float32))
+  w = l2_normalize(class_weights.astype(jnp.float32))
   return jnp.matmul(e, w.T, precision=_HIGHEST)
 
 
@@ -174,8 +179,8 @@ def positive_only_loss(embeddings: jax.Array, class_embedding: jax.Array, margin
   Returns:
     Scalar loss.
   """
-  e = _l2_normalize(embeddings.astype(jnp.float32))
-  w = _l2_normalize(class_embedding.astype(jnp.float32))
+  e = l2_normalize(embeddings.astype(jnp.float32))
+  w = l2_normalize(class_embedding.astype(jnp.float32))
   cosines = jnp.sum(e * w, axis=-1)
   return _masked_mean(jnp.square(jax.nn.relu(margin - cosines)), mask)
 
@@ -187,7 +192,7 @@ def spreadout_loss(class_weights: jax.Array, margin: float = 0.3) -> jax.Array:
   cosine matrix, so it is the reference for `spreadout_rows_loss` and fine for small C only. Fewer than
   two classes give 0.
   """
-  w = _l2_normalize(class_weights.astype(jnp.float32))
+  w = l2_normalize(class_weights.astype(jnp.float32))
   num_classes = w.shape[0]
   cosines = jnp.matmul(w, w.T, precision=_HIGHEST)
   off_diagonal = ~jnp.eye(num_classes, dtype=jnp.bool_)
@@ -261,7 +266,7 @@ def spreadout_rows_loss(query_rows: jax.Array,
   num_blocks = -(-num_rows // block)
   padded = num_blocks * block
 
-  queries = _l2_normalize(query_rows.astype(jnp.float32))
+  queries = l2_normalize(query_rows.astype(jnp.float32))
   query_ids = query_ids.astype(jnp.int32)
   query_valid = (jnp.ones(query_ids.shape, jnp.bool_) if query_mask is None
                  else jnp.asarray(query_mask).astype(jnp.bool_))
@@ -275,7 +280,7 @@ def spreadout_rows_loss(query_rows: jax.Array,
   @jax.checkpoint
   def body(carry, xs):
     block_rows, block_valid, block_ids = xs
-    cosines = jnp.matmul(queries, _l2_normalize(block_rows).T, precision=_HIGHEST)  # [Q, block]
+    cosines = jnp.matmul(queries, l2_normalize(block_rows).T, precision=_HIGHEST)  # [Q, block]
     pairs = (query_valid[:, None] & block_valid[None, :]
              & (query_ids[:, None] != block_ids[None, :]))
     hinge = jnp.where(pairs, jnp.square(jax.nn.relu(cosines - margin)), 0.0)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedface_jax.losses import l2_normalize  # one definition, re-exported as models.l2_normalize
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
@@ -40,14 +42,6 @@ def preprocess(images_u8):
   return (np.asarray(images_u8, dtype=np.float32) - 127.5) / 128.0
 
 
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-10) -> jax.Array:
-  """Returns `x / ||x||` along `axis`, with `||x||^2` floored at `eps`.
-
-  Flooring the squared norm (as `tf.nn.l2_normalize` does) keeps both the value and the gradient finite
-  for an all-zero vector, e.g. a padded row of a class-embedding table.
-  """
-  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, eps))
 
 
 class PReLU(nn.Module):
