@@ -41,6 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fedface_jax import errors
+from fedface_jax import models
+from fedface_jax import sharding as sh
+
 _PyScalar = (bool, int, float)
 
 
@@ -200,3 +204,35 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def export_backbone(workdir: str, step: int, params) -> str:
+  """Saves the backbone alone under `<workdir>/backbone`: theta_0 for FedFace, without the head."""
+  path = os.path.join(workdir, "backbone")
+  with Checkpointer(path, max_to_keep=1) as ck:
+    latest = ck.latest_step()
+    if latest is not None and latest >= step:
+      logging.info("Backbone of step %d already exported to %s", latest, path)
+      return path
+    ck.save(step, jax.device_get(params), force=True)
+    ck.wait()
+  return path
+
+
+def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
+  """theta_0: the backbone `export_backbone` wrote at the end of pretraining.
+
+  With a mesh, it comes back replicated over it (a global array: what a
+  multi-host jit needs; a single-device array would be rejected there).
+  """
+  abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), image_shape))
+  if mesh is not None:
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh.replicated(mesh)), abstract)
+  with Checkpointer(backbone_dir) as ck:
+    step, params = ck.restore_latest(abstract)
+  if params is None:
+    raise errors.MissingInputError(
+        f"no pretrained backbone in {backbone_dir}; run launch.pretrain first")
+  logging.info("Loaded theta_0 from %s (step %d)", backbone_dir, step)
+  return params
