@@ -37,7 +37,6 @@ from fedface_jax import progress as progress_lib
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import run as run_lib
-from fedface_jax.training import pretrain
 
 
 def process_slice_fn(mesh=None):
@@ -79,10 +78,10 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   interruption); `after_round(round)` is called after each round's checkpoint
   (tests use it to slow a run down so that it can be killed mid-way). A
   checkpoint is resumed only under the config recorded with it, unless
-  `allow_config_change` (`pretrain.check_workdir_config`).
+  `allow_config_change` (`checkpoint.check_workdir_config`).
   """
   os.makedirs(workdir, exist_ok=True)
-  pretrain.check_workdir_config(workdir, config, allow_config_change)
+  ckpt_lib.check_workdir_config(workdir, config, allow_config_change)
   fcfg = alg_lib.apply_method(config.federated)
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)

@@ -24,7 +24,6 @@ import numpy as np
 import optax
 
 from fedface_jax import checkpoint as ckpt_lib
-from fedface_jax import config_utils
 from fedface_jax import errors
 from fedface_jax import evaluation
 from fedface_jax import data as data_lib
@@ -189,26 +188,6 @@ def identity_mean_features(model, params, faces) -> np.ndarray:
       np.float32)
 
 
-def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
-  """Refuses to resume `workdir`'s checkpoint under a config other than the one that wrote it.
-
-  Called first thing by the trainer and the federated engine: a mismatch fails in seconds,
-  before data is loaded or anything compiles, and before this run's `config.json` replaces
-  the recorded one. Every process checks, so all of them fail together; with several, a
-  barrier keeps process 0 from rewriting the record while another process still reads it.
-  Returns the allowed differences (see `config_utils.check_resume_config`).
-  """
-  with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None) as ck:
-    resuming = ck.latest_step() is not None
-  diffs = []
-  if resuming:
-    diffs = config_utils.check_resume_config(workdir, config, allow_change=allow_change)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("fedface_jax: workdir config checked")
-  return diffs
-
-
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
                        stop_after_steps: int | None = None,
                        allow_config_change: bool = False) -> dict | None:
@@ -222,10 +201,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   `workdir/eval/`). `stop_after_steps` stops after that many steps of this
   call (an interruption: the state is checkpointed, nothing is exported or
   evaluated, None is returned). A checkpoint is resumed only under the config
-  recorded with it (`check_workdir_config`) unless `allow_config_change`.
+  recorded with it (`checkpoint.check_workdir_config`) unless `allow_config_change`.
   """
   os.makedirs(workdir, exist_ok=True)
-  check_workdir_config(workdir, config, allow_config_change)
+  ckpt_lib.check_workdir_config(workdir, config, allow_config_change)
   setup = build(config)
   logging.info("Pretraining on %d identities (%d images); table %d rows over %s",
                setup.num_classes,
