@@ -1,5 +1,9 @@
 """A small orbax wrapper, so training code saves and resumes in one line each.
 
+Also the two things every trainer does with it: the backbone export (`export_backbone`, theta_0
+for FedFace; `load_backbone` reads it back) and the check that a workdir's checkpoint is resumed
+only under the config that wrote it (`check_workdir_config`).
+
 Why a wrapper rather than raw orbax:
   * It refuses to write a state with NaN/Inf in a floating leaf. A diverged run
     would otherwise push the last good checkpoint out of the `max_to_keep`
@@ -58,7 +62,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fedface_jax import config_utils
 from fedface_jax import errors
+from fedface_jax import models
+from fedface_jax import sharding as sh
 
 _PyScalar = (bool, int, float)
 CHECKSUM_FILE = "fedface_checksums.json"
@@ -409,3 +416,55 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def export_backbone(workdir: str, step: int, params) -> str:
+  """Saves the backbone alone under `<workdir>/backbone`: theta_0 for FedFace, without the head."""
+  path = os.path.join(workdir, "backbone")
+  with Checkpointer(path, max_to_keep=1) as ck:
+    latest = ck.latest_step()
+    if latest is not None and latest >= step:
+      logging.info("Backbone of step %d already exported to %s", latest, path)
+      return path
+    ck.save(step, jax.device_get(params), force=True)
+    ck.wait()
+  return path
+
+
+def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
+  """theta_0: the backbone `export_backbone` wrote at the end of pretraining.
+
+  With a mesh, it comes back replicated over it (a global array: what a
+  multi-host jit needs; a single-device array would be rejected there).
+  """
+  abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), image_shape))
+  if mesh is not None:
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh.replicated(mesh)), abstract)
+  with Checkpointer(backbone_dir) as ck:
+    step, params = ck.restore_latest(abstract)
+  if params is None:
+    raise errors.MissingInputError(
+        f"no pretrained backbone in {backbone_dir}; run launch.pretrain first")
+  logging.info("Loaded theta_0 from %s (step %d)", backbone_dir, step)
+  return params
+
+
+def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
+  """Refuses to resume `workdir`'s checkpoint under a config other than the one that wrote it.
+
+  Called first thing by the trainer and the federated engine: a mismatch fails in seconds,
+  before data is loaded or anything compiles, and before this run's `config.json` replaces
+  the recorded one. Every process checks, so all of them fail together; with several, a
+  barrier keeps process 0 from rewriting the record while another process still reads it.
+  Returns the allowed differences (see `config_utils.check_resume_config`).
+  """
+  with Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None) as ck:
+    resuming = ck.latest_step() is not None
+  diffs = []
+  if resuming:
+    diffs = config_utils.check_resume_config(workdir, config, allow_change=allow_change)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("fedface_jax: workdir config checked")
+  return diffs

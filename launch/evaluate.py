@@ -37,25 +37,26 @@ def main(argv):
   common.setup_runtime()
   # pylint: disable=g-import-not-at-top
   import jax
+  from fedface_jax import checkpoint as ckpt_lib
+  from fedface_jax import data as data_lib
+  from fedface_jax import evaluation
   from fedface_jax import models
   from fedface_jax.evaluation import api as eval_api
   from fedface_jax.evaluation import bootstrap
   from fedface_jax.evaluation import embeddings as embeddings_lib
-  from fedface_jax.federated import engine
-  from fedface_jax.training import pretrain
   from reporting import results_md
   # pylint: enable=g-import-not-at-top
   config = FLAGS.config
-  splits = pretrain.load_splits(config)
+  splits = data_lib.load_splits(config)
   model = models.from_config(config.model)
   faces = splits[FLAGS.split]
   pretrained = config.model.get("pretrained", "")
   if pretrained:  # a published model's weights, not a backbone trained here
     params = models.load_pretrained_params(pretrained, model)
   else:
-    params = engine.load_backbone(model, faces.image_shape,
-                                  os.path.join(FLAGS.workdir, "backbone"))
-  embed_fn = pretrain.make_embed_fn(model, params)
+    params = ckpt_lib.load_backbone(model, faces.image_shape,
+                                    os.path.join(FLAGS.workdir, "backbone"))
+  embed_fn = evaluation.make_embed_fn(model, params)
   out_dir = os.path.join(FLAGS.workdir, "eval")
   t0 = time.time()
   emb = embeddings_lib.compute_embeddings(embed_fn, faces.images, flip=config.eval.flip,

@@ -25,10 +25,10 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import numpy as np
   from fedface_jax.attack.diffusion import train_prior as tp
-  from fedface_jax.training import pretrain
+  from fedface_jax import data as data_lib
   # pylint: enable=g-import-not-at-top
   cfg = FLAGS.config
-  splits = pretrain.load_splits(cfg)
+  splits = data_lib.load_splits(cfg)
   public = splits["pretrain"]
   fed_names = set(splits["federated"].identity_names)
   if fed_names & set(public.identity_names):

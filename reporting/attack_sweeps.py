@@ -30,12 +30,12 @@ import ml_collections as mlc
 import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
+from fedface_jax import data as data_lib
 from fedface_jax import sharding as sh
 from fedface_jax.attack import pipeline
 from fedface_jax.attack import updates
 from fedface_jax.federated import privacy
 from fedface_jax.federated import secure_aggregation as sa_lib
-from fedface_jax.training import pretrain
 from reporting import attack_tables
 
 # The keys every sweep row carries (the acceptance table's columns).
@@ -137,7 +137,7 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
   Args:
     scfg: `experiments.attack_sweeps.sweep_config(...)`.
     workroot: folder of the per-point attack workdirs (keep it under runs/).
-    splits: precomputed `pretrain.load_splits` of the suite's data (tests pass toy splits).
+    splits: precomputed `data.load_splits` of the suite's data (tests pass toy splits).
     backbone_params: the face backbone; None loads `<scfg.pretrained>/backbone`.
     mesh: default: one device mesh from the config.
   """
@@ -147,7 +147,7 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
     raise ValueError(f"unknown sweeps {sorted(unknown)}; valid: {sweep_configs.SWEEPS}")
   config0 = sweep_configs.base_attack_config(scfg, scfg.objective)
   if splits is None:
-    splits = pretrain.load_splits(config0)
+    splits = data_lib.load_splits(config0)
   if backbone_params is None:
     check_backbone(scfg.pretrained, scfg.suite)
     _, backbone_params = pipeline.load_face_backbone(config0, splits["federated"].image_shape)

@@ -18,13 +18,14 @@ import ml_collections as mlc
 import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
+from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import data as data_lib
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import engine
 from fedface_jax.federated import privacy
 from fedface_jax.federated import run as run_lib
-from fedface_jax.training import pretrain
 from reporting import attack_sweeps
 
 
@@ -77,7 +78,7 @@ def probe_delta_norm(config: mlc.ConfigDict, splits: dict) -> float:
   model = models.from_config(config.model)
   fed = splits["federated"]
   algo = run_lib.build_run(fcfg, model, fed, mesh)
-  params0 = engine.load_backbone(model, fed.image_shape, config.pretrained_backbone, mesh)
+  params0 = ckpt_lib.load_backbone(model, fed.image_shape, config.pretrained_backbone, mesh)
   state = algo.init(params0, jax.random.key(int(fcfg.seed)))
   _, metrics, _ = algo.apply(state, 0)
   return float(jax.device_get(metrics)["dp_delta_norm_mean"])
@@ -96,7 +97,7 @@ def defence_cost(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None
   attack_sweeps.check_backbone(scfg.pretrained, scfg.suite)
   config = sweep_configs.fedface_config(scfg)
   rounds = int(config.federated.num_rounds)
-  splits = pretrain.load_splits(config) if splits is None else splits
+  splits = data_lib.load_splits(config) if splits is None else splits
   num_ids = splits["federated"].num_identities
   rows = []
   common = {"rounds": rounds, "clients_per_round": int(config.federated.clients_per_round),

@@ -59,8 +59,8 @@ class Study:
     self.workroot = workroot
     self.pretrain_dir = os.path.join(workroot, "pretrain")
     base = self.config("")
-    from fedface_jax.training import pretrain  # pylint: disable=g-import-not-at-top
-    self.splits = pretrain.load_splits(base)
+    from fedface_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    self.splits = data_lib.load_splits(base)
 
   def config(self, arg: str):
     parts = [f"variant={self.variant}", arg, f"pretrained={self.pretrain_dir}"]
@@ -109,17 +109,16 @@ class Study:
   def embeddings(self, workdir: str, split: str):
     """Flip-test embeddings of `split`'s images under the backbone exported in `workdir`."""
     # pylint: disable=g-import-not-at-top
+    from fedface_jax import checkpoint as ckpt_lib
+    from fedface_jax import evaluation
     from fedface_jax import models
-    from fedface_jax.evaluation import embeddings as emb_lib
-    from fedface_jax.federated import engine
-    from fedface_jax.training import pretrain
     # pylint: enable=g-import-not-at-top
     cfg = self.config("")
     model = models.from_config(cfg.model)
     faces = self.splits[split]
-    params = engine.load_backbone(model, faces.image_shape, os.path.join(workdir, "backbone"))
-    return emb_lib.compute_embeddings(pretrain.make_embed_fn(model, params), faces.images,
-                                      flip=cfg.eval.flip, mode="sum", progress=False)
+    params = ckpt_lib.load_backbone(model, faces.image_shape, os.path.join(workdir, "backbone"))
+    return evaluation.compute_embeddings(evaluation.make_embed_fn(model, params), faces.images,
+                                         flip=cfg.eval.flip, mode="sum", progress=False)
 
 
 def _finished(workdir: str) -> bool:

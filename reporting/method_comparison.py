@@ -13,6 +13,7 @@ import os
 
 import ml_collections as mlc
 
+from fedface_jax import data as data_lib
 from fedface_jax.evaluation import api as eval_api
 from fedface_jax.federated import engine
 from fedface_jax.training import pretrain
@@ -53,7 +54,7 @@ def run_comparison(pre_cfg, fed_cfg_fn, workroot: str, methods=FED_METHODS,
   """Returns {name: evaluation report}; `fed_cfg_fn(method)` gives each config."""
   pretrain_dir = os.path.join(workroot, "pretrain")
   rows = {"pretrained": pretrain.train_and_evaluate(pre_cfg, pretrain_dir)}
-  splits = pretrain.load_splits(pre_cfg)
+  splits = data_lib.load_splits(pre_cfg)
   rounds = None
   for method in methods:
     cfg = fed_cfg_fn(method)

@@ -154,11 +154,11 @@ def restore_server_state(config, workdir, step: int) -> dict:
   from fedface_jax import sharding as sh
   from fedface_jax.federated import algorithm as alg_lib
   from fedface_jax.federated import run as run_lib
-  from fedface_jax.training import pretrain as pretrain_lib
+  from fedface_jax import data as data_lib
   fcfg = alg_lib.apply_method(config.federated)
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.get("kwargs", {}))
-  faces = pretrain_lib.load_splits(config)["federated"]
+  faces = data_lib.load_splits(config)["federated"]
   mesh = sh.make_mesh(1, 1, jax.devices()[:1])
   algo = run_lib.build_run(fcfg, model, faces, mesh)
   with ckpt_lib.Checkpointer(pathlib.Path(workdir) / "checkpoints") as ck:

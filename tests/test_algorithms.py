@@ -21,7 +21,7 @@ from fedface_jax.federated import client_data
 from fedface_jax.federated import run as run_lib
 from fedface_jax.federated.algorithms import scaffold
 
-import test_federated_round as small
+from tests import federated_fixtures as ff
 
 # (mesh shape, execution): the host loop on one CPU device, the compiled round on 1 and 8.
 PATHS = (((1, 1), "host_loop"), ((1, 1), "compiled"), ((4, 2), "compiled"))
@@ -43,8 +43,8 @@ def _cfg(method, execution, mu=None, **kw):
 
 
 def _run(cfg, mesh_shape, rounds=2, model=None, faces=None, hooks=None):
-  faces = small._faces() if faces is None else faces
-  model = small._model() if model is None else model
+  faces = ff.tiny_faces() if faces is None else faces
+  model = ff.tiny_model() if model is None else model
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
   run = run_lib.build_run(cfg, model, faces, _mesh(mesh_shape), hooks=hooks)
   state = run.init(params0, jax.random.key(1))

@@ -161,3 +161,22 @@ def test_bad_arguments():
     checkpoint.Checkpointer("/tmp/unused", max_to_keep=0)
   with pytest.raises(ValueError, match="on_nonfinite"):
     checkpoint.Checkpointer("/tmp/unused", on_nonfinite="ignore")
+
+
+def test_backbone_export_and_load_round_trip_and_missing_backbone_is_a_clear_error(tmp_path):
+  from fedface_jax import errors  # pylint: disable=g-import-not-at-top
+  from fedface_jax import models  # pylint: disable=g-import-not-at-top
+  from fedface_jax import sharding as sh  # pylint: disable=g-import-not-at-top
+
+  model = models.create_model("resnet_small", 8)
+  shape = (8, 8, 3)
+  params = models.init_params(model, jax.random.key(3), shape)
+  path = checkpoint.export_backbone(str(tmp_path), 7, params)
+  assert path == os.path.join(str(tmp_path), "backbone")
+  assert checkpoint.export_backbone(str(tmp_path), 5, params) == path  # older step: kept as is
+  mesh = sh.make_mesh(1, 1, jax.devices()[:1])
+  loaded = checkpoint.load_backbone(model, shape, path, mesh)
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  assert all(x.sharding == sh.replicated(mesh) for x in jax.tree.leaves(loaded))
+  with pytest.raises(errors.MissingInputError, match="no pretrained backbone"):
+    checkpoint.load_backbone(model, shape, str(tmp_path / "nowhere"))

@@ -14,13 +14,13 @@ import pytest
 from fedface_jax.federated import client_data
 from fedface_jax.federated import client_update as cu
 from fedface_jax.federated import rounds
-from tests import test_federated_round as fr
+from tests import federated_fixtures as ff
 
 _BAD_SLOT = 3  # Which of round 0's sampled clients is poisoned.
 
 
 def _config(execution):
-  cfg = fr._cfg("fedface_nosp")  # Server SGD(lr=1): the new params are theta_0 + mean delta.
+  cfg = ff.tiny_cfg("fedface_nosp")  # Server SGD(lr=1): the new params are theta_0 + mean delta.
   # With the default margin 0.9 most clients of this fixture start inside it (their row is their
   # own mean feature) and send an update of exactly 0: excluding one of them proves nothing.
   cfg.client.margin = 0.999
@@ -84,7 +84,7 @@ def test_bad_client_excluded_equals_average_of_valid_clients(monkeypatch, execut
   if value != "builtin_nan":
     _poison_with(monkeypatch, value)
   cfg = _config(execution)
-  model, params0, algo, state = fr._initialised(cfg)
+  model, params0, algo, state = ff.initialised(cfg)
   ids = client_data.sample_clients(cfg.seed, 0, algo.clients.num_clients, cfg.clients_per_round)
   bad = int(ids[_BAD_SLOT])
   state1, metrics, round_ids = algo.apply(jax.tree.map(jnp.copy, state), 0, poison_clients=(bad,))
@@ -115,12 +115,12 @@ def test_bad_client_excluded_equals_average_of_valid_clients(monkeypatch, execut
 def test_round_with_every_client_bad_leaves_the_model_unchanged(method, execution):
   """No usable update: params, class table and server optimiser state stay as they were (server
   momentum and the table's spreadout step included), and the metrics say why."""
-  cfg = fr._cfg(method)
+  cfg = ff.tiny_cfg(method)
   cfg.execution = execution
   cfg.host_loop_streams = 2
   cfg.server.optimizer = dict(name="momentum", learning_rate=1.0, momentum=0.9,
                               schedule="constant")  # FedAvgM: a state that could drift.
-  _, _, algo, state = fr._initialised(cfg)
+  _, _, algo, state = ff.initialised(cfg)
   # Round 0 with all clients valid first, so that the server momentum is non-zero.
   state, _, _ = algo.apply(state, 0)
   before = jax.device_get(state)

@@ -1,10 +1,8 @@
 """The compiled FedFace round: device-count invariance, sampling, math (NaN/Inf exclusion:
 test_federated_nonfinite.py)."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 import pytest
 
@@ -12,65 +10,10 @@ from experiments import common
 from fedface_jax import losses
 from fedface_jax import models
 from fedface_jax import sharding as sh
-from fedface_jax.data.faces import FaceArrays
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import client_data
-
-
-def _faces(num_ids=12, per_id=5, size=16, seed=0):
-  rng = np.random.default_rng(seed)
-  counts = np.full(num_ids, per_id)
-  counts[0] = 1            # a client with one photo: dropped with min_images=2
-  counts[1] = 3
-  labels = np.repeat(np.arange(num_ids), counts).astype(np.int32)
-  images = rng.integers(0, 256, (labels.size, size, size, 3), dtype=np.uint8)
-  return FaceArrays(images, labels, tuple(f"id{i}" for i in range(num_ids)))
-
-
-class TinyNet(nn.Module):
-  """Two convs: the engine is under test, not the backbone; compiles fast."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
-    x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
-    x = nn.Dense(16, use_bias=False)(x.mean((1, 2)))
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _model():
-  return TinyNet()
-
-
-def _cfg(method="fedface", **kw):
-  cfg = common.federated_section(
-      method=method, num_rounds=3, clients_per_round=8, embedding_dim=16,
-      local_steps=2, batch_size=3, clients_per_chunk=2, client_lr=0.05, **kw)
-  return alg_lib.apply_method(cfg)
-
-
-def _run(mesh, cfg, rounds=2, poison=()):
-  faces = _faces()
-  model = _model()
-  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = run_lib.build_run(cfg, model, faces, mesh)
-  state = algo.init(params0, jax.random.key(1))
-  all_metrics = []
-  for r in range(rounds):
-    state, metrics, _ = algo.apply(state, r, poison_clients=poison)
-    all_metrics.append(jax.device_get(metrics))
-  return jax.device_get(state), all_metrics, algo
-
-
-def _initialised(cfg, mesh=None):
-  """(model, theta_0, algorithm, initial state) on `_faces()`; one device by default."""
-  mesh = mesh or sh.make_mesh(1, 1, jax.devices()[:1])
-  model = _model()
-  faces = _faces()
-  params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
-  algo = run_lib.build_run(cfg, model, faces, mesh)
-  return model, params0, algo, algo.init(params0, jax.random.key(1))
+from tests import federated_fixtures as ff
 
 
 def test_sampling_is_deterministic_and_without_replacement():
@@ -84,7 +27,7 @@ def test_sampling_is_deterministic_and_without_replacement():
 
 
 def test_clients_with_too_few_images_are_dropped_and_counted():
-  clients = client_data.FederatedClients(_faces(), min_images=2, max_images=4)
+  clients = client_data.FederatedClients(ff.tiny_faces(), min_images=2, max_images=4)
   assert clients.num_dropped == 1 and clients.num_clients == 11
   data = clients.round_data(np.array([0, 1]))
   np.testing.assert_array_equal(data.num_images, [3, 4])  # capped at max_images
@@ -93,11 +36,11 @@ def test_clients_with_too_few_images_are_dropped_and_counted():
 
 @pytest.mark.parametrize("method", ["fedface", "fedaws"])
 def test_one_vs_eight_devices_same_round(method):
-  cfg = _cfg(method)
+  cfg = ff.tiny_cfg(method)
   devices = jax.devices()
   assert len(devices) >= 8, "tests/conftest.py should force 8 CPU devices"
-  s1, m1, _ = _run(sh.make_mesh(1, 1, devices[:1]), cfg)
-  s8, m8, _ = _run(sh.make_mesh(4, 2, devices[:8]), cfg)
+  s1, m1, _ = ff.run_rounds(sh.make_mesh(1, 1, devices[:1]), cfg)
+  s8, m8, _ = ff.run_rounds(sh.make_mesh(4, 2, devices[:8]), cfg)
   n = 11  # clients; the 2-shard table has one padding row more
   s1["table"], s8["table"] = s1["table"][:n], s8["table"][:n]
   for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
@@ -109,8 +52,8 @@ def test_one_vs_eight_devices_same_round(method):
 
 def test_fedavg_round_equals_weighted_mean_of_client_models():
   """Server SGD(lr=1) on the weighted mean delta is plain FedAvg."""
-  cfg = _cfg("fedface_nosp")
-  model, params0, algo, state = _initialised(cfg)
+  cfg = ff.tiny_cfg("fedface_nosp")
+  model, params0, algo, state = ff.initialised(cfg)
   table0 = np.asarray(state["table"])
   state1, _, ids = algo.apply(jax.tree.map(jnp.copy, state), 0)
   # Re-run each client alone with the same update function and average by hand.
@@ -131,8 +74,8 @@ def test_fedavg_round_equals_weighted_mean_of_client_models():
 
 
 def test_mean_feature_init_and_spreadout_lowers_loss():
-  cfg = _cfg("fedface", spread_weight=1.0, spread_steps=5)
-  model, params0, algo, state = _initialised(cfg, sh.make_mesh(1, 2, jax.devices()[:2]))
+  cfg = ff.tiny_cfg("fedface", spread_weight=1.0, spread_steps=5)
+  model, params0, algo, state = ff.initialised(cfg, sh.make_mesh(1, 2, jax.devices()[:2]))
   table = np.asarray(state["table"])[:algo.clients.num_clients]
   # Row c is the normalised mean feature of client c's own images.
   imgs = algo.clients.client_images(4)
@@ -148,14 +91,15 @@ def test_mean_feature_init_and_spreadout_lowers_loss():
 def test_num_class_rows_sizes_the_table_for_a_larger_population():
   """The table can hold rows for clients beyond the dataset; fewer rows than clients is an error."""
   mesh = sh.make_mesh(1, 2, jax.devices()[:2])
-  faces = _faces()   # 11 clients after dropping one
-  cfg = _cfg()
-  assert run_lib.build_run(cfg, _model(), faces, mesh).abstract_state["table"].shape == (12, 16)
+  faces = ff.tiny_faces()   # 11 clients after dropping one
+  cfg = ff.tiny_cfg()
+  model = ff.tiny_model()
+  assert run_lib.build_run(cfg, model, faces, mesh).abstract_state["table"].shape == (12, 16)
   cfg.num_class_rows = 1000
-  assert run_lib.build_run(cfg, _model(), faces, mesh).abstract_state["table"].shape == (1000, 16)
+  assert run_lib.build_run(cfg, model, faces, mesh).abstract_state["table"].shape == (1000, 16)
   cfg.num_class_rows = 10
   with pytest.raises(ValueError, match="num_class_rows=10 < 11 clients"):
-    run_lib.build_run(cfg, _model(), faces, mesh)
+    run_lib.build_run(cfg, model, faces, mesh)
 
 
 def test_unroll_factor_settings():
@@ -180,9 +124,9 @@ def test_class_embedding_modes(mode):
   """frozen: rows stay theta_0's; reestimate: a participant's row becomes its mean feature
   under the global model it received (theta_0 in round 1, whatever the table held before);
   client_trained: the row is trained on the phone and uploaded."""
-  cfg = _cfg("fedface_nosp")
+  cfg = ff.tiny_cfg("fedface_nosp")
   cfg.class_embedding = mode
-  model, params0, algo, state = _initialised(cfg)
+  model, params0, algo, state = ff.initialised(cfg)
   n = algo.clients.num_clients
   # A table that is not theta_0's mean features, so re-estimation visibly replaces it.
   table0 = np.asarray(state["table"]) + 0.5
@@ -214,14 +158,14 @@ def test_unknown_class_embedding_and_retired_key_are_errors():
 
 
 def test_public_negatives_are_public_mean_features_and_change_the_client_loss():
-  faces = _faces()
-  public = _faces(num_ids=6, per_id=3, seed=5)
-  model = _model()
+  faces = ff.tiny_faces()
+  public = ff.tiny_faces(num_ids=6, per_id=3, seed=5)
+  model = ff.tiny_model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
   mesh = sh.make_mesh(1, 1, jax.devices()[:1])
   runs = {}
   for enabled in (False, True):
-    cfg = _cfg("fedface_nosp")
+    cfg = ff.tiny_cfg("fedface_nosp")
     cfg.client.public_negatives.enabled = enabled
     algo = run_lib.build_run(cfg, model, faces, mesh, public_faces=public)
     state = algo.init(params0, jax.random.key(1))

@@ -11,14 +11,14 @@ import pytest
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import loops
-from tests import test_federated_round as fr
+from tests import federated_fixtures as ff
 
 
 def _run(cfg, execution, streams=2, rounds=2, poison=()):
   c = alg_lib.apply_method(cfg)
   c.execution = execution
   c.host_loop_streams = streams
-  return fr._run(sh.make_mesh(1, 1, jax.devices()[:1]), c, rounds=rounds, poison=poison)
+  return ff.run_rounds(sh.make_mesh(1, 1, jax.devices()[:1]), c, rounds=rounds, poison=poison)
 
 
 def _both(cfg, rounds=2, poison=()):
@@ -40,13 +40,13 @@ def _assert_same_run(a, b, rtol=1e-4, atol=2e-5):
 
 @pytest.mark.parametrize("method", ["fedface", "fedaws"])
 def test_host_loop_equals_compiled_round(method):
-  compiled, host = _both(fr._cfg(method))
+  compiled, host = _both(ff.tiny_cfg(method))
   _assert_same_run(compiled, host)
   assert float(host[1][-1]["update_norm"]) > 0 and host[1][-1]["clients_valid"] == 8
 
 
 def test_host_loop_dp_and_secure_aggregation_equal_compiled():
-  cfg = fr._cfg("fedface_nosp")
+  cfg = ff.tiny_cfg("fedface_nosp")
   cfg.dp.enabled, cfg.dp.clip_norm, cfg.dp.noise_multiplier = True, 1e-3, 1.0
   cfg.secure_aggregation = True
   compiled, host = _both(cfg)
@@ -56,7 +56,7 @@ def test_host_loop_dp_and_secure_aggregation_equal_compiled():
 
 
 def test_host_loop_runs_each_clients_own_steps_in_local_epochs_mode():
-  cfg = fr._cfg("fedface_nosp")
+  cfg = ff.tiny_cfg("fedface_nosp")
   cfg.client.local_epochs = 1        # clients of 3 and 4 images: 1 and 2 steps of batch 3
   cfg.clients_per_round = 11         # every client, including the 3-image one
   compiled, host = _both(cfg, rounds=1)
@@ -65,7 +65,7 @@ def test_host_loop_runs_each_clients_own_steps_in_local_epochs_mode():
 
 def test_host_loop_streams_are_deterministic_and_agree():
   """Threads finish in any order; the merged round must not depend on it."""
-  cfg = fr._cfg("fedaws")
+  cfg = ff.tiny_cfg("fedaws")
   one = _run(cfg, "host_loop", streams=1)
   three_a = _run(cfg, "host_loop", streams=3)
   three_b = _run(cfg, "host_loop", streams=3)

@@ -13,6 +13,7 @@ import pytest
 
 from experiments import pretrain_synthetic
 from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import data as data_lib
 from fedface_jax import losses
 from fedface_jax import metrics_io
 from fedface_jax import models
@@ -265,7 +266,7 @@ def test_train_split_joins_splits_and_mean_feature_head(data_dir, tmp_path):
   """"pretrain+federated" trains one head over both identity sets (the central oracle);
   init_head="mean_feature" starts each row at its identity's mean feature under the backbone."""
   config = _config(data_dir)
-  splits = pretrain.load_splits(config)
+  splits = data_lib.load_splits(config)
   config.train_split = "pretrain+federated"
   setup = pretrain.build(config, splits)
   assert setup.num_classes == splits["pretrain"].num_identities + splits["federated"].num_identities

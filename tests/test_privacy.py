@@ -19,7 +19,7 @@ from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import client_update as cu
 from fedface_jax.federated import privacy
 from fedface_jax.federated import rounds
-from test_federated_round import _cfg, _model  # pylint: disable=g-bad-import-order
+from tests import federated_fixtures as ff
 
 
 def _equal_faces(num_ids=10, per_id=4, size=16, seed=0):
@@ -31,7 +31,7 @@ def _equal_faces(num_ids=10, per_id=4, size=16, seed=0):
 
 
 def _dp_cfg(method="fedface_nosp", enabled=True, clip=1.0, z=0.0, secure=False):
-  cfg = _cfg(method)
+  cfg = ff.tiny_cfg(method)
   cfg.dp.enabled = enabled
   cfg.dp.clip_norm = clip
   cfg.dp.noise_multiplier = z
@@ -41,7 +41,7 @@ def _dp_cfg(method="fedface_nosp", enabled=True, clip=1.0, z=0.0, secure=False):
 
 def _run(mesh, cfg, rounds_=1, faces=None):
   faces = _equal_faces() if faces is None else faces
-  model = _model()
+  model = ff.tiny_model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
   algo = run_lib.build_run(cfg, model, faces, mesh)
   state = algo.init(params0, jax.random.key(1))
@@ -174,6 +174,6 @@ def test_run_epsilon_from_config():
   fcfg.dp.enabled = False
   assert not privacy.run_epsilon(fcfg, 100, 20)
   with pytest.raises(ValueError, match="unknown federated.dp"):
-    cfg = _cfg()
+    cfg = ff.tiny_cfg()
     cfg.dp.clip = 1.0
     alg_lib.apply_method(cfg)

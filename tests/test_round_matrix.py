@@ -30,7 +30,7 @@ from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import run as run_lib
 
-import test_federated_round as small
+from tests import federated_fixtures as ff
 
 NUM_IDS = 38                    # identity 0 has one photo and is dropped: 37 clients
 MESHES = ((1, 1), (8, 1), (4, 2), (2, 4), (1, 8))
@@ -55,8 +55,8 @@ def _variant_cfg(method, clients_per_round, dp):
 
 @pytest.fixture(scope="module")
 def setup():
-  faces = small._faces(num_ids=NUM_IDS, per_id=3, size=8)
-  model = small._model()
+  faces = ff.tiny_faces(num_ids=NUM_IDS, per_id=3, size=8)
+  model = ff.tiny_model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
   return faces, model, params0, {}
 

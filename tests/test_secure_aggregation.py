@@ -10,7 +10,7 @@ from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.federated import run as run_lib
 from fedface_jax.federated import secure_aggregation as sa
-from test_federated_round import _cfg, _faces, _model  # pylint: disable=g-bad-import-order
+from tests import federated_fixtures as ff
 
 
 def _updates(k=6, d=4000, scale=1e-3, seed=0):
@@ -67,8 +67,8 @@ def test_fixed_point_masks_cancel_exactly():
 
 
 def _round(mesh, cfg, poison=()):
-  faces = _faces()
-  model = _model()
+  faces = ff.tiny_faces()
+  model = ff.tiny_model()
   params0 = models.init_params(model, jax.random.key(0), faces.image_shape)
   algo = run_lib.build_run(cfg, model, faces, mesh)
   state = algo.init(params0, jax.random.key(1))
@@ -84,8 +84,8 @@ def test_engine_round_with_secure_aggregation_equals_plain_round():
   tests/test_privacy.py (DP + SA on 8 devices == DP on 1 device).
   """
   mesh = sh.make_mesh(4, 2, jax.devices()[:8])
-  plain = _cfg("fedface")
-  masked = _cfg("fedface")
+  plain = ff.tiny_cfg("fedface")
+  masked = ff.tiny_cfg("fedface")
   masked.secure_aggregation = True
   # A NaN client: excluded from the average, but its masks must still cancel.
   bad = (5,)

@@ -1,7 +1,8 @@
 """Gradient-inversion attacks against an aggregated FedAvg update, compiled with jax.jit and optimised with optax.
 
-Three attacks share one optimisation loop (``_Runner``: jitted chunks of ``lax.scan`` steps, a tqdm bar between
-chunks, the loss recorded at every iteration before the update, as the reference's ``closure`` does):
+Three attacks share one optimisation loop (``optimise.Runner``: jitted chunks of ``lax.scan`` steps,
+a tqdm bar between chunks, the loss recorded at every iteration before the update, as the
+reference's ``closure`` does):
 
 (a) ``invert_paper_faithful``: the curious-client attack as in the official code (ATTACK.md 2.3 and 3). A low-res
     latent z ~ U[0,1) of shape [M, H/sf, W/sf, 3] is upsampled x sf with torch-compatible bicubic inside the loss,
@@ -35,18 +36,16 @@ and an ``input_transform`` from [0, 1] pixels to the model's input scale, so any
 
 from collections.abc import Callable
 import dataclasses
-import time
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 import optax
 
-from fedface_jax import progress as progress_lib
 from fedface_jax.attack import objectives
+from fedface_jax.attack import optimise
 from fedface_jax.attack import unroll
 
 PyTree = Any
@@ -159,95 +158,6 @@ def _check_target(target: PyTree, params0: PyTree) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The optimisation loop.
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _RunOutput:
-  variables: PyTree
-  loss_history: np.ndarray
-  matching_history: np.ndarray
-  final_total: float
-  final_matching: float
-  final_outputs: dict[str, np.ndarray]
-  timing: dict[str, float]
-
-
-class _Runner:
-  """Minimises ``objective(variables, aux) -> (total, outputs)`` in jitted chunks of ``lax.scan`` steps.
-
-  ``outputs`` is a dict with at least ``"matching"`` (recorded every iteration); the whole dict is returned once,
-  at the final variables (e.g. the upsampled images, the class embeddings used), so that nothing has to be
-  recompiled after the run.
-
-  Arrays that the objective reads (global params, target, labels) travel in ``aux`` as jit *arguments*, never as
-  closure constants, so a 34M-parameter model is not baked into the compiled program. One runner compiles once and
-  serves every restart of the same shapes.
-  """
-
-  def __init__(self, objective: Callable[[PyTree, PyTree], tuple[jax.Array, jax.Array]],
-               tx: optax.GradientTransformation, project: Callable[[PyTree], PyTree] | None = None):
-    self._objective = objective
-    self._tx = tx
-    self._project = project
-    self._chunk_fn = jax.jit(self._chunk, static_argnames=("length",))
-
-  def _chunk(self, variables, opt_state, aux, length: int):
-    def body(carry, _):
-      v, s = carry
-      (total, outputs), grads = jax.value_and_grad(self._objective, has_aux=True)(v, aux)
-      updates, s = self._tx.update(grads, s, v)
-      v = optax.apply_updates(v, updates)
-      if self._project is not None:
-        v = self._project(v)
-      return (v, s), (total, outputs["matching"])
-
-    (variables, opt_state), (totals, matchings) = jax.lax.scan(body, (variables, opt_state), None, length=length)
-    # The objective at the chunk's final variables, in the same program: a separate jitted evaluation would cost a
-    # second compilation (seconds on CPU) for a value needed only once per run.
-    return variables, opt_state, totals, matchings, self._objective(variables, aux)
-
-  def run(self, variables: PyTree, aux: PyTree, iterations: int, chunk: int = 10, progress: bool = True,
-          desc: str = "inversion") -> "_RunOutput":
-    if iterations < 1:
-      raise ValueError(f"iterations must be >= 1, got {iterations}")
-    chunk = max(1, min(int(chunk), iterations))
-    opt_state = self._tx.init(variables)
-    totals, matchings = [], []
-    t0 = time.perf_counter()
-    first_chunk_s = float("nan")
-    done = 0
-    with progress_lib.progress(iterations, desc, disable=not progress, unit="it") as bar:
-      while done < iterations:
-        length = min(chunk, iterations - done)
-        variables, opt_state, tot, mat, final = self._chunk_fn(variables, opt_state, aux, length=length)
-        tot = np.asarray(tot)  # blocks: the timing below is real
-        totals.append(tot)
-        matchings.append(np.asarray(mat))
-        if done == 0:
-          first_chunk_s = time.perf_counter() - t0
-        done += length
-        bar.update(length)
-        bar.set_postfix(loss=f"{float(tot[-1]):.4g}")
-    total_s = time.perf_counter() - t0
-    steady = iterations - min(chunk, iterations)
-    timing = {
-        "total_s": total_s,
-        "first_chunk_s": first_chunk_s,
-        "per_iteration_s": (total_s - first_chunk_s) / steady if steady else float("nan"),
-    }
-    loss_history = np.concatenate(totals)
-    if not np.all(np.isfinite(loss_history)):
-      logging.warning("%s: %d of %d iterations had a non-finite loss", desc,
-                      int(np.sum(~np.isfinite(loss_history))), iterations)
-    final_total, final_outputs = final
-    final_outputs = jax.tree.map(np.asarray, final_outputs)
-    return _RunOutput(variables, loss_history, np.concatenate(matchings), float(final_total),
-                      float(final_outputs["matching"]), final_outputs, timing)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # (a) The reference attack.
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -338,7 +248,7 @@ def invert_paper_faithful(apply_fn: ApplyFn, params0: PyTree, target: PyTree, la
   key = jax.random.key(c.seed) if key is None else key
   z0 = jax.random.uniform(key, shape, jnp.float32)  # np.random.rand in [C]
   tx = optax.adam(_cosine_schedule(c.lr, c.lr_min, c.iterations, c.scheduler_offset))
-  runner = _Runner(objective, tx)
+  runner = optimise.Runner(objective, tx)
   out = runner.run(z0, aux, c.iterations, c.chunk, progress, desc="paper-faithful")
   z = np.asarray(out.variables)
   latent_clipped = np.clip(z, 0.0, 1.0)
@@ -429,7 +339,7 @@ def invert_inverting_gradients(apply_fn: ApplyFn, params0: PyTree, target: PyTre
   parts = [_sign_gradients()] if c.signed else []
   tx = optax.chain(*parts, optax.adam(_ig_schedule(c.lr, c.iterations, c.lr_decay)))
   project = (lambda v: jnp.clip(v, 0.0, 1.0)) if c.boxed else None
-  runner = _Runner(objective, tx, project)
+  runner = optimise.Runner(objective, tx, project)
   aux = {"params0": params0, "target": target, "labels": labels_onehot}
   key = jax.random.key(c.seed) if key is None else key
 
@@ -578,7 +488,7 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
   project = None
   if c.boxed:
     project = lambda v: dict(v, z=jnp.clip(v["z"], 0.0, 1.0))
-  runner = _Runner(objective, tx, project)
+  runner = optimise.Runner(objective, tx, project)
   out = runner.run(variables, aux, c.iterations, c.chunk, progress, desc=f"FedFace ({mode})")
   return InversionResult(
       images=np.clip(out.final_outputs["images"], 0.0, 1.0), latent=np.asarray(out.variables["z"]),

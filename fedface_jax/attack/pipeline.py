@@ -46,6 +46,8 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
+from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import data as data_lib
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.attack import grids
@@ -377,8 +379,8 @@ def load_face_backbone(config, image_shape, backbone_params=None):
   """(face model, host params): `backbone_params`, else `config.pretrained_backbone` loaded."""
   face_model = models.from_config(config.model)
   if backbone_params is None:
-    from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
-    backbone_params = engine.load_backbone(face_model, image_shape, config.pretrained_backbone)
+    backbone_params = ckpt_lib.load_backbone(face_model, image_shape,
+                                             config.pretrained_backbone)
   return face_model, jax.device_get(backbone_params)
 
 
@@ -395,7 +397,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     workdir: output folder (keep it under runs/: grids of real faces must never be committed).
     backbone_params: the pretrained face backbone's params; None loads
       `config.pretrained_backbone`.
-    splits: precomputed `pretrain.load_splits(config)` (sweeps pass it to load the data once).
+    splits: precomputed `data.load_splits(config)` (sweeps pass it to load the data once).
     mesh: a ("data", "classes") mesh; default one from `config.mesh`.
     return_target: also return the inverted pseudo-gradient as `out["target"]` (sweeps use it to
       check that secure aggregation leaves it unchanged).
@@ -417,8 +419,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     raise ValueError(f"unknown attack.objective {a.objective!r}; valid: {OBJECTIVES}")
   os.makedirs(workdir, exist_ok=True)
   if splits is None:
-    from fedface_jax.training import pretrain  # pylint: disable=g-import-not-at-top
-    splits = pretrain.load_splits(config)
+    splits = data_lib.load_splits(config)
   if mesh is None:
     mesh = sh.make_mesh(None if config.mesh.data < 0 else config.mesh.data, config.mesh.classes)
   fed = splits["federated"]

@@ -17,11 +17,12 @@ import ml_collections as mlc
 
 from fedface_jax import errors
 from fedface_jax.data.faces import FaceArrays
-from fedface_jax.data.splits import SPLITS, SplitPlan, plan_split, split_identities
+from fedface_jax.data.splits import SPLITS, SplitPlan, load_splits, plan_split, split_identities
 
 __all__ = [
     "FaceArrays", "SPLITS", "SplitPlan", "DATASET_NAMES", "default_data_config",
-    "default_split_config", "load_faces", "load_faces_with_info", "plan_split", "split_identities",
+    "default_split_config", "load_faces", "load_faces_with_info", "load_splits", "plan_split",
+    "split_identities",
 ]
 
 DATASET_NAMES = ("synthetic_faces", "image_folder")

@@ -129,3 +129,11 @@ def split_identities(faces: FaceArrays, split_config: Any,
   logging.info("split identities: %s (dropped %d, unused %d)",
                {k: v.num_identities for k, v in out.items()}, plan.num_dropped, plan.unused.size)
   return out
+
+
+def load_splits(config: Any) -> dict[str, FaceArrays]:
+  """Faces of the dataset in `config.data`, split by `config.splits` into disjoint identity sets."""
+  # The package imports this module, so its loader is looked up when called.
+  from fedface_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  faces = data_lib.load_faces(config.data)
+  return split_identities(faces, config.splits, config.splits.seed)

@@ -17,6 +17,9 @@ from fedface_jax.evaluation.embeddings import compute_embeddings
 from fedface_jax.evaluation.pairs import all_pairs_scores
 from fedface_jax.evaluation.pairs import make_verification_pairs
 from fedface_jax.evaluation.pairs import pair_scores
+from fedface_jax.evaluation.params import eval_split
+from fedface_jax.evaluation.params import evaluate_params
+from fedface_jax.evaluation.params import make_embed_fn
 from fedface_jax.evaluation.protocols import evaluate_ijb
 from fedface_jax.evaluation.protocols import evaluate_ijba
 from fedface_jax.evaluation.protocols import evaluate_ijbc_vanilla

@@ -29,33 +29,14 @@ import ml_collections as mlc
 import numpy as np
 
 from fedface_jax import checkpoint as ckpt_lib
-from fedface_jax import errors
+from fedface_jax import data as data_lib
+from fedface_jax import evaluation
 from fedface_jax import metrics_io
 from fedface_jax import models
 from fedface_jax import progress as progress_lib
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
 from fedface_jax.federated import run as run_lib
-from fedface_jax.training import pretrain
-
-
-def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
-  """theta_0: the backbone exported at the end of pretraining.
-
-  With a mesh, it comes back replicated over it (a global array: what a
-  multi-host jit needs; a single-device array would be rejected there).
-  """
-  abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), image_shape))
-  if mesh is not None:
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh.replicated(mesh)), abstract)
-  with ckpt_lib.Checkpointer(backbone_dir) as ck:
-    step, params = ck.restore_latest(abstract)
-  if params is None:
-    raise errors.MissingInputError(
-        f"no pretrained backbone in {backbone_dir}; run launch.pretrain first")
-  logging.info("Loaded theta_0 from %s (step %d)", backbone_dir, step)
-  return params
 
 
 def process_slice_fn(mesh=None):
@@ -97,14 +78,14 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   interruption); `after_round(round)` is called after each round's checkpoint
   (tests use it to slow a run down so that it can be killed mid-way). A
   checkpoint is resumed only under the config recorded with it, unless
-  `allow_config_change` (`pretrain.check_workdir_config`).
+  `allow_config_change` (`checkpoint.check_workdir_config`).
   """
   os.makedirs(workdir, exist_ok=True)
-  pretrain.check_workdir_config(workdir, config, allow_config_change)
+  ckpt_lib.check_workdir_config(workdir, config, allow_config_change)
   fcfg = alg_lib.apply_method(config.federated)
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
-  splits = pretrain.load_splits(config) if splits is None else splits
+  splits = data_lib.load_splits(config) if splits is None else splits
   model = models.from_config(config.model)
   fed_faces = splits["federated"]
   algo = run_lib.build_run(fcfg, model, fed_faces, mesh, process_slice_fn(mesh),
@@ -121,7 +102,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
                                        max_to_keep=config.get("keep_checkpoints", 2))
   start, state = checkpointer.restore_latest(algo.abstract_state)
   if state is None:
-    params0 = load_backbone(model, fed_faces.image_shape, config.pretrained_backbone, mesh)
+    params0 = ckpt_lib.load_backbone(model, fed_faces.image_shape, config.pretrained_backbone,
+                                     mesh)
     state = algo.init(params0, jax.random.key(fcfg.seed))
     start = 0
     checkpointer.save(0, state)
@@ -132,8 +114,8 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
     # Process 0 only: the backbone is replicated, evaluation is host-local.
     if not primary:
       return None
-    return pretrain.evaluate_state(_EvalSetup(model, splits), st, config,
-                                   os.path.join(workdir, "eval"), name=name)
+    return evaluation.evaluate_params(model, st["params"], splits[evaluation.eval_split(config)],
+                                      config, os.path.join(workdir, "eval"), name=name)
 
   history = []
   if start == 0 and config.eval.get("at_round_0", True) and primary:
@@ -187,21 +169,13 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   checkpointer.wait()
   checkpointer.close()
   if end == num_rounds:
-    pretrain.export_backbone(workdir, num_rounds, state["params"])
+    ckpt_lib.export_backbone(workdir, num_rounds, state["params"])
   logging.info("Rounds %d..%d took %.1f s", start, end, time.time() - t_start)
   if primary:
     plot_tar_vs_round(workdir, config.eval.fars)
   writer.close()
   return {"final": history[-1][1] if history else None, "history": history,
           "state": state}
-
-
-class _EvalSetup:
-  """The two fields of `pretrain.Setup` that evaluation needs."""
-
-  def __init__(self, model, splits):
-    self.model = model
-    self.splits = splits
 
 
 def _eval_scalars(report: dict) -> dict:

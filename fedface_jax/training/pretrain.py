@@ -6,7 +6,7 @@ replicated and the batch is split over the "data" mesh axis; the class table
 margin softmax is assembled across shards by `sharding.sharded_cosface_loss`
 without ever gathering the table.
 
-Sections: state -> update step -> checkpoint/resume -> loop -> evaluation.
+Sections: state -> update step -> checkpoint/resume -> loop.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import optax
 
 from fedface_jax import checkpoint as ckpt_lib
-from fedface_jax import config_utils
 from fedface_jax import errors
+from fedface_jax import evaluation
 from fedface_jax import data as data_lib
 from fedface_jax import metrics_io
 from fedface_jax import models
@@ -50,12 +50,6 @@ class Setup:
   state_sharding: Any
   abstract_state: Any
   init_fn: Any  # jitted rng -> state, created directly in its sharded layout
-
-
-def load_splits(config: mlc.ConfigDict) -> dict:
-  """Faces of the dataset in `config.data`, split into disjoint identity sets."""
-  faces = data_lib.load_faces(config.data)
-  return data_lib.split_identities(faces, config.splits, config.splits.seed)
 
 
 def train_faces(config: mlc.ConfigDict, splits: dict):
@@ -89,7 +83,7 @@ def _state_sharding(abstract_state, mesh):
 def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
-  splits = load_splits(config) if splits is None else splits
+  splits = data_lib.load_splits(config) if splits is None else splits
   faces = train_faces(config, splits)
   num_classes = faces.num_identities
   table_rows = sh.padded_num_classes(num_classes, mesh)
@@ -186,46 +180,12 @@ def restore_or_init(setup: Setup, checkpointer, config):
 
 def identity_mean_features(model, params, faces) -> np.ndarray:
   """[num_identities, D]: the normalised mean embedding of each identity's images."""
-  from fedface_jax.evaluation import embeddings as emb_lib  # pylint: disable=g-import-not-at-top
-  emb = emb_lib.compute_embeddings(make_embed_fn(model, params), faces.images, progress=False,
-                                   desc="mean features")
+  emb = evaluation.compute_embeddings(evaluation.make_embed_fn(model, params), faces.images,
+                                     progress=False, desc="mean features")
   sums = np.zeros((faces.num_identities, emb.shape[1]), np.float64)
   np.add.at(sums, faces.labels, emb)
   return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-10)).astype(
       np.float32)
-
-
-def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
-  """Refuses to resume `workdir`'s checkpoint under a config other than the one that wrote it.
-
-  Called first thing by the trainer and the federated engine: a mismatch fails in seconds,
-  before data is loaded or anything compiles, and before this run's `config.json` replaces
-  the recorded one. Every process checks, so all of them fail together; with several, a
-  barrier keeps process 0 from rewriting the record while another process still reads it.
-  Returns the allowed differences (see `config_utils.check_resume_config`).
-  """
-  with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=None) as ck:
-    resuming = ck.latest_step() is not None
-  diffs = []
-  if resuming:
-    diffs = config_utils.check_resume_config(workdir, config, allow_change=allow_change)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("fedface_jax: workdir config checked")
-  return diffs
-
-
-def export_backbone(workdir: str, step: int, params) -> str:
-  """Saves the backbone alone: theta_0 for FedFace, independent of the head."""
-  path = os.path.join(workdir, "backbone")
-  with ckpt_lib.Checkpointer(path, max_to_keep=1) as ck:
-    latest = ck.latest_step()
-    if latest is not None and latest >= step:
-      logging.info("Backbone of step %d already exported to %s", latest, path)
-      return path
-    ck.save(step, jax.device_get(params), force=True)
-    ck.wait()
-  return path
 
 
 def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
@@ -241,10 +201,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   `workdir/eval/`). `stop_after_steps` stops after that many steps of this
   call (an interruption: the state is checkpointed, nothing is exported or
   evaluated, None is returned). A checkpoint is resumed only under the config
-  recorded with it (`check_workdir_config`) unless `allow_config_change`.
+  recorded with it (`checkpoint.check_workdir_config`) unless `allow_config_change`.
   """
   os.makedirs(workdir, exist_ok=True)
-  check_workdir_config(workdir, config, allow_config_change)
+  ckpt_lib.check_workdir_config(workdir, config, allow_config_change)
   setup = build(config)
   logging.info("Pretraining on %d identities (%d images); table %d rows over %s",
                setup.num_classes,
@@ -285,8 +245,10 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
     writer.close()
     checkpointer.close()
     return None
-  export_backbone(workdir, int(state["step"]), state["params"])
-  report = evaluate_state(setup, state, config, os.path.join(workdir, "eval"))
+  ckpt_lib.export_backbone(workdir, int(state["step"]), state["params"])
+  report = evaluation.evaluate_params(
+      setup.model, state["params"], setup.splits[evaluation.eval_split(config)], config,
+      os.path.join(workdir, "eval"))
   writer.write(int(state["step"]), {f"eval/{k}": v for k, v in _scalars(report).items()})
   writer.close()
   checkpointer.close()
@@ -306,25 +268,3 @@ def _log(writer, bar, step, metrics, t0, every, force=False):
 def _scalars(report: dict) -> dict:
   return {k: float(v) for k, v in report.items()
           if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}
-
-
-def make_embed_fn(model, params):
-  """A jitted float-images -> embeddings function for evaluation."""
-  return jax.jit(lambda x: model.apply({"params": params}, x))
-
-
-def evaluate_state(setup: Setup, state, config, out_dir: str, split: str | None = None,
-                   name="pretrained") -> dict:
-  """Verification on `split`, by default `config.eval.split` ("evaluation" if unset).
-
-  A study that tunes sets `eval.split = "validation"`, so that in-run numbers,
-  which people look at while choosing, never come from the evaluation identities.
-  """
-  from fedface_jax.evaluation import api as eval_api  # pylint: disable=g-import-not-at-top
-  split = split or config.eval.get("split", "evaluation")
-  params = jax.device_get(state["params"])
-  embed_fn = make_embed_fn(setup.model, params)
-  return eval_api.evaluate_verification(
-      embed_fn, setup.splits[split], flip=config.eval.flip,
-      num_impostor_pairs=config.eval.num_impostor_pairs, seed=config.seed,
-      fars=tuple(config.eval.fars), out_dir=out_dir, name=name)
