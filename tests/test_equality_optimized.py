@@ -6,7 +6,7 @@ the level users run. The flag is read when a program compiles and is not part of
 key, so flipping it inside this process could reuse an unoptimised executable: the runs happen in
 a child process that never sets it, and come back as an .npz.
 
-Tolerances, from measured differences (2 rounds of `tests/test_federated_round._cfg`, XLA on, CPU,
+Tolerances, from measured differences (2 rounds of `tests/federated_fixtures.tiny_cfg`, XLA on, CPU,
 jax 0.10.2), at least 10x the largest difference over all state leaves and metrics:
   * 1 device vs a 4x2 mesh, compiled: max |diff| 8.3e-7 (fedface) and 6.0e-8 (fedaws), all in
     float leaves; uint32 RNG state and counts equal. Tolerance atol 1e-5, rtol 0.
@@ -37,14 +37,14 @@ _CHILD = textwrap.dedent("""
     assert not jax.config.read("jax_disable_most_optimizations"), "XLA optimisations must be on"
     assert len(jax.devices()) == 8
     from fedface_jax import sharding as sh
-    from tests import test_federated_round as fr
+    from tests import federated_fixtures as ff
 
     method, out = sys.argv[1], sys.argv[2]
     def run(execution, num_devices):
-      cfg = fr._cfg(method)
+      cfg = ff.tiny_cfg(method)
       cfg.execution = execution
       mesh = sh.make_mesh(*((1, 1) if num_devices == 1 else (4, 2)), jax.devices()[:num_devices])
-      state, metrics, _ = fr._run(mesh, cfg)
+      state, metrics, _ = ff.run_rounds(mesh, cfg)
       state["table"] = state["table"][:11]  # the 2-shard table has one padding row more
       leaves = jax.tree_util.tree_flatten_with_path((state, metrics))[0]
       return {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}

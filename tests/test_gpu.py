@@ -38,29 +38,29 @@ def _max_abs_diff(a, b):
 
 @pytest.mark.parametrize("method", ["fedface", "fedaws"])
 def test_compiled_round_equals_host_loop_on_gpu(method):
-  from tests import test_federated_round as fr  # pylint: disable=g-import-not-at-top
+  from tests import federated_fixtures as ff  # pylint: disable=g-import-not-at-top
   mesh = sh.make_mesh(1, 1, _gpus()[:1])
   results = {}
   for execution in ("compiled", "host_loop"):
-    cfg = fr._cfg(method)  # pylint: disable=protected-access
+    cfg = ff.tiny_cfg(method)
     cfg.execution = execution
-    results[execution], _, _ = fr._run(mesh, cfg)  # pylint: disable=protected-access
+    results[execution], _, _ = ff.run_rounds(mesh, cfg)
   compiled, host = results["compiled"], results["host_loop"]
   assert _max_abs_diff(compiled["params"], host["params"]) < 1e-5
   assert _max_abs_diff(compiled["table"], host["table"]) < 1e-5
 
 
 def test_one_vs_all_gpus_round_is_equal():
-  from tests import test_federated_round as fr  # pylint: disable=g-import-not-at-top
+  from tests import federated_fixtures as ff  # pylint: disable=g-import-not-at-top
   gpus = _gpus()
   if len(gpus) < 2:
     pytest.skip("needs >= 2 GPUs")
-  one, _, algo = fr._run(sh.make_mesh(1, 1, gpus[:1]), fr._cfg())  # pylint: disable=protected-access
+  one, _, algo = ff.run_rounds(sh.make_mesh(1, 1, gpus[:1]), ff.tiny_cfg())
   n = algo.clients.num_clients   # the sharded table is padded to a multiple of its shards
   # Clients over the GPUs, the class table over 2 of them when there are 4 or more.
   classes = 2 if len(gpus) >= 4 else 1
   mesh = sh.make_mesh(len(gpus) // classes, classes, gpus[:len(gpus) // classes * classes])
-  many, _, _ = fr._run(mesh, fr._cfg())  # pylint: disable=protected-access
+  many, _, _ = ff.run_rounds(mesh, ff.tiny_cfg())
   assert _max_abs_diff(one["params"], many["params"]) < 1e-4
   assert _max_abs_diff(one["table"][:n], many["table"][:n]) < 1e-4
 
