@@ -7,7 +7,6 @@ rows); how they are laid out for readers is reporting, kept out of the library.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -194,8 +193,4 @@ def _base_noise(result, key):
   return None
 
 
-def save_json(path: str, obj: dict):
-  """A sweep's or defence cost's result, re-read when the tables are rebuilt without a rerun."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=1, default=str)
+save_json = results_md.save_json   # a sweep's or defence cost's result

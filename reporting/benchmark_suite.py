@@ -21,6 +21,7 @@ import ml_collections as mlc
 
 from fedface_jax.benchmark import worker
 from reporting import benchmark_report
+from reporting import results_md
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,10 +119,8 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
 def machine_info() -> dict[str, Any]:
   info = {"platform": platform.platform(), "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
+  info["cpu"] = results_md.cpu_name()
   try:
-    with open("/proc/cpuinfo") as f:
-      names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-    info["cpu"] = names[0] if names else "unknown"
     with open("/proc/meminfo") as f:
       info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
   except OSError:

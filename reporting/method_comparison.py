@@ -8,7 +8,6 @@ interruption only finishes what is missing.
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections as mlc
@@ -78,8 +77,6 @@ def markdown_section(title: str, command: str, result: dict, notes: str = "") ->
 
 def save_json(path: str, result: dict):
   """`results.json`: every report without its ROC curve and k-fold details."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   slim = {k: {m: {kk: vv for kk, vv in (r or {}).items() if kk not in ("roc", "kfold")}
               for m, r in v.items()} if k == "rows" else v for k, v in result.items()}
-  with open(path, "w") as f:
-    json.dump(slim, f, indent=1, default=str)
+  results_md.save_json(path, slim)

@@ -18,13 +18,24 @@ import socket
 import jax
 
 
-def machine_line() -> str:
-  cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+  """The CPU model (from /proc/cpuinfo where there is one), for every machine line we write."""
   try:
     with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+      return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
   except (OSError, StopIteration):
-    pass
+    return platform.processor() or platform.machine()
+
+
+def save_json(path: str, obj: dict):
+  """A result file next to its run (re-read when tables are rebuilt without a rerun)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+
+
+def machine_line() -> str:
+  cpu = cpu_name()
   return (f"{socket.gethostname()}: {cpu}, {os.cpu_count()} cores, "
           f"JAX {jax.__version__} on {jax.default_backend()} x{jax.device_count()}")
 
