@@ -21,6 +21,17 @@ TERMINAL_INTERVAL_S = 1.0
 LOG_INTERVAL_S = 10.0
 
 
+class _Bar(tqdm.tqdm):
+  """tqdm whose `set_postfix` waits for the next timed refresh.
+
+  tqdm's own `set_postfix` redraws at once by default, which bypasses `mininterval`: a loop that
+  sets its loss every step then writes a log line per step, whatever the interval.
+  """
+
+  def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+    super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+
 def min_interval(stream=None) -> float:
   """Seconds between bar refreshes: short on a terminal, long in a log file or pipe."""
   stream = sys.stderr if stream is None else stream
@@ -48,5 +59,5 @@ def progress(iterable_or_total: Iterable[T] | int, desc: str | None = None, *,
   if isinstance(iterable_or_total, numbers.Integral):
     if total is not None and total != iterable_or_total:
       raise ValueError(f"Got a total of {iterable_or_total} and total={total}.")
-    return tqdm.tqdm(total=int(iterable_or_total), **kwargs)
-  return tqdm.tqdm(iterable_or_total, total=total, **kwargs)
+    return _Bar(total=int(iterable_or_total), **kwargs)
+  return _Bar(iterable_or_total, total=total, **kwargs)

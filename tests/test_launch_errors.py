@@ -106,6 +106,18 @@ def test_progress_refreshes_every_10_s_in_a_log_and_every_second_on_a_terminal(m
     assert bar.mininterval == 1.0
 
 
+def test_a_loss_set_every_step_does_not_write_a_line_per_step(monkeypatch):
+  """tqdm's set_postfix redraws at once by default; in a log that was one line per step."""
+  log = io.StringIO()
+  monkeypatch.setattr(sys, "stderr", log)
+  with progress.progress(500, "x", disable=False) as bar:
+    for step in range(500):
+      bar.update(1)
+      bar.set_postfix(loss=f"{step:.3f}")
+  draws = log.getvalue().count("\r")
+  assert draws < 10, draws   # open, close, and at most a redraw per 10 s
+
+
 def test_tfds_preparation_does_not_claim_a_download(tmp_path, capfd):
   from fedface_jax import data  # pylint: disable=g-import-not-at-top
   c = data.default_data_config()
