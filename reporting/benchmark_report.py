@@ -177,9 +177,11 @@ def write_report(cfg, workdir: str, meta: dict[str, Any]) -> str:
     out += [f"- {r.get('name')} {r.get('peer', r.get('strategy', ''))}: `{r['error']}`"
             for r in errs]
     out += [""]
+  gpu_rows = [r for r in rows if r.get("backend") in ("gpu", "cuda", "rocm")]
   out += ["## GPU figures", "",
-          "**Pending**: no GPU machine was lent to this task, so there are no GPU numbers. "
-          "On a GPU machine run:", "",
+          (f"{len(gpu_rows)} rows above ran on a GPU backend." if gpu_rows else
+           "None in this run: every row above ran on the CPU backend.") +
+          " On a GPU machine run:", "",
           "```bash",
           "JAX_PLATFORMS=cuda .venv/bin/python -m launch.benchmark \\",
           "    --config experiments/benchmark_gpu.py:devices=1 --workdir runs/benchmark_gpu \\",

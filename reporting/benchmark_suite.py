@@ -77,6 +77,8 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
 def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
               parts: tuple[str, ...]) -> str:
   """Runs the selected parts (sweep, class_table, peers) and writes BENCHMARKS.md."""
+  # Workers run from the repository root: a relative --workdir would land elsewhere for them.
+  workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   out_path = os.path.join(workdir, "results.jsonl")
   if not cfg.get("append", False) and os.path.exists(out_path):
