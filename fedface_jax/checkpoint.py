@@ -450,6 +450,23 @@ def load_backbone(model, image_shape, backbone_dir: str, mesh=None):
   return params
 
 
+def load_start(config, model, image_shape, mesh=None):
+  """theta_0 of a federated run: a published model or the backbone pretraining exported.
+
+  `config.model.pretrained` (e.g. "dlib") names weights that ship with an installed package
+  (`models.load_pretrained_params`); otherwise `config.pretrained_backbone` is the directory
+  `launch.pretrain` exported. With a mesh, the params come back replicated over it.
+  """
+  pretrained = config.model.get("pretrained", "")
+  if not pretrained:
+    return load_backbone(model, image_shape, config.pretrained_backbone, mesh)
+  params = models.load_pretrained_params(pretrained, model)
+  if mesh is not None:
+    params = jax.device_put(params, sh.replicated(mesh))
+  logging.info("theta_0 = the published %r model (config.model.pretrained)", pretrained)
+  return params
+
+
 def check_workdir_config(workdir: str, config, allow_change: bool = False) -> list:
   """Refuses to resume `workdir`'s checkpoint under a config other than the one that wrote it.
 

@@ -276,3 +276,22 @@ def test_launch_evaluate_from_the_dlib_start_prints_cis(model_path, tmp_path):
     assert f"{metric}: " in out.stdout and "[" in out.stdout.split(f"{metric}: ")[1]
   assert "bootstrap over 6 identities, 50 resamples" in out.stdout
   assert not (tmp_path / "w" / "backbone").exists()
+
+
+def test_federated_start_is_the_published_model_when_configured(loaded, tmp_path):
+  """`checkpoint.load_start`: config.model.pretrained wins over config.pretrained_backbone."""
+  import ml_collections as mlc  # pylint: disable=g-import-not-at-top
+  from fedface_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from fedface_jax import errors  # pylint: disable=g-import-not-at-top
+  from fedface_jax import models  # pylint: disable=g-import-not-at-top
+  _, params = loaded
+  model_cfg = mlc.ConfigDict(dict(name="dlib_resnet", embedding_dim=128, kwargs={},
+                                  pretrained="dlib"))
+  config = mlc.ConfigDict(dict(model=model_cfg, pretrained_backbone=str(tmp_path / "none")))
+  model = models.from_config(model_cfg)
+  start = checkpoint.load_start(config, model, (150, 150, 3))
+  for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  config.model.pretrained = ""   # now the (missing) exported backbone is what it must load
+  with pytest.raises(errors.MissingInputError, match="no pretrained backbone"):
+    checkpoint.load_start(config, model, (150, 150, 3))

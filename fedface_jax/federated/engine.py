@@ -102,8 +102,7 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
                                        max_to_keep=config.get("keep_checkpoints", 2))
   start, state = checkpointer.restore_latest(algo.abstract_state)
   if state is None:
-    params0 = ckpt_lib.load_backbone(model, fed_faces.image_shape, config.pretrained_backbone,
-                                     mesh)
+    params0 = ckpt_lib.load_start(config, model, fed_faces.image_shape, mesh)
     state = algo.init(params0, jax.random.key(fcfg.seed))
     start = 0
     checkpointer.save(0, state)
