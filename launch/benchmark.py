@@ -41,13 +41,7 @@ def main(argv):
     worker.run_class_table(FLAGS.config, FLAGS.worker_out,
                            os.path.join(os.path.dirname(FLAGS.worker_out), "class_table_hlo.txt"))
     return
-  config_arg = "experiments/benchmark_cpu.py"
-  for i, a in enumerate(sys.argv):
-    if a.startswith("--config="):
-      config_arg = a.split("=", 1)[1]
-    elif a == "--config" and i + 1 < len(sys.argv):
-      config_arg = sys.argv[i + 1]
-  path = benchmark_suite.run_suite(FLAGS.config, FLAGS.workdir, config_arg,
+  path = benchmark_suite.run_suite(FLAGS.config, FLAGS.workdir, benchmark_suite.config_args(sys.argv[1:]),
                                    "python -m launch.benchmark " + " ".join(sys.argv[1:]),
                                    tuple(FLAGS.parts))
   print(f"wrote {path}")

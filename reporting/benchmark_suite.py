@@ -74,9 +74,30 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
   return proc.returncode
 
 
-def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
+def config_args(argv: list[str]) -> list[str]:
+  """`--config=<file>` and every `--config.<key>=<value>` override, as the workers need them."""
+  out, i = [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a == "--config" or (a.startswith("--config.") and "=" not in a):
+      out.append(f"{a}={argv[i + 1]}" if i + 1 < len(argv) else a)
+      i += 2
+      continue
+    if a.startswith(("--config=", "--config.")):
+      out.append(a)
+    i += 1
+  if not any(a.startswith("--config=") for a in out):
+    out.insert(0, "--config=experiments/benchmark_cpu.py")
+  return out
+
+
+def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command: str,
               parts: tuple[str, ...]) -> str:
-  """Runs the selected parts (sweep, class_table, peers) and writes BENCHMARKS.md."""
+  """Runs the selected parts (sweep, class_table, peers) and writes BENCHMARKS.md.
+
+  `config_args` (`--config=<file[:arg]>` and every `--config.<key>=<value>` override) are passed
+  on to each worker, so the workers measure the config the parent was given.
+  """
   # Workers run from the repository root: a relative --workdir would land elsewhere for them.
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -87,14 +108,14 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
   t0 = time.perf_counter()
   if "sweep" in parts:
     for devices in sorted({int(dict(r).get("devices", 1)) for r in cfg.runs}):
-      rc = _subprocess([f"--config={config_arg}", f"--worker_devices={devices}",
+      rc = _subprocess(config_args + [f"--worker_devices={devices}",
                         f"--worker_out={out_path}"], devices,
                        os.path.join(workdir, f"worker_{devices}dev.log"), cfg.worker_timeout_s)
       if rc:
         worker.emit(out_path, {"kind": "error", "name": f"worker_{devices}dev",
                                "error": f"worker exited with {rc}; see worker_{devices}dev.log"})
   if "class_table" in parts and cfg.class_table.enabled:
-    rc = _subprocess([f"--config={config_arg}", "--worker_class_table",
+    rc = _subprocess(config_args + ["--worker_class_table",
                       f"--worker_out={out_path}"], int(cfg.class_table.devices),
                      os.path.join(workdir, "class_table.log"), cfg.worker_timeout_s)
     if rc:
@@ -103,7 +124,7 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_arg: str, command: str,
   if "peers" in parts:
     run_peers(cfg, workdir, out_path)
   meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
-          "config": config_arg, "parts": list(parts), "machine": machine_info(),
+          "config": " ".join(config_args), "parts": list(parts), "machine": machine_info(),
           "versions": versions()}
   meta_path = os.path.join(workdir, "meta.json")
   if cfg.get("append", False) and os.path.isfile(meta_path):

@@ -62,3 +62,13 @@ def test_gpu_section_counts_gpu_rows(tmp_path):
   text = _write(tmp_path, rows)
   assert "1 rows above ran on a GPU backend." in text
   assert "None in this run" not in text
+
+
+def test_workers_get_the_parents_config_and_its_overrides():
+  from reporting import benchmark_suite  # pylint: disable=g-import-not-at-top
+  argv = ["--config", "experiments/benchmark_gpu.py:devices=1", "--config.worker_timeout_s=5",
+          "--config.class_table.rows", "64", "--workdir", "w", "--parts=sweep"]
+  assert benchmark_suite.config_args(argv) == [
+      "--config=experiments/benchmark_gpu.py:devices=1", "--config.worker_timeout_s=5",
+      "--config.class_table.rows=64"]
+  assert benchmark_suite.config_args(["--workdir=w"]) == ["--config=experiments/benchmark_cpu.py"]
