@@ -106,13 +106,16 @@ def apply_study_args(federated, arg):
   federated.class_embedding = arg.class_embedding
   federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
   federated.spreadout.reduction = arg.reduction
-  # FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg.
-  if float(arg.server_momentum):
+  return server_step(federated, float(arg.server_momentum), float(arg.server_lr))
+
+
+def server_step(federated, momentum=0.0, lr=1.0):
+  """FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg."""
+  if momentum:
     federated.server.optimizer = mlc.ConfigDict(dict(
-        name="momentum", learning_rate=float(arg.server_lr),
-        momentum=float(arg.server_momentum), schedule="constant"))
+        name="momentum", learning_rate=lr, momentum=momentum, schedule="constant"))
   else:
-    federated.server.optimizer.learning_rate = float(arg.server_lr)
+    federated.server.optimizer.learning_rate = lr
   return federated
 
 

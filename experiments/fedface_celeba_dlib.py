@@ -14,8 +14,6 @@ toy model: on 2 CPU cores a round of 20 clients x 2 local steps takes minutes; o
   #   server_momentum=0.9, root=<image folder>
 """
 
-import ml_collections as mlc
-
 from experiments import common
 from experiments import eval_celeba_dlib
 from fedface_jax import config_utils
@@ -34,9 +32,6 @@ def get_config(arg=None):
       method=arg.method, num_rounds=int(arg.rounds),
       clients_per_round=int(arg.clients_per_round), embedding_dim=128, local_steps=2,
       batch_size=16, client_lr=0.003, clients_per_chunk=2)
-  if float(arg.server_momentum):
-    config.federated.server.optimizer = mlc.ConfigDict(dict(
-        name="momentum", learning_rate=1.0, momentum=float(arg.server_momentum),
-        schedule="constant"))
+  common.server_step(config.federated, float(arg.server_momentum))
   config.fault_injection = dict(nan_client_ids=())
   return config

@@ -122,7 +122,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
   """Full-resolution RGB uint8 image with EXIF orientation applied (what the detector should see)."""
   with Image.open(path) as im:
     im.load()
-    im = ImageOps.exif_transpose(im).convert("RGB")
+    im = image_folder.to_rgb(ImageOps.exif_transpose(im))
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -171,7 +171,7 @@ def folder_fingerprint(root: str | os.PathLike) -> str:
   return h.hexdigest()[:16]
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
   """Any Pillow mode -> 8-bit RGB, without the silent saturation of `convert` on 16-bit images."""
   if im.mode in ("I", "F") or im.mode.startswith("I;16"):
     # 16-bit PGM/PNG/TIFF: Pillow scales PGM maxval to 16 bits; `convert("L")` would clip to 255.
@@ -205,7 +205,7 @@ def decode_image(path: str | os.PathLike, image_size: tuple[int, int],
   with Image.open(path) as im:
     im.draft("RGB", (w, h))
     im.load()
-    im = _to_rgb(ImageOps.exif_transpose(im))
+    im = to_rgb(ImageOps.exif_transpose(im))
     if fit == "crop":
       im = ImageOps.fit(im, (w, h), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     else:
