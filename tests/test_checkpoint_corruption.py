@@ -15,6 +15,7 @@ import pytest
 
 from fedface_jax import checkpoint
 from fedface_jax import errors
+from tests import file_damage
 
 
 def _state(step):
@@ -45,24 +46,7 @@ def _largest_file(step_dir: pathlib.Path) -> pathlib.Path:
   return max(files, key=lambda p: p.stat().st_size)
 
 
-def _damage(path: pathlib.Path, how: str):
-  data = path.read_bytes()
-  if how == "truncate_half":
-    path.write_bytes(data[:len(data) // 2])
-  elif how == "empty":
-    path.write_bytes(b"")
-  elif how == "zero_fill":  # same size: only the checksum can tell
-    path.write_bytes(bytes(len(data)))
-  elif how == "flip_byte":  # orbax restores this one silently with a wrong value
-    i = len(data) // 2
-    path.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:])
-  elif how == "delete":
-    path.unlink()
-  else:
-    raise ValueError(how)
-
-
-DAMAGES = ("truncate_half", "empty", "zero_fill", "flip_byte", "delete")
+DAMAGES = file_damage.KINDS
 
 
 @pytest.mark.parametrize("how", DAMAGES)
@@ -70,7 +54,7 @@ def test_damaged_only_step_is_a_one_line_user_error(tmp_path, how):
   directory = tmp_path / "ckpt"
   _write(directory, [7])
   victim = _largest_file(directory / "7")
-  _damage(victim, how)
+  file_damage.damage(victim, how)
   with checkpoint.Checkpointer(directory) as ck:
     with pytest.raises(errors.CorruptCheckpointError) as info:
       ck.restore_latest(_state(0))
@@ -88,7 +72,7 @@ def test_damaged_only_step_is_a_one_line_user_error(tmp_path, how):
 def test_damaged_newest_step_falls_back_and_is_rewritten(tmp_path, caplog, how):
   directory = tmp_path / "ckpt"
   _write(directory, [1, 2, 3])
-  _damage(_largest_file(directory / "3"), how)
+  file_damage.damage(_largest_file(directory / "3"), how)
   with caplog.at_level(logging.WARNING):
     with checkpoint.Checkpointer(directory, max_to_keep=3) as ck:
       step, state = ck.restore_latest(_state(0))
@@ -113,8 +97,8 @@ def test_damaged_newest_step_falls_back_and_is_rewritten(tmp_path, caplog, how):
 def test_several_damaged_steps_fall_back_to_the_newest_readable(tmp_path, caplog):
   directory = tmp_path / "ckpt"
   _write(directory, [1, 2, 3, 4])
-  _damage(_largest_file(directory / "4"), "empty")
-  _damage(_largest_file(directory / "3"), "zero_fill")
+  file_damage.damage(_largest_file(directory / "4"), "empty")
+  file_damage.damage(_largest_file(directory / "3"), "zero_fill")
   with caplog.at_level(logging.WARNING), checkpoint.Checkpointer(directory) as ck:
     step, state = ck.restore_latest(_state(0))
     _assert_is(state, 2)
@@ -132,7 +116,7 @@ def test_damage_in_a_step_without_checksum_record_is_still_reported(tmp_path):
   _write(directory, [1, 2])
   for step in (1, 2):
     os.remove(directory / str(step) / checkpoint.CHECKSUM_FILE)
-  _damage(_largest_file(directory / "2"), "truncate_half")
+  file_damage.damage(_largest_file(directory / "2"), "truncate_half")
   with checkpoint.Checkpointer(directory) as ck:
     with pytest.raises(errors.CorruptCheckpointError, match="step 2 .* orbax cannot read it") as e:
       ck.restore(2, _state(0))
@@ -145,7 +129,7 @@ def test_damage_in_a_step_without_checksum_record_is_still_reported(tmp_path):
 def test_damaged_checksum_record_counts_as_damage(tmp_path):
   directory = tmp_path / "ckpt"
   _write(directory, [1])
-  _damage(directory / "1" / checkpoint.CHECKSUM_FILE, "truncate_half")
+  file_damage.damage(directory / "1" / checkpoint.CHECKSUM_FILE, "truncate_half")
   with checkpoint.Checkpointer(directory) as ck, pytest.raises(
       errors.CorruptCheckpointError, match="checksum record"):
     ck.restore(1, _state(0))
@@ -172,5 +156,5 @@ def test_async_saves_get_a_checksum_record(tmp_path):
   for step in (1, 2):
     assert (directory / str(step) / checkpoint.CHECKSUM_FILE).is_file()
     assert checkpoint.verify_checksums(str(directory / str(step))) is None
-  _damage(_largest_file(directory / "2"), "flip_byte")
+  file_damage.damage(_largest_file(directory / "2"), "flip_byte")
   assert "CRC32" in checkpoint.verify_checksums(str(directory / "2"))

@@ -13,6 +13,7 @@ import pytest
 
 from fedface_jax import errors
 from fedface_jax.data import cache
+from tests import file_damage
 
 EXPECTED = {"builder": "test", "config_name": "tiny"}
 
@@ -40,28 +41,11 @@ def _load(tmp_path, builds):
   return cache.load_or_build(tmp_path, "tiny", EXPECTED, builds, progress=False)
 
 
-def _damage(path, how):
-  data = path.read_bytes()
-  if how == "truncate":
-    path.write_bytes(data[:len(data) // 2])
-  elif how == "empty":
-    path.write_bytes(b"")
-  elif how == "zero_fill":
-    path.write_bytes(bytes(len(data)))
-  elif how == "flip_byte":
-    i = len(data) // 2
-    path.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:])
-  elif how == "delete":
-    path.unlink()
-  else:
-    raise ValueError(how)
-
-
 CASES = [(f, how) for f in ("images.u8", "labels.npy", "identities.json")
-         for how in ("truncate", "empty", "zero_fill", "flip_byte", "delete")]
+         for how in file_damage.KINDS]
 
 
-@pytest.mark.parametrize("name,how", CASES + [("meta.json", "truncate")])
+@pytest.mark.parametrize("name,how", CASES + [("meta.json", "truncate_half")])
 def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, name, how):
   source = _source()
   builds = _Builds(source)
@@ -73,7 +57,7 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, name, how):
   _load(tmp_path, builds)
   assert builds.calls == 1  # intact: reused
 
-  _damage(info.path / name, how)
+  file_damage.damage(info.path / name, how)
   if name != "meta.json":
     with pytest.raises(errors.CorruptCacheError) as e:
       cache.open_cache(info.path)
@@ -117,6 +101,6 @@ def test_cache_without_checksum_record_is_still_size_checked(tmp_path):
   (info.path / "meta.json").write_text(json.dumps(meta))
   _load(tmp_path, builds)
   assert builds.calls == 1
-  _damage(info.path / "images.u8", "truncate")
+  file_damage.damage(info.path / "images.u8", "truncate_half")
   _load(tmp_path, builds)
   assert builds.calls == 2
