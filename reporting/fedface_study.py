@@ -36,6 +36,8 @@ VARIANTS = {
                                "server_momentum=0.9,server_lr=2.0",
     "frozen+row_sum+m0.9+lr4": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                                "server_momentum=0.9,server_lr=4.0",
+    "frozen+row_sum+m0.9+lr8": "method=fedface,class_embedding=frozen,reduction=row_sum,"
+                               "server_momentum=0.9,server_lr=8.0",
 }
 BASELINES = {"fedavg": "method=fedavg", "fedaws": "method=fedaws"}
 
@@ -129,6 +131,20 @@ class Study:
 
 def _finished(workdir: str) -> bool:
   return os.path.isdir(os.path.join(workdir, "backbone"))
+
+
+def class_table_stats(workdirs: list[str]) -> dict[str, float]:
+  """The class table at the last round, mean over seeds: share of row pairs with cos above the
+  spreadout margin, and the largest cos (logged by every run, with or without spreadout)."""
+  from fedface_jax import metrics_io  # pylint: disable=g-import-not-at-top
+  keys = {"violations": "train/spreadout_violations_after",
+          "max_cos": "train/spreadout_max_cos_after"}
+  last = []
+  for workdir in workdirs:
+    rows = [r for r in metrics_io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if keys["violations"] in r]
+    last.append(max(rows, key=lambda r: int(r["step"])))
+  return {name: sum(float(r[key]) for r in last) / len(last) for name, key in keys.items()}
 
 
 def bootstrap_runs(study: Study, runs: dict[str, list[str]], split: str, baseline: str | None,
@@ -277,6 +293,10 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   final = score(runs, "evaluation", baseline="pretrained")
   vs_fedavg = score({k: runs[k] for k in ("fedavg", "fedface")}, "evaluation",
                     baseline="fedavg")["fedface"]["delta"]
+  # Does spreadout help? The paired difference, and what it does to the class table.
+  vs_nosp = score({k: runs[k] for k in ("fedface_nosp", "fedface")}, "evaluation",
+                  baseline="fedface_nosp")["fedface"]["delta"]
+  table = {k: class_table_stats(runs[k]) for k in ("fedface", "fedface_nosp")}
 
   labels = {"pretrained": "theta_0",
             "fedavg": "random init, client-trained rows, no spreadout" + tag,
@@ -298,7 +318,16 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
         note=f"{len(seeds)} seeds per federated row and per fine-tune oracle; {num_eval} "
              f"evaluation identities. FedFace - FedAvg (paired): TAR@1e-3 "
              f"{cell(vs_fedavg['tar@1e-3'], 1)}, TAR@1e-2 {cell(vs_fedavg['tar@1e-2'], 1)}, "
-             f"AUC {cell(vs_fedavg['auc'], 4)}. {recovered} Curves: `{png}` (TAR@1e-3 on the "
+             f"AUC {cell(vs_fedavg['auc'], 4)}. FedFace - fedface_nosp (paired, the effect of "
+             f"spreadout): TAR@1e-3 {cell(vs_nosp['tar@1e-3'], 1)}, TAR@1e-2 "
+             f"{cell(vs_nosp['tar@1e-2'], 1)}, AUC {cell(vs_nosp['auc'], 4)}; class table at the "
+             f"last round (seed mean): share of row pairs above the spreadout margin "
+             f"{table['fedface']['violations']:.4f} with spreadout vs "
+             f"{table['fedface_nosp']['violations']:.4f} without, max cos "
+             f"{table['fedface']['max_cos']:.3f} vs {table['fedface_nosp']['max_cos']:.3f}. "
+             f"{recovered} Curves: `{png}` (TAR@1e-3 on the "
              f"validation identities, seed {seeds[0]}; flat lines: evaluation-identity means).",
         extra={"fedface_minus_fedavg": {m: summary(vs_fedavg[m]) for m in METRICS},
+               "fedface_minus_nosp": {m: summary(vs_nosp[m]) for m in METRICS},
+               "class_table_last_round": table,
                "tar_vs_round_png": png})

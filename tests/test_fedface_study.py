@@ -76,6 +76,11 @@ def test_every_block_has_rows_with_cis_and_paired_deltas(study):
   chosen = final["rows"][3]["variant"]
   assert chosen == "frozen+row_sum"   # the only candidate with spreadout
   assert set(final["fedface_minus_fedavg"]) == {"tar@1e-3", "tar@1e-2", "auc"}
+  assert set(final["fedface_minus_nosp"]) == {"tar@1e-3", "tar@1e-2", "auc"}
+  # The class table: spreadout can only leave fewer pairs above its margin than no spreadout.
+  table = final["class_table_last_round"]
+  assert 0 <= table["fedface"]["violations"] <= table["fedface_nosp"]["violations"] <= 1
+  assert -1 <= table["fedface"]["max_cos"] <= 1
   assert os.path.getsize(final["tar_vs_round_png"]) > 1000
 
 
