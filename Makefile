@@ -60,7 +60,7 @@ test-all: $(STAMP)
 ## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
 ## The FedFace study (gate, selection on validation, final table with CIs) took ~1.7 h on 2 shared cores.
 # The variants the committed selection block compared (all of them: STUDY_VARIANTS=).
-STUDY_VARIANTS ?= --variants=frozen+row_sum,frozen+row_sum+m0.9,frozen+row_sum+public+m0.9,client_trained+row_sum+m0.9
+STUDY_VARIANTS ?= --variants=frozen+row_sum,frozen+row_sum+m0.9,frozen+row_sum+public+m0.9,client_trained+row_sum+m0.9,frozen+row_sum+m0.9+lr2,frozen+row_sum+m0.9+lr4,frozen+row_sum+m0.9+lr8,frozen+row_sum+m0.9+lr16
 results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
 	    --workroot runs/study --stage=all --update_results_md $(STUDY_VARIANTS)

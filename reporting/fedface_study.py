@@ -30,14 +30,16 @@ VARIANTS = {
                                   "public_negatives=1,server_momentum=0.9",
     "client_trained+row_sum+m0.9": "method=fedface,class_embedding=client_trained,"
                                    "reduction=row_sum,server_momentum=0.9",
-    # A larger server step at the same client compute: the m0.9 curves still rise at the last
-    # round with an update norm of ~0.03 per round.
+    # The server learning rate of FedAvgM on a doubling grid, at the same client compute: with
+    # lr 1 the curves still rise at the last round, with an update norm of ~0.03 per round.
     "frozen+row_sum+m0.9+lr2": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                                "server_momentum=0.9,server_lr=2.0",
     "frozen+row_sum+m0.9+lr4": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                                "server_momentum=0.9,server_lr=4.0",
     "frozen+row_sum+m0.9+lr8": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                                "server_momentum=0.9,server_lr=8.0",
+    "frozen+row_sum+m0.9+lr16": "method=fedface,class_embedding=frozen,reduction=row_sum,"
+                                "server_momentum=0.9,server_lr=16.0",
 }
 BASELINES = {"fedavg": "method=fedavg", "fedaws": "method=fedaws"}
 
