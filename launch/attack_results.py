@@ -1,13 +1,14 @@
 """Curious-client attack sweeps (K, photos per client, tau, DP-FedAvg, secure aggregation, fedface
 class-embedding knowledge) and the RESULTS.md `attack-<suite>` block.
 
-  python -m launch.attack_results --suite=synthetic        # ~20 min on 2 CPU cores
+  python -m launch.attack_results --suite=synthetic        # see the block for its duration
   python -m launch.attack_results --suite=synthetic --defence_cost --sweeps=
       # FedFace TAR@FAR under the same DP (one FedFace run per noise level: ~10 min each on 2
       # cores); the sweep tables are re-read from the last sweep run's JSON
   python -m launch.attack_results --suite=celeba           # needs runs/celeba/pretrain/backbone
 
-Needs the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`).
+Every point runs 3 seeds (the base point 5; --seeds, --base_seeds), and the tables show the mean
+with a 95% bootstrap CI over (seed, victim) units. Needs the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`).
 Per-point outputs (grids of faces: never commit them) go under --workdir.
 """
 
@@ -26,6 +27,8 @@ flags.DEFINE_list("images", None, "Photos per client.")
 flags.DEFINE_list("taus", None, "Local steps.")
 flags.DEFINE_list("noise", None, "DP noise multipliers z of the attack sweep.")
 flags.DEFINE_float("clip_norm", None, "DP clip S of the attack sweep (0: median victim delta norm).")
+flags.DEFINE_list("seeds", None, "Seeds of every sweep point but the base (default 0,1,2).")
+flags.DEFINE_list("base_seeds", None, "Seeds of the base point (default 0,1,2,3,4).")
 flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
 flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
@@ -34,7 +37,9 @@ flags.DEFINE_integer("defence_rounds", None,
                      "Rounds of each defence-cost FedFace run (default: the config's).")
 flags.DEFINE_string("defence_baseline", "runs/demo/fedface",
                     "Finished no-DP FedFace run to reuse as the defence baseline ('' = run one).")
-flags.DEFINE_bool("update_results_md", True, "Rewrite this suite's RESULTS.md block.")
+flags.DEFINE_bool("update_results_md", True,
+                  "Rewrite this suite's RESULTS.md block and its results/attack-<suite>.json.")
+flags.DEFINE_string("results_dir", "results", "Where results/attack-<suite>.json goes.")
 FLAGS = flags.FLAGS
 
 
@@ -58,7 +63,7 @@ def main(argv):
   common.quiet_library_logs()
   overrides = {"sweeps": tuple(s for s in FLAGS.sweeps if s)}
   for name, cast in (("victims", int), ("images", int), ("taus", int), ("noise", float),
-                     ("defence_noise", float)):
+                     ("defence_noise", float), ("seeds", int), ("base_seeds", int)):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
   for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds"):
@@ -89,6 +94,10 @@ def main(argv):
   print(section)
   if FLAGS.update_results_md:
     results_md.update_results_md("RESULTS.md", f"attack-{FLAGS.suite}", section)
+    if result is not None:
+      path = attack_tables.write_results_json(FLAGS.results_dir, FLAGS.suite,
+                                              result.get("command", command), result)
+      print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ round of the real federated engine followed by inversion and scoring, so the swe
 same attack the demo runs, not a re-implementation.
 
 The axes and each point's config are `experiments/attack_sweeps.py`; here the points run, once
-each (a point shared by several sweeps, the base, runs once), on one data load, backbone and
-mesh, and become the rows of the tables (`reporting/attack_tables.py`). The cost of the DP
+per seed (a point shared by several sweeps, the base, runs once per seed), on one data load,
+backbone and mesh, and become the rows of the tables (`reporting/attack_tables.py`). A seed sets
+the round's participants, the engine's round seed and the attack's initialisation; a row is the
+mean over (seed, victim) units with a 95% bootstrap CI over those units
+(`evaluation.bootstrap.bootstrap_unit_means`): one seed's trend is not a result (float rounding
+alone moved rank-1 from 0.67 to 0.33 at one point before seeds were added). The cost of the DP
 defence to the face recogniser is `reporting/defence_cost.py`.
 """
 
@@ -34,6 +38,7 @@ from fedface_jax import data as data_lib
 from fedface_jax import sharding as sh
 from fedface_jax.attack import pipeline
 from fedface_jax.attack import updates
+from fedface_jax.evaluation import bootstrap
 from fedface_jax.federated import privacy
 from fedface_jax.federated import secure_aggregation as sa_lib
 from reporting import attack_tables
@@ -70,25 +75,29 @@ def _tree_diff(a, b) -> tuple[float, float]:
 
 
 class _Runner:
-  """Runs points once each (the base point is shared) on one data load, backbone and mesh."""
+  """Runs (point, seed) attacks once each (the base point is shared) on one data load, backbone
+  and mesh."""
 
   def __init__(self, scfg, workroot, splits, backbone_params, mesh):
     self.scfg, self.workroot = scfg, workroot
     self.splits, self.backbone, self.mesh = splits, backbone_params, mesh
-    self.cache: dict[sweep_configs.Point, dict] = {}
+    self.cache: dict[tuple[sweep_configs.Point, int], dict] = {}
 
-  def run(self, p: sweep_configs.Point) -> dict:
-    if p not in self.cache:
-      config = sweep_configs.point_config(self.scfg, p)
-      logging.info("attack sweep point %s", p.name)
+  def run(self, p: sweep_configs.Point, seed: int) -> dict:
+    if (p, seed) not in self.cache:
+      config = sweep_configs.point_config(self.scfg, p, seed)
+      logging.info("attack sweep point %s seed %d", p.name, seed)
       t0 = time.time()
-      out = attack_tables.run_attack(config, os.path.join(self.workroot, p.name),
+      out = attack_tables.run_attack(config, os.path.join(self.workroot, p.name, f"seed{seed}"),
                                      backbone_params=self.backbone, splits=self.splits,
                                      mesh=self.mesh, return_target=True)
       out["wall_s"] = time.time() - t0
       out["num_federated_identities"] = self.splits["federated"].num_identities
-      self.cache[p] = out
-    return self.cache[p]
+      self.cache[(p, seed)] = out
+    return self.cache[(p, seed)]
+
+  def run_seeds(self, p: sweep_configs.Point) -> list[dict]:
+    return [self.run(p, s) for s in sweep_configs.point_seeds(self.scfg, p)]
 
 
 def _epsilon_one_round(noise: float, num_identities: int) -> tuple[float, float]:
@@ -100,33 +109,76 @@ def _epsilon_one_round(noise: float, num_identities: int) -> tuple[float, float]
   return privacy.compute_epsilon(float(noise), 1.0, 1, delta), delta
 
 
-def _row(sweep: str, setting: str, p: sweep_configs.Point, out: dict, method: str) -> dict:
-  s = _summary_row(out, f"{method}: raw")
-  noise = _summary_row(out, "baseline: uniform noise")
-  ceiling = _summary_row(out, "ceiling: originals")
-  res = out["results"][method]
+def unit_values(per_image: dict, num_victims: int, n: int) -> dict[str, np.ndarray]:
+  """Per-image metrics [V * n] (victim-major) -> per-victim means [V]: one value per unit.
+
+  A victim's photos share its label and its template, so they are not independent; victims are.
+  `rank1_correct` becomes `rank1` (the victim's share of images identified).
+  """
+  out = {}
+  for k, v in per_image.items():
+    a = np.asarray(v, np.float64)
+    if a.size != num_victims * n:
+      raise ValueError(f"{k}: {a.size} values for {num_victims} victims x {n} images")
+    out[k.replace("_correct", "")] = a.reshape(num_victims, n).mean(axis=1)
+  return out
+
+
+def point_summary(outs: list[dict], method: str, num_victims: int, n: int,
+                  stage: str = "raw") -> tuple[dict, dict]:
+  """(CI summary per metric over the (seed, victim) units, per-seed means per metric)."""
+  per_seed_units = [unit_values(o["results"][method][stage]["per_image"], num_victims, n)
+                    for o in outs]
+  names = list(per_seed_units[0])
+  units = {k: np.concatenate([u[k] for u in per_seed_units]) for k in names}
+  ci = bootstrap.bootstrap_unit_means(units)
+  per_seed = {k: [float(np.mean(u[k])) for u in per_seed_units] for k in names}
+  return ci, per_seed
+
+
+def _mean(xs):
+  xs = [x for x in xs if x is not None]
+  return float(np.mean(xs)) if xs else None
+
+
+def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], seeds, method: str
+         ) -> dict:
+  """One table row: a point's metrics over its seeds (means, and CIs over (seed, victim) units)."""
+  ci, per_seed = point_summary(outs, method, p.victims, p.images)
+  summaries = [_summary_row(o, f"{method}: raw") for o in outs]
+  noise = [_summary_row(o, "baseline: uniform noise") for o in outs]
+  ceiling = [_summary_row(o, "ceiling: originals") for o in outs]
+  res = [o["results"][method] for o in outs]
   row = {
-      "sweep": sweep, "setting": setting, "method": method, "objective": p.objective,
+      "sweep": sweep, "setting": setting, "point": p.name, "method": method,
+      "objective": p.objective,
       "victims": p.victims, "num_clients": p.victims + 1, "images_per_client": p.images,
       "victim_images": p.victims * p.images, "tau": p.tau,
       "dp_noise_multiplier": p.noise, "dp_clip_norm": p.clip,
       "secure_aggregation": p.secure_aggregation,
-      **{k: float(s[k]) for k in ROW_KEYS},
-      "reference_ssim": float(s["reference_ssim"]),
-      "noise_psnr": float(noise["psnr"]), "noise_similarity": float(noise["similarity"]),
-      "noise_rank1": float(noise["rank1"]),
-      "ceiling_similarity": float(ceiling["similarity"]), "ceiling_rank1": float(ceiling["rank1"]),
-      "target_recovery_rel_err": out["target_recovery_rel_err"],
-      "matching_loss_first": res["loss_first"], "matching_loss_last": res["loss_last"],
-      "iterations": int(out["attack"]["iterations"]), "wall_s": round(out["wall_s"], 1),
-      "workdir": out["workdir"],
+      "seeds": [int(s) for s in seeds], "units": int(next(iter(ci.values()))["units"]),
+      **{k: v["mean"] for k, v in ci.items()},
+      "chance_rank1": float(summaries[0]["chance_rank1"]),
+      "ci": ci, "per_seed": per_seed,
+      "noise_psnr": _mean([s["psnr"] for s in noise]),
+      "noise_similarity": _mean([s["similarity"] for s in noise]),
+      "noise_rank1": _mean([s["rank1"] for s in noise]),
+      "ceiling_similarity": _mean([s["similarity"] for s in ceiling]),
+      "ceiling_rank1": _mean([s["rank1"] for s in ceiling]),
+      "target_recovery_rel_err": _mean([o["target_recovery_rel_err"] for o in outs]),
+      "matching_loss_first": _mean([r["loss_first"] for r in res]),
+      "matching_loss_last": _mean([r["loss_last"] for r in res]),
+      "iterations": int(outs[0]["attack"]["iterations"]),
+      "wall_s": round(sum(o["wall_s"] for o in outs), 1),
+      "workdir": [o["workdir"] for o in outs],
   }
   if p.noise is not None:
-    eps, delta = _epsilon_one_round(p.noise, out["num_federated_identities"])
+    eps, delta = _epsilon_one_round(p.noise, outs[0]["num_federated_identities"])
     row.update(epsilon=eps, delta=delta,
                dp_noise_std_pseudograd=p.noise * p.clip / ((p.victims + 1) * float(
-                   out["attack"]["eta"])),
-               dp_clip_fraction=out["round_metrics"].get("dp_clip_fraction"))
+                   outs[0]["attack"]["eta"])),
+               dp_clip_fraction=_mean([o["round_metrics"].get("dp_clip_fraction")
+                                       for o in outs]))
   return row
 
 
@@ -155,19 +207,18 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
     mesh = sh.make_mesh(None if config0.mesh.data < 0 else config0.mesh.data,
                         config0.mesh.classes)
   runner = _Runner(scfg, workroot, splits, backbone_params, mesh)
-  obj = str(scfg.objective)
-  base = sweep_configs.Point(int(scfg.base_victims), int(scfg.base_images), int(scfg.base_tau),
-                             obj)
+  base = sweep_configs.base_point(scfg)
   rows = []
   sweeps = tuple(scfg.sweeps)
 
   def add(sweep, setting, p):
-    out = runner.run(p)
-    methods = [m for m in out["results"]]
-    for m in methods:
-      rows.append(_row(sweep, setting, p, out, m))
-    logging.info("%s %s: PSNR %.2f dB, cos %.3f, rank-1 %.2f (%.0f s)", sweep, setting,
-                 rows[-1]["psnr"], rows[-1]["similarity"], rows[-1]["rank1"], out["wall_s"])
+    outs = runner.run_seeds(p)
+    seeds = sweep_configs.point_seeds(scfg, p)
+    for m in outs[0]["results"]:
+      rows.append(_row(sweep, setting, p, outs, seeds, m))
+    logging.info("%s %s: PSNR %.2f dB, cos %.3f, rank-1 %.2f (%d seeds, %.0f s)", sweep, setting,
+                 rows[-1]["psnr"], rows[-1]["similarity"], rows[-1]["rank1"], len(seeds),
+                 rows[-1]["wall_s"])
 
   if "victims" in sweeps:
     for v in scfg.victims:
@@ -181,8 +232,8 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
   clip = None
   if "dp" in sweeps:
     clip = float(scfg.clip_norm)
-    if clip <= 0:   # the ATTACK.md 9 suggestion: S near the median ||delta_k||
-      norms = runner.run(base)["client_delta_norms"]
+    if clip <= 0:   # the ATTACK.md 9 suggestion: S near the median ||delta_k|| (all base seeds)
+      norms = [x for o in runner.run_seeds(base) for x in o["client_delta_norms"]]
       if not norms:
         raise ValueError("clip_norm=0 needs the victims' delta norms (knows_num_clients=True)")
       clip = float(np.median(norms))
@@ -191,34 +242,50 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
       add("dp", f"z={z:g}, S={clip:.3g}", dataclasses.replace(base, noise=float(z), clip=clip))
   sa_check = None
   if "secure_aggregation" in sweeps:
-    plain = runner.run(base)
-    masked = runner.run(dataclasses.replace(base, secure_aggregation=True))
+    sa_point = dataclasses.replace(base, secure_aggregation=True)
     add("secure_aggregation", "off", base)
-    add("secure_aggregation", "on", dataclasses.replace(base, secure_aggregation=True))
-    max_abs, rel = _tree_diff(masked["target"], plain["target"])
-    m = next(iter(plain["results"]))
+    add("secure_aggregation", "on", sa_point)
+    common = [s for s in sweep_configs.point_seeds(scfg, sa_point)
+              if s in sweep_configs.point_seeds(scfg, base)]
+    checks = []
+    for seed in common:   # the same seed with and without masks: same round, same attack
+      plain, masked = runner.run(base, seed), runner.run(sa_point, seed)
+      max_abs, rel = _tree_diff(masked["target"], plain["target"])
+      m = next(iter(plain["results"]))
+      checks.append({
+          "seed": seed, "target_max_abs_diff": max_abs, "target_rel_diff": rel,
+          "target_norm": float(updates.tree_l2_norm(plain["target"])),
+          "psnr_off": float(plain["results"][m]["raw"]["summary"]["psnr"]),
+          "psnr_on": float(masked["results"][m]["raw"]["summary"]["psnr"]),
+          "same_participants": plain["participants"] == masked["participants"],
+          "eta": float(plain["attack"]["eta"])})
+    # Worst case over the seeds (a check, not an average).
     sa_check = {
-        "target_max_abs_diff": max_abs, "target_rel_diff": rel,
-        "target_norm": float(updates.tree_l2_norm(plain["target"])),
-        "psnr_off": float(plain["results"][m]["raw"]["summary"]["psnr"]),
-        "psnr_on": float(masked["results"][m]["raw"]["summary"]["psnr"]),
-        "same_participants": plain["participants"] == masked["participants"],
+        "seeds": common,
+        "target_max_abs_diff": max(c["target_max_abs_diff"] for c in checks),
+        "target_rel_diff": max(c["target_rel_diff"] for c in checks),
+        "target_norm": min(c["target_norm"] for c in checks),
+        "psnr_off": float(np.mean([c["psnr_off"] for c in checks])),
+        "psnr_on": float(np.mean([c["psnr_on"] for c in checks])),
+        "psnr_abs_diff": max(abs(c["psnr_on"] - c["psnr_off"]) for c in checks),
+        "same_participants": all(c["same_participants"] for c in checks),
+        "per_seed": checks,
     }
-    sa_check["psnr_abs_diff"] = abs(sa_check["psnr_on"] - sa_check["psnr_off"])
     # The engine's float masks (std MASK_STD per pair) cancel up to float32 rounding of numbers of
     # size ~MASK_STD * sqrt(K), i.e. ~eps32 * MASK_STD * K per delta coordinate, which the target
     # divides by eta (and the own-update removal scales by K / (K - 1)): this is the bound below.
     k = base.victims + 1
     sa_check["float_rounding_bound"] = float(
-        8 * np.finfo(np.float32).eps * sa_lib.MASK_STD * k / float(plain["attack"]["eta"])
-        * k / (k - 1))
+        8 * np.finfo(np.float32).eps * sa_lib.MASK_STD * k / checks[0]["eta"] * k / (k - 1))
   if "class_embedding" in sweeps:
     add("class_embedding", "fedface objective",
         dataclasses.replace(base, objective="fedface", tau=1))
   for out in runner.cache.values():
     out.pop("target", None)   # large; not part of the results
   return {"rows": rows, "secure_aggregation_check": sa_check, "dp_clip_norm": clip,
+          "seeds": [int(x) for x in scfg.seeds], "base_seeds": [int(x) for x in scfg.base_seeds],
           "image_size": int(config0.attack.image_size), "sf": int(config0.attack.sf),
           "eta": float(config0.attack.eta),
-          "sweep_config": scfg.to_dict(), "points": len(runner.cache),
+          "sweep_config": scfg.to_dict(), "attacks": len(runner.cache),
+          "points": len({p for p, _ in runner.cache}),
           "timing_s": time.time() - t_start, "date": datetime.date.today().isoformat()}

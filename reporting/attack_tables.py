@@ -15,6 +15,7 @@ import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
 from fedface_jax.attack import pipeline
+from fedface_jax.evaluation import bootstrap
 from fedface_jax.evaluation import verification
 from reporting import results_md
 
@@ -72,8 +73,62 @@ SWEEP_TITLES = {
 }
 
 
+def ci_cell(row: dict, key: str, digits: int = 3) -> str:
+  """`mean [lo, hi]` of a sweep row's metric; `mean [n/a]` when the point has < 2 units.
+
+  Rows of a sweep JSON written before seeds existed carry no CIs: their value alone is shown.
+  """
+  c = (row.get("ci") or {}).get(key)
+  if c is None:
+    return _f(row.get(key), digits)
+  if c["ci_low"] is None or c["ci_high"] is None:
+    return f"{_f(c['mean'], digits)} [n/a]"
+  return f"{_f(c['mean'], digits)} [{_f(c['ci_low'], digits)}, {_f(c['ci_high'], digits)}]"
+
+
+# (metric key, column name, digits) of the sweep tables.
+TABLE_METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3),
+                 ("similarity", "cos sim to victim", 3), ("rank1", "rank-1", 2))
+# The sweeps whose settings are ordered, so that first vs last setting is a trend.
+TREND_SWEEPS = ("victims", "images", "tau", "dp")
+
+
+def trend_lines(rows: list[dict], sweep: str) -> list[str]:
+  """Sentences on the first vs last setting of an ordered sweep, claimed only where CIs separate.
+
+  Why: with a handful of seeds and victims a one-seed difference is mostly noise; a direction is
+  stated only when the two 95% intervals do not overlap, otherwise the overlap is said.
+  """
+  if sweep not in TREND_SWEEPS:
+    return []
+  out = []
+  for method in dict.fromkeys(r["method"] for r in rows):
+    rs = [r for r in rows if r["method"] == method]
+    if len(rs) < 2:
+      continue
+    a, b = rs[0], rs[-1]
+    separated, overlapping = [], []
+    for key, name, digits in TABLE_METRICS:
+      ca, cb = (a.get("ci") or {}).get(key), (b.get("ci") or {}).get(key)
+      if ca is None or cb is None:
+        continue
+      if bootstrap.intervals_separate(ca, cb):
+        verb = "falls" if cb["mean"] < ca["mean"] else "rises"
+        separated.append(f"{name} {verb} from {ci_cell(a, key, digits)} ({a['setting']}) to "
+                         f"{ci_cell(b, key, digits)} ({b['setting']})")
+      else:
+        overlapping.append(name)
+    if separated:
+      out.append(f"- {method}: " + "; ".join(separated) + " (95% CIs separate).")
+    if overlapping:
+      out.append(f"- {method}: {', '.join(overlapping)}: the 95% CIs of {a['setting']} and "
+                 f"{b['setting']} overlap (or are n/a); no trend is claimed.")
+  return out
+
+
 def markdown_tables(result: dict) -> str:
-  """One table per sweep: PSNR, SSIM, identity cosine, rank-1 vs chance, and the target error."""
+  """One table per sweep: PSNR, SSIM, identity cosine, rank-1 vs chance (mean [95% CI]), target
+  error; under each ordered sweep, the trends whose CIs separate."""
   rows = result["rows"]
   parts = []
   for sweep in sweep_configs.SWEEPS:
@@ -81,26 +136,32 @@ def markdown_tables(result: dict) -> str:
     if not rs:
       continue
     dp = sweep == "dp"
-    head = ["Setting", "method", "victim photos", "PSNR (dB)", "SSIM", "cos sim to victim",
-            "rank-1", "chance", "target rel. err"]
+    head = (["Setting", "method", "seeds", "units", "victim photos"]
+            + [name for _, name, _ in TABLE_METRICS] + ["chance", "target rel. err"])
     if dp:
       head += ["ε (this round)", "noise std / coord"]
     lines = [f"#### {SWEEP_TITLES[sweep]}", "",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in rs:
-      cells = [r["setting"], r["method"], str(r["victim_images"]), _f(r["psnr"], 2),
-               _f(r["ssim"]), _f(r["similarity"]), _f(r["rank1"], 2), _f(r["chance_rank1"]),
-               "n/a" if r["target_recovery_rel_err"] is None
-               else f"{r['target_recovery_rel_err']:.2g}"]
+      cells = ([r["setting"], r["method"], str(len(r.get("seeds", [0]))),
+                str(r.get("units", "–")), str(r["victim_images"])]
+               + [ci_cell(r, key, digits) for key, _, digits in TABLE_METRICS]
+               + [_f(r["chance_rank1"]),
+                  "n/a" if r["target_recovery_rel_err"] is None
+                  else f"{r['target_recovery_rel_err']:.2g}"])
       if dp:
         cells += [_eps(r.get("epsilon")), "–" if r.get("dp_noise_std_pseudograd") is None
                   else f"{r['dp_noise_std_pseudograd']:.2g}"]
       lines.append("| " + " | ".join(cells) + " |")
+    trends = trend_lines(rs, sweep)
+    if trends:
+      lines += [""] + trends
     parts.append("\n".join(lines))
   sa = result.get("secure_aggregation_check")
   if sa:
     parts.append(
-        f"Secure aggregation check: the attacker's target with masking vs without differs by "
+        f"Secure aggregation check (worst over seeds {sa.get('seeds', [0])}): the attacker's "
+        f"target with masking vs without differs by "
         f"max |Δ| = {sa['target_max_abs_diff']:.2g} (float32 rounding bound of the float "
         f"masks: {sa['float_rounding_bound']:.2g}; relative {sa['target_rel_diff']:.2g}, "
         f"target norm {sa['target_norm']:.3g}); PSNR {sa['psnr_off']:.3f} dB off vs "
@@ -151,8 +212,9 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
   if result is not None:
     sc = result["sweep_config"]
     lines += [
-        f"- Sweeps: {result['points']} attacks in {result['timing_s'] / 60:.1f} min (date of run "
-        f"{result['date']}). Base point: {sc['base_victims']} victims x {sc['base_images']} "
+        f"- Sweeps: {result['points']} points, {result.get('attacks', result['points'])} attacks "
+        f"in {result['timing_s'] / 60:.1f} min (date of run "
+        f"{result['date']}). Seeds: {_seeds_text(result)}. Base point: {sc['base_victims']} victims x {sc['base_images']} "
         f"photos, tau={sc['base_tau']}, eta={result.get('eta')}, objective `{sc['objective']}` "
         f"(untrained LeNet at {result.get('image_size')} px, latent /{result.get('sf')}, "
         f"{sc['iterations']} Adam iterations); fedface objective (pretrained backbone at the "
@@ -164,7 +226,15 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
         "victim; 'cos sim to victim' = cosine of the reconstruction's embedding (pretrained "
         "backbone) to the victim's template from held-out photos; rank-1 among all enrolled "
         "federated identities; chance = 1/#identities. 'target rel. err' = ||target - true mean "
-        "victim pseudo-gradient|| / ||true||: ~0 without DP, it is the DP noise otherwise.",
+        "victim pseudo-gradient|| / ||true||: ~0 without DP, it is the DP noise otherwise "
+        "(mean over seeds).",
+        "- Cells are `mean [95% CI]`: the mean over (seed, victim) units (a victim's metric is "
+        "the mean over its photos) and a percentile bootstrap over those units "
+        "(`evaluation.bootstrap.bootstrap_unit_means`, 1000 resamples); 'units' = seeds x "
+        "victims; `[n/a]` where a point has fewer than 2 units. A seed sets the round's "
+        "participants, the engine's round seed and the attack's initialisation (the LeNet's "
+        "initialisation stays model_seed). Trends are stated only where the CIs of the first "
+        "and last setting separate.",
         f"- Uniform-noise baseline at the base point: PSNR "
         f"{_f(_base_noise(result, 'noise_psnr'), 2)} dB, cos sim "
         f"{_f(_base_noise(result, 'noise_similarity'))}, rank-1 "
@@ -182,6 +252,54 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
               f"ε over all rounds with q = {r0['clients_per_round']}/{r0['num_clients']}.", "",
               defence_table(cost)]
   return "\n".join(lines) + "\n"
+
+
+def _seeds_text(result: dict) -> str:
+  if "seeds" not in result:
+    return "1 (a run from before seeds)"
+  return f"{result['seeds']} per point, {result['base_seeds']} at the base point"
+
+
+METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1")
+
+
+def results_rows(result: dict) -> list[dict]:
+  """The `results/attack-<suite>.json` rows: one per (sweep, setting, method), metric CIs.
+
+  Same row schema as the other result blocks (`results_md.write_results_json`): "method",
+  "variant" (the sweep setting), "seeds", "metrics": {name: {"mean", "ci_low", "ci_high"}}; plus
+  the point's protocol knobs, its units and chance.
+  """
+  out = []
+  for r in result["rows"]:
+    ci = r.get("ci") or {k: {"mean": r[k], "ci_low": None, "ci_high": None}
+                         for k in METRIC_KEYS if k in r}
+    row = {"point": r.get("point"), "sweep": r["sweep"], "method": r["method"],
+           "variant": r["setting"], "seeds": r.get("seeds", []), "units": r.get("units"),
+           "metrics": {k: {"mean": v["mean"], "ci_low": v["ci_low"], "ci_high": v["ci_high"]}
+                       for k, v in ci.items()},
+           "chance_rank1": r["chance_rank1"]}
+    for k in ("objective", "victims", "num_clients", "images_per_client", "tau",
+              "dp_noise_multiplier", "dp_clip_norm", "secure_aggregation", "epsilon", "delta",
+              "target_recovery_rel_err", "iterations"):
+      if k in r:
+        row[k] = r[k]
+    out.append(row)
+  return out
+
+
+def write_results_json(results_dir: str, suite: str, command: str, result: dict) -> str:
+  """`<results_dir>/attack-<suite>.json`: the machine-readable twin of the RESULTS.md block."""
+  note = ("Curious-client attack sweeps; metrics are means over (seed, victim) units with 95% "
+          "percentile-bootstrap CIs over those units (null: fewer than 2 units). PSNR in dB; "
+          "similarity = cosine to the victim's template; rank1 = share identified among the "
+          "enrolled federated identities.")
+  extra = {k: result.get(k) for k in ("seeds", "base_seeds", "secure_aggregation_check",
+                                       "dp_clip_norm", "image_size", "sf", "eta", "sweep_config",
+                                       "points", "attacks", "timing_s")}
+  extra["run_date"] = result.get("date")
+  return results_md.write_results_json(results_dir, f"attack-{suite}", command,
+                                       results_rows(result), note, extra)
 
 
 def _base_noise(result, key):

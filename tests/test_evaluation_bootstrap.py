@@ -179,3 +179,43 @@ def test_deterministic_with_a_fixed_seed():
   mult = B.resample_identities(30, 1000, seed=0)
   assert mult.shape == (1000, 30) and np.all(mult.sum(axis=1) == 30)
   np.testing.assert_array_equal(mult, B.resample_identities(30, 1000, seed=0))
+
+
+def test_bootstrap_unit_means_known_data():
+  # Units 0..9: the mean is 4.5; the resample means are `mult @ v / 10` of the module's own
+  # multiplicities, so the percentiles are checked against a direct computation.
+  v = np.arange(10.0)
+  out = B.bootstrap_unit_means({"x": v, "y": 2 * v + 1}, num_resamples=500, seed=3)
+  mult = B.resample_identities(10, 500, 3)
+  reps = mult @ v / 10
+  assert out["x"]["mean"] == 4.5 and out["x"]["units"] == 10
+  np.testing.assert_allclose([out["x"]["ci_low"], out["x"]["ci_high"]],
+                             np.percentile(reps, [2.5, 97.5]))
+  # The same resamples serve every metric: y = 2x + 1 maps the interval exactly.
+  np.testing.assert_allclose([out["y"]["ci_low"], out["y"]["ci_high"]],
+                             [2 * out["x"]["ci_low"] + 1, 2 * out["x"]["ci_high"] + 1])
+  # Normal data: the 95% interval is about mean +- 1.96 sd / sqrt(n).
+  z = np.random.default_rng(0).normal(5.0, 2.0, 400)
+  s = B.bootstrap_unit_means({"z": z}, num_resamples=2000)["z"]
+  half = 1.96 * z.std(ddof=1) / np.sqrt(z.size)
+  assert s["ci_low"] < z.mean() < s["ci_high"]
+  np.testing.assert_allclose(s["ci_high"] - s["ci_low"], 2 * half, rtol=0.1)
+  # Constant units: a zero-width interval is then correct.
+  c = B.bootstrap_unit_means({"c": np.full(5, 0.25)})["c"]
+  assert c["ci_low"] == c["ci_high"] == 0.25
+
+
+def test_bootstrap_unit_means_one_unit_has_no_interval():
+  s = B.bootstrap_unit_means({"x": [0.7]})["x"]
+  assert s == {"mean": 0.7, "ci_low": None, "ci_high": None, "se": None, "units": 1}
+  assert not B.intervals_separate(s, {"ci_low": 0.0, "ci_high": 0.1})
+  with pytest.raises(ValueError, match="different numbers"):
+    B.bootstrap_unit_means({"a": [1.0, 2.0], "b": [1.0]})
+  with pytest.raises(ValueError, match="non-finite"):
+    B.bootstrap_unit_means({"a": [1.0, np.nan]})
+
+
+def test_intervals_separate():
+  assert B.intervals_separate({"ci_low": 0.0, "ci_high": 0.2}, {"ci_low": 0.3, "ci_high": 0.5})
+  assert B.intervals_separate({"ci_low": 0.3, "ci_high": 0.5}, {"ci_low": 0.0, "ci_high": 0.2})
+  assert not B.intervals_separate({"ci_low": 0.0, "ci_high": 0.3}, {"ci_low": 0.3, "ci_high": 0.5})

@@ -386,7 +386,7 @@ def load_face_backbone(config, image_shape, backbone_params=None):
 
 def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None,
                splits: dict | None = None, mesh=None,
-               return_target: bool = False) -> dict[str, Any]:
+               return_target: bool = False, return_images: bool = False) -> dict[str, Any]:
   """Runs one attack and writes `workdir/{metrics.json, grid_*.png}`.
 
   The markdown table of `rows` (and `table.md`) is written by `reporting/attack_tables.py`.
@@ -401,6 +401,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     mesh: a ("data", "classes") mesh; default one from `config.mesh`.
     return_target: also return the inverted pseudo-gradient as `out["target"]` (sweeps use it to
       check that secure aggregation leaves it unchanged).
+    return_images: also return the paired reconstructions, float [V * n, s, s, 3] in [0, 1] per
+      method, as `out["reconstructions"]` (tests compare seeds; never written to metrics.json).
 
   Returns:
     {"rows": [{"name", "summary"}], "results", "loss_first", "loss_last",
@@ -542,4 +544,6 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     json.dump(out, f, indent=1, default=str)
   if return_target:   # host pytree, kept out of metrics.json (sweeps compare targets)
     out["target"] = jax.device_get(target)
+  if return_images:
+    out["reconstructions"] = {name: im["recon"] for name, im in images_out.items()}
   return out

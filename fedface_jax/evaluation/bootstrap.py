@@ -363,3 +363,56 @@ def paired_bootstrap(embeddings_a: Any, embeddings_b: Any, labels: Any, **kwargs
   """
   res = bootstrap_models({"a": embeddings_a, "b": embeddings_b}, labels, baseline="a", **kwargs)
   return {"a": res["a"]["metrics"], "b": res["b"]["metrics"], "delta": res["b"]["delta"]}
+
+
+def bootstrap_unit_means(values: Mapping[str, Any], *, num_resamples: int = DEFAULT_NUM_RESAMPLES,
+                         seed: int = 0, level: float = CI_LEVEL) -> dict[str, dict[str, Any]]:
+  """Mean and percentile CI of per-unit values, resampling the units with replacement.
+
+  Why: where the independent units are already one number each (the attack sweeps' (seed, victim)
+  units: a victim's images share one label and one template, so they are not independent of each
+  other, while different victims and different seeds are), the cluster bootstrap of this module
+  reduces to resampling those numbers. The resamples are `resample_identities`' multiplicities
+  (the same generator and seed convention), applied to every metric alike, so metrics of one
+  point are resampled jointly.
+
+  Args:
+    values: metric name -> [U] per-unit values (every metric over the same U units, finite).
+    num_resamples: bootstrap resamples.
+    seed: resampling seed; fixed, so that reruns agree.
+    level: CI coverage (0.95: the 2.5% and 97.5% percentiles).
+
+  Returns:
+    name -> ``{"mean", "ci_low", "ci_high", "se", "units"}``. With fewer than two units there is no
+    interval: ``ci_low``, ``ci_high`` and ``se`` are None (a zero-width CI would claim certainty
+    that one unit cannot give).
+  """
+  arrays = {k: np.asarray(v, np.float64).reshape(-1) for k, v in values.items()}
+  sizes = {v.size for v in arrays.values()}
+  if len(sizes) > 1:
+    raise ValueError(f"metrics have different numbers of units: {sorted(sizes)}")
+  if not arrays or 0 in sizes:
+    raise ValueError("no units to summarise")
+  for k, v in arrays.items():
+    if not np.all(np.isfinite(v)):
+      raise ValueError(f"metric {k!r} has non-finite unit values")
+  (u,) = sizes
+  if u < 2:
+    return {k: {"mean": float(v.mean()), "ci_low": None, "ci_high": None, "se": None, "units": u}
+            for k, v in arrays.items()}
+  mult = resample_identities(u, num_resamples, seed).astype(np.float64)   # [R, U]
+  tail = 100.0 * (1.0 - level) / 2.0
+  out = {}
+  for k, v in arrays.items():
+    reps = mult @ v / u
+    low, high = np.percentile(reps, [tail, 100.0 - tail])
+    out[k] = {"mean": float(v.mean()), "ci_low": float(low), "ci_high": float(high),
+              "se": float(reps.std(ddof=1)), "units": u}
+  return out
+
+
+def intervals_separate(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+  """True when two `bootstrap_unit_means` summaries have CIs that exist and do not overlap."""
+  if any(s.get(k) is None for s in (a, b) for k in ("ci_low", "ci_high")):
+    return False
+  return a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"]
