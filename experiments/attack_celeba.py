@@ -9,6 +9,7 @@ under runs/, which is gitignored: never commit them.
   python -m launch.attack --config experiments/attack_celeba.py:clients=2 \
       --workdir runs/attack/celeba_k2
   # objective=fedface attacks real FedFace rounds of the face backbone instead of a LeNet.
+  # judge=dlib (default: dlib's ResNet, independent of the attack) | model | both.
   python -m launch.attack_results --suite=celeba      # the sweeps, on these faces
 """
 
@@ -21,7 +22,7 @@ def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, objective="paper_faithful", pretrained="runs/celeba/pretrain", clients=4, images=2,
       tau=1, iterations=200, knows_k=True, enhance=False, noise=-1.0, clip=0.0, seed=0,
-      root=pretrain_celeba.DEFAULT_ROOT)
+      root=pretrain_celeba.DEFAULT_ROOT, judge="dlib")
   config = pretrain_celeba.get_config(f"root={arg.root}")
   config.pretrained_backbone = f"{arg.pretrained}/backbone"
   config.federated = common.federated_section(
@@ -31,7 +32,7 @@ def get_config(arg=None):
   config.attack = common.attack_section(
       objective=arg.objective, num_clients=arg.clients, images_per_client=arg.images,
       holdout_images=4, tau=arg.tau, image_size=32, sf=2, iterations=arg.iterations,
-      knows_num_clients=arg.knows_k, participants_seed=arg.seed)
+      knows_num_clients=arg.knows_k, participants_seed=arg.seed, judge=arg.judge)
   config.enhance = common.enhance_section(
       enabled=arg.enhance, prior_variant="demo", prior_workdir="runs/prior/celeba_demo",
       train_if_missing=False)

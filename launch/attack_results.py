@@ -8,7 +8,9 @@ class-embedding knowledge) and the RESULTS.md `attack-<suite>` block.
   python -m launch.attack_results --suite=celeba           # needs runs/celeba/pretrain/backbone
 
 Every point runs 3 seeds (the base point 5; --seeds, --base_seeds), and the tables show the mean
-with a 95% bootstrap CI over (seed, victim) units. Needs the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`).
+with a 95% bootstrap CI over (seed, victim) units. Identity judge: --judge (synthetic default
+model, celeba default dlib). Needs the suite's pretrained backbone (synthetic: runs/demo/pretrain
+from `make demo`).
 Per-point outputs (grids of faces: never commit them) go under --workdir.
 """
 
@@ -29,6 +31,8 @@ flags.DEFINE_list("noise", None, "DP noise multipliers z of the attack sweep.")
 flags.DEFINE_float("clip_norm", None, "DP clip S of the attack sweep (0: median victim delta norm).")
 flags.DEFINE_list("seeds", None, "Seeds of every sweep point but the base (default 0,1,2).")
 flags.DEFINE_list("base_seeds", None, "Seeds of the base point (default 0,1,2,3,4).")
+flags.DEFINE_enum("judge", None, ["model", "dlib", "both"],
+                  "Identity judge (default: synthetic model, celeba dlib).")
 flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
 flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
@@ -66,7 +70,8 @@ def main(argv):
                      ("defence_noise", float), ("seeds", int), ("base_seeds", int)):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
-  for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds"):
+  for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds",
+               "judge"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)

@@ -43,7 +43,8 @@ from fedface_jax.federated import privacy
 from fedface_jax.federated import secure_aggregation as sa_lib
 from reporting import attack_tables
 
-# The keys every sweep row carries (the acceptance table's columns).
+# The keys every sweep row carries (the acceptance table's columns) under the model judge; other
+# judges add theirs (`pipeline.judge_keys`: similarity_dlib, rank1_dlib).
 ROW_KEYS = ("psnr", "ssim", "similarity", "rank1", "chance_rank1")
 
 
@@ -82,6 +83,7 @@ class _Runner:
     self.scfg, self.workroot = scfg, workroot
     self.splits, self.backbone, self.mesh = splits, backbone_params, mesh
     self.cache: dict[tuple[sweep_configs.Point, int], dict] = {}
+    self.judge_cache: dict[str, np.ndarray] = {}   # judge -> embeddings of the federated images
 
   def run(self, p: sweep_configs.Point, seed: int) -> dict:
     if (p, seed) not in self.cache:
@@ -90,7 +92,8 @@ class _Runner:
       t0 = time.time()
       out = attack_tables.run_attack(config, os.path.join(self.workroot, p.name, f"seed{seed}"),
                                      backbone_params=self.backbone, splits=self.splits,
-                                     mesh=self.mesh, return_target=True)
+                                     mesh=self.mesh, return_target=True,
+                                     judge_cache=self.judge_cache)
       out["wall_s"] = time.time() - t0
       out["num_federated_identities"] = self.splits["federated"].num_identities
       self.cache[(p, seed)] = out
@@ -159,12 +162,8 @@ def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], see
       "seeds": [int(s) for s in seeds], "units": int(next(iter(ci.values()))["units"]),
       **{k: v["mean"] for k, v in ci.items()},
       "chance_rank1": float(summaries[0]["chance_rank1"]),
-      "ci": ci, "per_seed": per_seed,
+      "ci": ci, "per_seed": per_seed, "judges": list(summaries[0].get("judges", ["model"])),
       "noise_psnr": _mean([s["psnr"] for s in noise]),
-      "noise_similarity": _mean([s["similarity"] for s in noise]),
-      "noise_rank1": _mean([s["rank1"] for s in noise]),
-      "ceiling_similarity": _mean([s["similarity"] for s in ceiling]),
-      "ceiling_rank1": _mean([s["rank1"] for s in ceiling]),
       "target_recovery_rel_err": _mean([o["target_recovery_rel_err"] for o in outs]),
       "matching_loss_first": _mean([r["loss_first"] for r in res]),
       "matching_loss_last": _mean([r["loss_last"] for r in res]),
@@ -172,6 +171,10 @@ def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], see
       "wall_s": round(sum(o["wall_s"] for o in outs), 1),
       "workdir": [o["workdir"] for o in outs],
   }
+  for j in row["judges"]:   # baselines under each judge: noise (floor), originals (ceiling)
+    for key in pipeline.judge_keys(j):
+      row[f"noise_{key}"] = _mean([s[key] for s in noise])
+      row[f"ceiling_{key}"] = _mean([s[key] for s in ceiling])
   if p.noise is not None:
     eps, delta = _epsilon_one_round(p.noise, outs[0]["num_federated_identities"])
     row.update(epsilon=eps, delta=delta,
@@ -216,9 +219,10 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
     seeds = sweep_configs.point_seeds(scfg, p)
     for m in outs[0]["results"]:
       rows.append(_row(sweep, setting, p, outs, seeds, m))
-    logging.info("%s %s: PSNR %.2f dB, cos %.3f, rank-1 %.2f (%d seeds, %.0f s)", sweep, setting,
-                 rows[-1]["psnr"], rows[-1]["similarity"], rows[-1]["rank1"], len(seeds),
-                 rows[-1]["wall_s"])
+    sim, r1 = pipeline.judge_keys(rows[-1]["judges"][0])
+    logging.info("%s %s: PSNR %.2f dB, cos %.3f, rank-1 %.2f (%s judge; %d seeds, %.0f s)",
+                 sweep, setting, rows[-1]["psnr"], rows[-1][sim], rows[-1][r1],
+                 rows[-1]["judges"][0], len(seeds), rows[-1]["wall_s"])
 
   if "victims" in sweeps:
     for v in scfg.victims:

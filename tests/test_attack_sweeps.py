@@ -115,7 +115,8 @@ def test_seeds_differ_and_set_participants_and_init(tmp_path):
   assert recon[0].shape == recon[1].shape
   assert np.max(np.abs(recon[0] - recon[1])) > 1e-2
   # The seed reaches the inversion's initialisation (its random latent).
-  icfg = pipeline._inversion_config(sweep_configs.point_config(scfg, p, 1), 16)  # pylint: disable=protected-access
+  config = sweep_configs.point_config(scfg, p, 1)
+  icfg = pipeline._inversion_config(config, 16)  # pylint: disable=protected-access
   assert icfg.seed == 1
 
 

