@@ -37,7 +37,12 @@ def base_config():
   # The sequential loop is timed on this many clients (rate = clients / time); running 10k
   # clients one by one would take longer than the whole sweep and measures the same rate.
   config.sequential_max_clients = 50
-  config.centralised_batch = 1024
+  # The centralised ceiling: plain SGD on the round's images (at most centralised_max_images)
+  # at each batch size (0 = all of them) and stream count (0 = the host loop's default, one per
+  # core); the best images/s at the compared row's stream count is the ceiling.
+  config.centralised_batches = (8, 32, 128, 512, 0)
+  config.centralised_streams = (1, 0)
+  config.centralised_max_images = 1024
   config.worker_timeout_s = 3600
   config.append = False
   config.report_path = "BENCHMARKS.md"

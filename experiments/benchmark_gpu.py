@@ -19,7 +19,9 @@ def get_config(arg=None):
   config.peak_matmul_size = 8192
   config.timed_rounds = 3
   config.sequential_max_clients = 200
-  config.centralised_batch = 8192
+  config.centralised_batches = (8, 32, 128, 512, 2048, 0)
+  config.centralised_streams = (1,)
+  config.centralised_max_images = 8192
   device_counts = tuple(int(d) for d in arg.devices.split("+"))
   runs = []
   for clients, steps, images, model, devices in itertools.product(

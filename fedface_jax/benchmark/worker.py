@@ -101,7 +101,7 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
           emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
                                measure, extra={"clients_timed": n}))
         elif strat == "centralised":
-          _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path)
+          _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path)
         elif strat == "engine_host":
           _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path)
         else:
@@ -194,35 +194,55 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
                            "client_loss_first": float(metrics["client_loss_first"])}))
 
 
-def _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path):
-  """Same images, same model, large SGD batches: the ceiling for images/s."""
+def centralised_streams(cfg: mlc.ConfigDict) -> list[int]:
+  """Stream counts the ceiling is measured at: `centralised_streams` (0 = the host loop's auto).
+
+  The host loop runs `host_loop.num_streams(0)` threads by default and the compiled round one
+  stream, so the default (1, 0) gives a ceiling with the same thread count as each.
+  """
+  from fedface_jax.federated import host_loop  # pylint: disable=g-import-not-at-top
+  return sorted({host_loop.num_streams(int(s)) for s in cfg.get("centralised_streams", (1, 0))})
+
+
+def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path):
+  """Same images, same model, plain SGD at each batch size and stream count: the ceiling.
+
+  One row per (batch size, streams); the report takes the best images/s at the stream count of
+  the row it compares against as the ceiling and says which batch size won. The image pool is
+  the round's images (clients x images per client), capped at `centralised_max_images`
+  (activations of every image at once must fit in memory); "all" is that pool.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
-  measure.reset_peak_rss()
-  batch = int(cfg.centralised_batch)
+  cap = int(run.get("centralised_max_images", cfg.centralised_max_images))
   per_client = w.images_per_client
-  clients = max(1, min(w.num_clients, batch // per_client))
+  clients = max(1, min(w.num_clients, cap // per_client))
   images = data.images[:clients].reshape((-1,) + data.images.shape[2:])
   embs = np.repeat(data.class_embeddings[:clients], per_client, axis=0)
-  step = strategies.centralised_step_fn(w)
-  p = jax.tree.map(lambda x: x.copy(), params)
-  compiled, _, compile_s = measure.lower_and_compile(step, p, images, embs)
-  p = compiled(p, images, embs)
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    p = compiled(p, images, embs)
-    jax.block_until_ready(p)
-    times.append(time.perf_counter() - t0)
-  med = float(np.median(times))
-  ips = images.shape[0] / med
+  pool = images.shape[0]
   flops_img = flops_update / (w.local_steps * w.batch_size)
-  emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": images.shape[0],
-                   "round_s": times, "images_per_s": ips, "client_updates_per_s": None,
-                   "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
-                   "compile_s": compile_s, "peak_rss_bytes": measure.peak_rss_bytes(),
-                   "device_memory": measure.device_memory()})
+  for streams in centralised_streams(cfg):
+    for batch in strategies.centralised_batch_sizes(cfg.centralised_batches, pool):
+      measure.reset_peak_rss()
+      cen = strategies.Centralised(w, params, images, embs, batch, streams)
+      t0 = time.perf_counter()
+      jax.block_until_ready(cen())          # compile + warm-up, awaited before any timing
+      first = time.perf_counter() - t0
+      times = measure.time_calls(cen, reps)
+      cen.close()
+      med = float(np.median(times))
+      ips = cen.images_per_call / med
+      emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": batch,
+                       "batch_is_all": batch == pool, "pool_images": pool,
+                       "images_per_call": cen.images_per_call, "streams": streams,
+                       # A pool of fewer batches than streams leaves threads idle.
+                       "active_streams": min(streams, cen.steps),
+                       "round_s": times, "images_per_s": ips, "client_updates_per_s": None,
+                       "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
+                       "first_call_s": first, "peak_rss_bytes": measure.peak_rss_bytes(),
+                       "device_memory": measure.device_memory()})
+      del cen
 
 
 # ------------------------------------------------------------------------------------------------
