@@ -17,7 +17,7 @@ def get_config(arg=None):
   arg = config_utils.parse_config_arg(arg, devices="1+8")
   config = benchmark_cpu.base_config()
   config.peak_matmul_size = 8192
-  config.timed_rounds = 3
+  config.timed_rounds = 5
   config.sequential_max_clients = 200
   config.centralised_batches = (8, 32, 128, 512, 2048, 0)
   config.centralised_streams = (1,)
@@ -36,5 +36,7 @@ def get_config(arg=None):
                      chunks=tuple(sorted({min(c, per_dev) for c in (50, 250, 1000)}))))
   config.runs = tuple(runs)
   config.class_table.devices = max(device_counts)
-  config.peers = (dict(run="c100_s1_i8_small", venv="fedjax", rounds=2),)
+  config.results_json = "benchmarks/gpu.json"
+  config.results_role = "gpu"
+  config.peers = (dict(run="c100_s1_i8_small", venv="fedjax"),)
   return config

@@ -5,9 +5,12 @@ devices) is only justified against the alternatives, measured on the same round:
 
 * `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
 * `engine`: the real compiled round of the federated engine (`algorithm.FederatedAlgorithm`
-  built for the workload with `federated.execution="compiled"`), run with the benchmark CNN.
-  On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh
-  the client axis is also sharded over devices. The chunk size is the knob;
+  built for the workload with `federated.execution="compiled"`), with the workload model's own
+  convolutions (what `launch.fedface` compiles); `conv_impl="patches"` swaps the benchmark
+  CNN's convolutions for the benchmark-only `workload.PatchConv`, which no engine model has, so
+  those rows are labelled as such. On a 1-device mesh it is `lax.scan` over chunks + `vmap`
+  within a chunk; on an N-device mesh the client axis is also sharded over devices. The chunk
+  size is the knob;
 * `engine_host`: the engine's host-loop round (`host_loop.make_round`, what the engine runs on
   a one-device CPU with the default `federated.execution="auto"`): the same client and
   server code, clients one after another, one jitted local step per call;
@@ -62,8 +65,8 @@ class EngineRound:
     chunk: clients per vmapped chunk (per device).
   """
 
-  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches",
-               execution: str = "compiled"):
+  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "lax",
+               execution: str = "compiled", streams: int = 0):
     if execution not in ("compiled", "host_loop"):
       raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
     self.workload = w
@@ -73,7 +76,8 @@ class EngineRound:
     model = wl.workload_model(w, conv_impl)
     self.rows = sh.padded_num_classes(w.num_clients, mesh)
     self.algorithm = algorithm.FederatedAlgorithm(
-        engine_config(w, chunk, execution=execution), lambda p, x: model.apply({"params": p}, x),
+        engine_config(w, chunk, streams=streams, execution=execution),
+        lambda p, x: model.apply({"params": p}, x),
         jax.eval_shape(lambda: wl.init_params(w)), mesh, max_images=w.images_per_client,
         num_clients=w.num_clients, num_rows=self.rows)
     self.padded_clients, self.chunk = self.algorithm.padded_clients, self.algorithm.chunk
@@ -117,7 +121,7 @@ class EngineRound:
 
 
 def engine_round_params(w: wl.Workload, data: wl.ClientData, mesh, chunk: int,
-                        conv_impl: str = "patches", execution: str = "compiled") -> wl.Params:
+                        conv_impl: str = "lax", execution: str = "compiled") -> wl.Params:
   """New server params after one engine round (for cross-checks against `sequential_round`)."""
   eng = EngineRound(w, mesh, chunk, conv_impl, execution)
   state = eng.init_state(wl.init_params(w), data.class_embeddings)
