@@ -1,4 +1,7 @@
-"""Benchmark sweep sized for the 2-core shared CPU (< ~15 min with peers), see BENCHMARKS.md.
+"""Benchmark sweep for a 2-core CPU (~2 h with peers and the real FedFace rows), see BENCHMARKS.md.
+
+Publish only from a quiet machine: the default run writes benchmarks/cpu.json (commit it with
+BENCHMARKS.md); smoke and seqsteps write only their workdir.
 
   python -m launch.benchmark --config experiments/benchmark_cpu.py --workdir runs/benchmark
   python -m launch.benchmark --config experiments/benchmark_cpu.py:variant=smoke \
@@ -88,27 +91,34 @@ def base_config():
 def fedface_runs(arg) -> tuple[dict, ...]:
   """The real FedFace workload rows (issue 14): the engine's own backbones on face-sized inputs.
 
-  resnet_small at 64x64 and sphere20 at 112x96 (scaled by `fedface_scale`, for smoke tests),
+  resnet_small at 64x64 and sphere20 at 112x96 (`sphere20_image_size`, e.g. "112x112" on a
+  GPU; both scaled by `fedface_scale`, for smoke tests),
   `fedface_photos` photos per client (one identity each), `fedface_steps` full-batch local
   steps, FedFace's positive-only loss, embedding 512, `fedface_clients` clients per round
   (e.g. "100+1000"). Strategies: the engine's host loop, the compiled vmapped round with the
   model's own convolutions, the centralised ceiling; MFU is in every row.
 
-  Rounds this size take long on 2 CPU cores (sphere20: ~1 TFLOP per client update), so a run
-  may be timed on its first `timed_clients` clients (`fedface_timed_clients`,
-  `sphere20_timed_clients`; 0 = all): the row keeps the nominal client count in its workload
-  and says how many clients were timed (`clients_timed`); updates/s is per timed client.
+  Rounds this size take long on 2 CPU cores (sphere20 at 112x96: ~1 TFLOP per client update,
+  XLA's count), so a run may be timed on its first `timed_clients` clients
+  (`fedface_timed_clients`, `sphere20_timed_clients`; 0 = all): the row keeps the nominal
+  client count in its workload and says how many clients were timed (`clients_timed`);
+  updates/s is per timed client. The ceiling's image pool is capped per model
+  (`fedface_centralised_max_images`, `sphere20_centralised_max_images`: sphere20's activations
+  at 112x96 limit the batch on a 24 GiB machine).
   """
   runs = []
-  for model, (h, w) in (("resnet_small", (64, 64)), ("sphere20", (112, 96))):
+  sphere_hw = tuple(int(x) for x in str(arg.get("sphere20_image_size", "112x96")).split("x"))
+  for model, (h, w) in (("resnet_small", (64, 64)), ("sphere20", sphere_hw)):
     caps = set()
     size = (max(8, round(h * arg.fedface_scale)), max(8, round(w * arg.fedface_scale)))
-    timed = arg.sphere20_timed_clients if model == "sphere20" else arg.fedface_timed_clients
+    sphere = model == "sphere20"
+    timed = arg.sphere20_timed_clients if sphere else arg.fedface_timed_clients
     for i, clients in enumerate(int(c) for c in str(arg.fedface_clients).split("+")):
       common = dict(name=f"fedface_{model}_c{clients}", clients=clients,
                     steps=arg.fedface_steps, images=arg.fedface_photos, model=model,
                     image_size=size, embedding_dim=512, devices=1,
-                    centralised_max_images=arg.fedface_centralised_max_images)
+                    centralised_max_images=(arg.sphere20_centralised_max_images if sphere
+                                            else arg.fedface_centralised_max_images))
       cap = min(clients, timed) if timed else clients
       if cap in caps:
         continue   # timed on as many clients as a smaller count: nothing new to measure
@@ -118,19 +128,20 @@ def fedface_runs(arg) -> tuple[dict, ...]:
       # over chunks), so past the first count it is timed on <= 100 clients.
       if i == 0:
         runs.append(dict(common, strategies=("engine_host", "engine", "centralised"),
-                         timed_clients=cap, chunks=tuple(sorted({1, min(10, cap)}))))
+                         timed_clients=cap,
+                         chunks=(1,) if sphere else tuple(sorted({1, min(10, cap)}))))
       else:
         runs.append(dict(common, strategies=("engine_host",), timed_clients=cap))
         runs.append(dict(common, strategies=("engine",), timed_clients=min(cap, 100),
-                         chunks=(min(10, cap),)))
+                         chunks=(1,) if sphere else (min(10, cap),)))
   return tuple(runs)
 
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
-      fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=8,
-      fedface_centralised_max_images=512)
+      fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=4,
+      fedface_centralised_max_images=512, sphere20_centralised_max_images=64)
   config = base_config()
   seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
@@ -144,7 +155,8 @@ def get_config(arg=None):
              strategies=("engine",), chunks=(1,)),
     ) + fedface_runs(mlc.ConfigDict(dict(
         arg.to_dict(), fedface_clients="4+8", fedface_photos=2, fedface_steps=2,
-        fedface_scale=0.25, fedface_centralised_max_images=8)))
+        fedface_scale=0.25, fedface_centralised_max_images=8,
+        sphere20_centralised_max_images=8)))
     config.timed_rounds = 5
     config.min_timed_s = 0.0
     config.centralised_batches = (2, 8, 0)

@@ -363,7 +363,9 @@ def render_roofline(roof: dict[str, Any], source: str) -> list[str]:
          f"{roof.get('compiled_on', '?')}) against published GPU peaks; time per step = "
          "max(FLOPs ÷ peak compute, bytes ÷ peak bandwidth). Source: "
          f"`{source}` (command `{roof.get('command', '?')}`, {roof.get('date', '?')}, "
-         f"jax {roof.get('versions', {}).get('jax', '?')}).", ""]
+         f"jax {roof.get('versions', {}).get('jax', '?')}). Bytes follow the fusion of the "
+         "backend it was compiled for, not XLA:GPU's; the data transfer, the server step and "
+         "dispatch are ignored, so est. updates/s is an upper bound, not a prediction.", ""]
   for name, g in roof.get("gpus", {}).items():
     out.append(f"- {name}: " + ", ".join(f"{k} {v:g} TFLOP/s" for k, v in g["tflops"].items())
                + f", {g['bandwidth_tb_s']:g} TB/s; source: {g['source']}")
@@ -372,7 +374,11 @@ def render_roofline(roof: dict[str, Any], source: str) -> list[str]:
           "|---|---|---|---|---|---|---|---|---|---|"]
   for e in roof.get("entries", []):
     for est in e["estimates"]:
-      out.append(f"| {_wl(e['workload'])} | {e['chunk']} | "
+      w = e["workload"]
+      h, wd = w["image_size"]
+      label = (f"{w['model']} {h}×{wd}, {w.get('batch_size', w['images_per_client'])} img/step,"
+               f" {w['local_steps']} steps")
+      out.append(f"| {label} | {e['chunk']} | "
                  f"{e['flops_per_client_step'] / 1e9:.3f} | "
                  f"{e['bytes_per_client_step'] / 1e6:.1f} | "
                  f"{e['flops_per_client_step'] / max(e['bytes_per_client_step'], 1):.1f} | "

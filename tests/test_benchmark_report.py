@@ -140,7 +140,8 @@ def test_gpu_section_roofline_when_not_run_and_run_when_there(tmp_path):
   text = _write(tmp_path, [_round("host_loop", [1.0])], roofline=roof)
   gpu = text[text.index("## GPU"):]
   assert "**Not run**" in gpu and "**Estimate, not a measurement.**" in gpu
-  assert "| 64 | 2.000 | 100.0 | 20.0 | H100 SXM | fp32 | compute | 1.68e+04 | 100% |" in gpu
+  assert ("| bench_cnn_small 32×32, 4 img/step, 2 steps | 64 | 2.000 | 100.0 | 20.0 | H100 SXM "
+          "| fp32 | compute | 1.68e+04 | 100% |") in gpu
   assert "Pending" not in text
   text = _write(tmp_path, [_round("host_loop", [1.0])], roofline=roof,
                 gpu_rows=[_round("vmap", [0.5], chunk=8)])
