@@ -154,7 +154,7 @@ def get_config(arg=None):
         dict(name="base", clients=8, steps=1, images=4, model="small", devices=8,
              strategies=("engine",), chunks=(1,)),
     ) + fedface_runs(mlc.ConfigDict(dict(
-        arg.to_dict(), fedface_clients="4+8", fedface_photos=2, fedface_steps=2,
+        arg.to_dict(), fedface_clients="2+4", fedface_photos=2, fedface_steps=2,
         fedface_scale=0.25, fedface_centralised_max_images=8,
         sphere20_centralised_max_images=8)))
     config.timed_rounds = 5

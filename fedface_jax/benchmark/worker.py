@@ -7,9 +7,12 @@ row per measurement to `results.jsonl`; each row records the load average, becau
 is shared and timings move with it.
 
 Row schema (all rows): kind ("round" | "peer" | "class_table" | "peak" | "error"), name,
-load_avg. Round rows add the workload, strategy, devices, chunk, client_updates_per_s,
-images_per_s, flops_per_update, mfu, compile_s, round_s, data_s, data_share, peak_rss_bytes,
-device_memory.
+load_avg. Round rows add the workload (nominal), clients_timed, strategy, devices, chunk,
+client_updates_per_s / images_per_s (from the median round) and their `*_spread` (n, median,
+q1, q3, iqr over the timed repetitions), flops_per_update, mfu, compile_s, round_s (every timed
+repetition) and round_s_spread, data_s, data_share, peak_rss_bytes, device_memory; host-loop
+rows add streams; centralised rows add batch, batch_is_all, pool_images, images_per_call,
+streams, active_streams; rows of an interleaved peer comparison add paired_block.
 """
 
 from __future__ import annotations
@@ -72,9 +75,12 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
     raise ValueError(f"worker wants {devices} devices, JAX has {jax.device_count()}; "
                      "set XLA_FLAGS=--xla_force_host_platform_device_count")
   peak = measure.peak_matmul_flops(cfg.peak_matmul_size, reps=5)
-  emit(out_path, {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
-                   "peak_flops": peak, "backend": jax.default_backend(),
-                   "device_kind": jax.devices()[0].device_kind})
+  peak_row = {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
+              "peak_flops": peak, "backend": jax.default_backend(),
+              "device_kind": jax.devices()[0].device_kind}
+  if cfg.get("paired_run", ""):
+    peak_row["paired_block"] = int(cfg.paired_block)
+  emit(out_path, peak_row)
   mesh = sh.make_mesh(data=devices, devices=jax.devices()[:devices])
   runs = [dict(r) for r in cfg.runs if int(r.get("devices", 1)) == devices]
   paired = cfg.get("paired_run", "")
