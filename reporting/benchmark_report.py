@@ -314,10 +314,10 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
       ours = pool_paired(rows, p["key"])
       o = ours["updates"] if ours else None
       if p["published"]:
+        pu = p["updates"]
+        ratio = _ratio(o["median"] if o else None, pu["median"] if pu else None)
         out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
-                   f"{_iqr(p['updates'])} | "
-                   f"{_ratio(o['median'] if o else None, p['updates']['median'] if p['updates'] else None)} "
-                   f"| passed: {p['why']} |")
+                   f"{_iqr(pu)} | {ratio} | passed: {p['why']} |")
       else:
         out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
                    f"**not published** | – | failed: {'; '.join(p['why_not'])} |")
