@@ -60,7 +60,9 @@ def base_config():
   config.centralised_batches = (8, 32, 128, 512, 0)
   config.centralised_streams = (1, 0)
   config.centralised_max_images = 1024
-  config.worker_timeout_s = 3600
+  # One worker process runs every 1-device row (toy CNN and real FedFace rows: ~1.5-2 h on 2
+  # quiet cores), so its limit is generous; a worker past it becomes an error row.
+  config.worker_timeout_s = 5 * 3600
   config.append = False
   # Where this run's results JSON goes (committed: BENCHMARKS.md cites only benchmarks/*.json)
   # and which section of BENCHMARKS.md it is; the other sections come from their JSONs.

@@ -160,9 +160,14 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
   env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
   env.setdefault("JAX_PLATFORMS", "cpu")
   with open(log_path, "w") as log:
-    proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
-                          env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
-                          check=False)
+    try:
+      proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                            check=False)
+    except subprocess.TimeoutExpired:
+      # Its rows so far are in results.jsonl; the caller records the timeout as an error row.
+      log.write(f"\n[benchmark_suite] killed after worker_timeout_s={timeout_s}\n")
+      return 124
   return proc.returncode
 
 
