@@ -1,4 +1,7 @@
-"""Benchmark sweep sized for the 2-core shared CPU (< ~15 min with peers), see BENCHMARKS.md.
+"""Benchmark sweep for a 2-core CPU (~2 h with peers and the real FedFace rows), see BENCHMARKS.md.
+
+Publish only from a quiet machine: the default run writes benchmarks/cpu.json (commit it with
+BENCHMARKS.md); smoke and seqsteps write only their workdir.
 
   python -m launch.benchmark --config experiments/benchmark_cpu.py --workdir runs/benchmark
   python -m launch.benchmark --config experiments/benchmark_cpu.py:variant=smoke \
@@ -9,15 +12,25 @@ The full factorial (clients 100/1000/10000 x steps 1/5 x images 8/32 x 2 models 
 time around a base row (100 clients, 1 step, 8 images, small CNN, 1 device), plus the scale rows
 (1000 and 10000 clients) and the 8-device rows. `benchmark_gpu.py` runs the full factorial.
 
-Row fields: name, clients, steps, images (per client = local batch), model (small|large),
-devices, strategies, chunks (clients per vmapped chunk, per device; compiled engine only), reps
-(timed rounds). Strategies:
+The real FedFace workload (`fedface_runs`: resnet_small 64x64 and sphere20 112x96, 20 photos
+per client, 5 local steps, positive-only loss, 100 and 1,000 clients) is in the default sweep;
+its sizes are config args (`fedface_clients=4,fedface_photos=2,fedface_steps=1,
+fedface_scale=0.25` makes it tiny) and `variant=fedface` runs only those rows.
+
+Row fields: name, clients, steps, images (per client), model (small|large, or an engine model:
+resnet_small|sphere20), devices, strategies, chunks (clients per vmapped chunk, per device;
+compiled engine only), reps (minimum timed rounds, raises timed_rounds), and optionally
+image_size, batch (default: images), embedding_dim, timed_clients (time the round on the first
+N clients; the row says so), centralised_max_images. Strategies:
   engine_host     the engine's host-loop round: what `federated.execution="auto"` runs on CPU
-  engine          the engine's compiled round (scan over chunks, vmap within; im2col convs)
-  engine_laxconv  the same with native convolutions (grouped under vmap)
+  engine_host_1stream  the same with 1 stream (the 2-stream share of its lead)
+  engine          the engine's compiled round (scan over chunks, vmap within) with the model's
+                  own convolutions (grouped under vmap): what launch.fedface compiles
+  engine_patchconv  the same with the benchmark-only PatchConv (im2col; bench CNN only, not an
+                  engine model: labelled as such)
   sequential_steps  a bare Python loop of jitted SGD steps (FedJAX's jit backend, no engine)
   sequential      a Python loop of jitted whole client updates (lax.scan over steps)
-  centralised     the same images through the same model in one large batch (the ceiling)
+  centralised     the same images and model as plain SGD at each batch size (the ceiling)
 """
 
 import ml_collections as mlc
@@ -32,40 +45,134 @@ def base_config():
   config.lr = 0.1
   config.seed = 0
   config.peak_matmul_size = 2048
-  config.timed_rounds = 2
+  # Timed repetitions per row: at least timed_rounds, more while they total < min_timed_s (fast
+  # rows), at most max_timed_rounds; tables show the median and interquartile range.
+  config.timed_rounds = 5
+  config.min_timed_s = 5.0
+  config.max_timed_rounds = 30
   config.default_chunk = 50
   # The sequential loop is timed on this many clients (rate = clients / time); running 10k
   # clients one by one would take longer than the whole sweep and measures the same rate.
   config.sequential_max_clients = 50
-  config.centralised_batch = 1024
-  config.worker_timeout_s = 3600
+  # The centralised ceiling: plain SGD on the round's images (at most centralised_max_images)
+  # at each batch size (0 = all of them) and stream count (0 = the host loop's default, one per
+  # core); the best images/s at the compared row's stream count is the ceiling.
+  config.centralised_batches = (8, 32, 128, 512, 0)
+  config.centralised_streams = (1, 0)
+  config.centralised_max_images = 1024
+  # One worker process runs every 1-device row (toy CNN and real FedFace rows: ~1.5-2 h on 2
+  # quiet cores), so its limit is generous; a worker past it becomes an error row.
+  config.worker_timeout_s = 5 * 3600
   config.append = False
+  # Where this run's results JSON goes (committed: BENCHMARKS.md cites only benchmarks/*.json)
+  # and which section of BENCHMARKS.md it is; the other sections come from their JSONs.
+  config.results_json = "benchmarks/cpu.json"
+  config.results_role = "cpu"
+  config.cpu_results_json = "benchmarks/cpu.json"
+  config.gpu_results_json = "benchmarks/gpu.json"
+  config.roofline_json = "benchmarks/roofline.json"
   config.report_path = "BENCHMARKS.md"
+  # The peers' round-1 params must equal our reference round to this relative tolerance (max
+  # |diff| over max |param|), else the peer row is not published.
+  config.peer_reference_rtol = 1e-4
+  # Ours and each peer interleaved (ours, peer, ours, peer, ...): peer_blocks blocks, each one
+  # process of ours (paired_strategies on the peer's run) and one of the peer, each timing
+  # peer_rounds_per_block rounds after a warm-up round, so load drift hits both sides alike.
+  config.peer_blocks = 3
+  config.peer_rounds_per_block = 2
+  config.paired_strategies = ("engine_host",)
+  # Internal (set by the suite on the paired worker's command line): the run and block.
+  config.paired_run = ""
+  config.paired_block = -1
   config.class_table = mlc.ConfigDict(dict(
       enabled=True, rows=1_000_000, dim=512, devices=8, batch=256, queries=100,
-      block_size=4096, reps=2))
+      block_size=4096, reps=5))
   return config
 
 
+def fedface_runs(arg) -> tuple[dict, ...]:
+  """The real FedFace workload rows (issue 14): the engine's own backbones on face-sized inputs.
+
+  resnet_small at 64x64 and sphere20 at 112x96 (`sphere20_image_size`, e.g. "112x112" on a
+  GPU; both scaled by `fedface_scale`, for smoke tests),
+  `fedface_photos` photos per client (one identity each), `fedface_steps` full-batch local
+  steps, FedFace's positive-only loss, embedding 512, `fedface_clients` clients per round
+  (e.g. "100+1000"). Strategies: the engine's host loop, the compiled vmapped round with the
+  model's own convolutions, the centralised ceiling; MFU is in every row.
+
+  Rounds this size take long on 2 CPU cores (sphere20 at 112x96: ~1 TFLOP per client update,
+  XLA's count), so a run may be timed on its first `timed_clients` clients
+  (`fedface_timed_clients`, `sphere20_timed_clients`; 0 = all): the row keeps the nominal
+  client count in its workload and says how many clients were timed (`clients_timed`);
+  updates/s is per timed client. The ceiling's image pool is capped per model
+  (`fedface_centralised_max_images`, `sphere20_centralised_max_images`: sphere20's activations
+  at 112x96 limit the batch on a 24 GiB machine).
+  """
+  runs = []
+  sphere_hw = tuple(int(x) for x in str(arg.get("sphere20_image_size", "112x96")).split("x"))
+  for model, (h, w) in (("resnet_small", (64, 64)), ("sphere20", sphere_hw)):
+    caps = set()
+    size = (max(8, round(h * arg.fedface_scale)), max(8, round(w * arg.fedface_scale)))
+    sphere = model == "sphere20"
+    timed = arg.sphere20_timed_clients if sphere else arg.fedface_timed_clients
+    for i, clients in enumerate(int(c) for c in str(arg.fedface_clients).split("+")):
+      common = dict(name=f"fedface_{model}_c{clients}", clients=clients,
+                    steps=arg.fedface_steps, images=arg.fedface_photos, model=model,
+                    image_size=size, embedding_dim=512, devices=1,
+                    centralised_max_images=(arg.sphere20_centralised_max_images if sphere
+                                            else arg.fedface_centralised_max_images))
+      cap = min(clients, timed) if timed else clients
+      if cap in caps:
+        continue   # timed on as many clients as a smaller count: nothing new to measure
+      caps.add(cap)
+      # The ceiling once per model (at the first client count: it does not depend on it). A
+      # compiled round's rate per client does not depend on the client count either (a scan
+      # over chunks), so past the first count it is timed on <= 100 clients.
+      if i == 0:
+        runs.append(dict(common, strategies=("engine_host", "engine", "centralised"),
+                         timed_clients=cap,
+                         chunks=(1,) if sphere else tuple(sorted({1, min(10, cap)}))))
+      else:
+        runs.append(dict(common, strategies=("engine_host",), timed_clients=cap))
+        runs.append(dict(common, strategies=("engine",), timed_clients=min(cap, 100),
+                         chunks=(1,) if sphere else (min(10, cap),)))
+  return tuple(runs)
+
+
 def get_config(arg=None):
-  arg = config_utils.parse_config_arg(arg, variant="default")
+  arg = config_utils.parse_config_arg(
+      arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
+      fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=4,
+      fedface_centralised_max_images=512, sphere20_centralised_max_images=64)
   config = base_config()
   seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
+    # Tiny sizes everywhere, written to the workdir only (never benchmarks/ or BENCHMARKS.md):
+    # it checks that every part runs, not how fast.
     config.runs = (
-        dict(name="base", clients=100, steps=1, images=8, model="small", devices=1,
-             strategies=seq_eng + ("centralised",), chunks=(1, 50)),
-        dict(name="base", clients=100, steps=1, images=8, model="small", devices=8,
-             strategies=("engine",), chunks=(13,)),
-    )
-    config.class_table.rows = 100_000
-    config.peers = (dict(run="base", venv="fedjax", rounds=2),)
+        dict(name="base", clients=8, steps=1, images=4, model="small", devices=1,
+             strategies=seq_eng + ("engine_host_1stream", "engine_patchconv", "centralised"),
+             chunks=(1, 4)),
+        dict(name="base", clients=8, steps=1, images=4, model="small", devices=8,
+             strategies=("engine",), chunks=(1,)),
+    ) + fedface_runs(mlc.ConfigDict(dict(
+        arg.to_dict(), fedface_clients="2+4", fedface_photos=2, fedface_steps=2,
+        fedface_scale=0.25, fedface_centralised_max_images=8,
+        sphere20_centralised_max_images=8)))
+    config.timed_rounds = 5
+    config.min_timed_s = 0.0
+    config.centralised_batches = (2, 8, 0)
+    config.class_table.update(dict(rows=4096, dim=32, batch=16, queries=8, block_size=512,
+                                   reps=5))
+    config.peers = (dict(run="base", venv="fedjax"),)
+    config.peer_blocks = 2
+    config.results_json = config.cpu_results_json = config.report_path = ""
   elif arg.variant == "default":
     config.runs = (
         # 1 device: strategies and chunk sizes on the base row.
         dict(name="base", clients=100, steps=1, images=8, model="small", devices=1,
-             strategies=("sequential", "sequential_steps", "engine_host", "engine",
-                         "engine_laxconv", "centralised"),
+             strategies=("sequential", "sequential_steps", "engine_host",
+                         "engine_host_1stream", "engine", "engine_patchconv", "centralised"),
              chunks=(1, 2, 10, 25, 50, 100)),
         dict(name="steps5", clients=100, steps=5, images=8, model="small", devices=1,
              strategies=seq_eng + ("centralised",), chunks=(1, 50)),
@@ -74,21 +181,21 @@ def get_config(arg=None):
         dict(name="large", clients=100, steps=1, images=8, model="large", devices=1,
              strategies=seq_eng + ("centralised",), chunks=(1, 50)),
         dict(name="c1000", clients=1000, steps=1, images=8, model="small", devices=1,
-             strategies=("engine_host", "engine"), chunks=(1, 50), reps=1),
+             strategies=("engine_host", "engine"), chunks=(1, 50)),
         dict(name="c10000", clients=10000, steps=1, images=8, model="small", devices=1,
-             strategies=("engine_host", "engine"), chunks=(100,), reps=1),
+             strategies=("engine_host", "engine"), chunks=(100,)),
         # 8 fake devices (one process, 2 cores): same rows, client axis sharded.
         dict(name="base", clients=100, steps=1, images=8, model="small", devices=8,
              strategies=("engine",), chunks=(1, 4, 13)),
         dict(name="c1000", clients=1000, steps=1, images=8, model="small", devices=8,
-             strategies=("engine",), chunks=(25,), reps=1),
-    )
+             strategies=("engine",), chunks=(25,)),
+    ) + fedface_runs(arg)
     config.peers = (
-        dict(run="base", venv="fedjax", rounds=2),
-        dict(run="steps5", venv="fedjax", rounds=2),
-        dict(run="images32", venv="fedjax", rounds=2),
-        dict(run="large", venv="fedjax", rounds=2),
-        dict(run="base", venv="flower", rounds=2, timeout_s=900),
+        dict(run="base", venv="fedjax"),
+        dict(run="steps5", venv="fedjax"),
+        dict(run="images32", venv="fedjax"),
+        dict(run="large", venv="fedjax"),
+        dict(run="base", venv="flower", timeout_s=900),
     )
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
@@ -96,9 +203,18 @@ def get_config(arg=None):
     config.runs = tuple(
         dict(r, strategies=("sequential_steps", "engine_host", "engine"), chunks=(1, 2))
         for r in get_config("variant=default").runs
-        if r["clients"] == 100 and r["devices"] == 1)
+        if r["clients"] == 100 and r["devices"] == 1 and r["model"] in ("small", "large"))
     config.peers = ()
     config.class_table.enabled = False
+    config.results_json = config.cpu_results_json = config.report_path = ""
+  elif arg.variant == "fedface":
+    # Only the real FedFace workload rows (a supplement; its own results JSON).
+    config.runs = fedface_runs(arg)
+    config.peers = ()
+    config.class_table.enabled = False
+    config.results_json = "benchmarks/cpu_fedface.json"
+    config.cpu_results_json = config.report_path = ""
   else:
-    raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, seqsteps")
+    raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, seqsteps, "
+                     "fedface")
   return config

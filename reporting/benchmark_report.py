@@ -1,8 +1,16 @@
-"""Writes BENCHMARKS.md from a run's results.jsonl and meta.json.
+"""Writes BENCHMARKS.md from committed benchmark JSONs (benchmarks/*.json), and nothing else.
 
-Why generated: every number in the file must come from the run it names (machine, versions,
-date, command, load average). Hand-written analysis lives between `<!-- notes -->` and
-`<!-- /notes -->` in the existing file and is carried over verbatim on regeneration.
+Why generated: every number in BENCHMARKS.md must come from a committed JSON written by the run
+it names (command, date, machine, versions, load average per row). The CPU and GPU sections are
+each rendered from one results JSON (`{"meta": ..., "rows": [...]}`, written by
+`reporting/benchmark_suite.py`); without a GPU results JSON the GPU section says so and shows the
+roofline estimate of `scripts/benchmark_roofline.py` (benchmarks/roofline.json), labelled as an
+estimate. Hand-written analysis lives between `<!-- notes -->` and `<!-- /notes -->` in the
+existing file and is carried over verbatim; it must cite figures from the tables, not new ones.
+
+Every timed figure is shown as median [q1–q3] over the row's timed repetitions. Peer rows are
+published only when their reference check passed (`benchmark_suite.reference_verdict`); the
+others are listed as not published, with the reason.
 """
 
 from __future__ import annotations
@@ -15,14 +23,65 @@ import numpy as np
 
 _NOTES_OPEN, _NOTES_CLOSE = "<!-- notes -->", "<!-- /notes -->"
 
+# What each strategy is, in the tables: only ENGINE_STRATEGIES are what `launch.fedface` runs.
+STRATEGY_LABELS = {
+    "sequential": "bare loop of jitted whole client updates (benchmark only)",
+    "sequential_steps": "bare loop of jitted SGD steps, FedJAX-jit-like (benchmark only)",
+    "host_loop": "engine host loop (launch.fedface CPU default)",
+    "host_loop-1stream": "engine host loop, 1 stream",
+    "vmap": "engine compiled round, the model's own convs",
+    "shard": "engine compiled round over devices, the model's own convs",
+    "vmap-laxconv": "engine compiled round, the model's own convs",
+    "shard-laxconv": "engine compiled round over devices, the model's own convs",
+    "vmap-benchpatchconv": "compiled round with the benchmark-only PatchConv "
+                           "(not in the engine's models, not what launch.fedface runs)",
+    "shard-benchpatchconv": "compiled round over devices with the benchmark-only PatchConv "
+                            "(not in the engine's models, not what launch.fedface runs)",
+}
+ENGINE_STRATEGIES = ("host_loop", "host_loop-1stream", "vmap", "shard", "vmap-laxconv",
+                     "shard-laxconv")
+
 
 def load_rows(path: str) -> list[dict[str, Any]]:
+  """Rows of a results.jsonl (one JSON object per line)."""
   with open(path) as f:
     return [json.loads(ln) for ln in f if ln.strip()]
 
 
+def load_results(path: str | None) -> dict[str, Any] | None:
+  """A results JSON `{"meta": {...}, "rows": [...]}`, or None when `path` is unset or absent."""
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    res = json.load(f)
+  if not isinstance(res, dict) or "meta" not in res or not isinstance(res.get("rows"), list):
+    raise ValueError(f"{path} is not a benchmark results JSON (needs 'meta' and 'rows')")
+  return res
+
+
+def spread(values) -> dict[str, float] | None:
+  """n, median, q1, q3 of `values` (linear percentiles); None when empty."""
+  v = np.asarray([x for x in (values or []) if x is not None], np.float64)
+  if v.size == 0:
+    return None
+  q1, med, q3 = (float(x) for x in np.percentile(v, [25, 50, 75]))
+  return {"n": int(v.size), "median": med, "q1": q1, "q3": q3, "iqr": q3 - q1}
+
+
+def rate_spread(count: float, times) -> dict[str, float] | None:
+  """`spread` of count / t over the repetitions' times."""
+  return spread([count / t for t in (times or []) if t and t > 0])
+
+
 def _f(x, fmt="{:.3g}"):
   return "–" if x is None else fmt.format(x)
+
+
+def _iqr(sp, fmt="{:.1f}"):
+  """'median [q1–q3]' of a spread dict, '–' if None."""
+  if not sp:
+    return "–"
+  return f"{fmt.format(sp['median'])} [{fmt.format(sp['q1'])}–{fmt.format(sp['q3'])}]"
 
 
 def _gib(b):
@@ -35,158 +94,344 @@ def _load(row):
 
 
 def _wl(w):
-  return (f"{w['num_clients']} cl × {w['images_per_client']} img {w['image_size'][0]}², "
-          f"{w['local_steps']} step, {w['model'].replace('bench_cnn_', '')}")
+  model = w["model"].replace("bench_cnn_", "bench CNN ")
+  h, wd = w["image_size"]
+  size = f"{h}²" if h == wd else f"{h}×{wd}"
+  return (f"{w['num_clients']} cl × {w['images_per_client']} img {size}, "
+          f"{w['local_steps']} step, {model}")
 
 
 def _key(w):
-  return (w["num_clients"], w["images_per_client"], w["local_steps"], w["model"])
+  return (w["num_clients"], w["images_per_client"], tuple(w["image_size"]), w["local_steps"],
+          w["model"])
 
 
-def write_report(cfg, workdir: str, meta: dict[str, Any]) -> str:
-  rows = load_rows(os.path.join(workdir, "results.jsonl"))
-  path = cfg.report_path
-  notes = ""
-  if os.path.isfile(path):
-    text = open(path).read()
-    if _NOTES_OPEN in text and _NOTES_CLOSE in text:
-      notes = text[text.index(_NOTES_OPEN):text.index(_NOTES_CLOSE) + len(_NOTES_CLOSE)]
-  if not notes:
-    notes = f"{_NOTES_OPEN}\n(no analysis yet)\n{_NOTES_CLOSE}"
-  out = ["# Benchmarks", "",
-         "Generated by `reporting/benchmark_report.py` from the run below; the analysis "
-         "between the notes markers is hand-written and kept across regenerations.", "",
-         "## Run", "",
-         f"- **Date:** {meta['started']} (wall {meta['wall_s'] / 60:.1f} min)",
-         "- **Command(s):** " + " then ".join(
-             f"`{c.strip()}`" for c in meta["command"].strip("`").split("` then `")),
-         f"- **Machine:** {meta['machine'].get('cpu', '?')}, {meta['machine']['cpu_count']} "
-         f"cores, {meta['machine'].get('mem_total_gib', '?')} GiB, {meta['machine']['platform']}"
-         f", Python {meta['machine']['python']}. **Shared with other jobs**: every row carries "
-         "the 1-min load average at the time it was written (`load`); with load > 2 on 2 cores "
-         "the figures are lower bounds and vary run to run.",
-         "- **Versions:** " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
-  peaks = [r for r in rows if r["kind"] == "peak"]
+def _per_update_images(w):
+  return w["local_steps"] * w.get("batch_size", w["images_per_client"])
+
+
+def row_spreads(r: dict[str, Any]) -> dict[str, Any]:
+  """(updates/s, images/s, round s) spreads of a round row, from its round_s."""
+  times = r.get("round_s") or []
+  w = r["workload"]
+  out = {"round_s": spread(times)}
+  if r.get("strategy") == "centralised":
+    out["images_per_s"] = rate_spread(r.get("images_per_call") or 0, times) if r.get(
+        "images_per_call") else None
+    out["client_updates_per_s"] = None
+  else:
+    clients = r.get("clients_timed") or w["num_clients"]
+    out["client_updates_per_s"] = rate_spread(clients, times)
+    out["images_per_s"] = rate_spread(clients * _per_update_images(w), times)
+  return out
+
+
+def _streams_of(r):
+  if r.get("strategy") == "host_loop":
+    return int(r.get("streams", 1))
+  return 1
+
+
+def pick_ceiling(rows: list[dict[str, Any]], key=None, streams: int | None = None):
+  """The centralised ceiling among `rows`: the best images/s over batch sizes.
+
+  Only centralised rows of workload `key` (any if None) run with `streams` concurrent streams
+  (any if None) compete, so a ceiling is never taken at another thread count than the row it
+  bounds. Returns the winning row (its `batch` says which batch size won) or None.
+  """
+  cands = [r for r in rows if r.get("kind") == "round" and r.get("strategy") == "centralised"
+           and (key is None or _key(r["workload"]) == key)
+           and (streams is None or int(r.get("streams", 1)) == int(streams))
+           and r.get("images_per_s")]
+  return max(cands, key=lambda r: r["images_per_s"]) if cands else None
+
+
+def _ceiling_label(cen):
+  if not cen:
+    return ""
+  batch = "all " + str(cen["batch"]) if cen.get("batch_is_all") else str(cen.get("batch"))
+  s = cen.get("streams", 1)
+  return f" (batch {batch}, {s} stream{'s' if s > 1 else ''})"
+
+
+def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Peer rows pooled per (peer, workload) over the interleaved blocks.
+
+  Returns entries with the pooled round times, the updates/s spread, the blocks, and
+  `published` (every block's reference check passed) with the reasons of those that did not.
+  """
+  groups: dict[tuple, list] = {}
+  for r in rows:
+    if r.get("kind") == "peer":
+      groups.setdefault((r["peer"], _key(r["workload"])), []).append(r)
+  out = []
+  for (peer, key), rs in groups.items():
+    times = [t for r in rs for t in (r.get("round_s") or (r.get("result") or {}).get("round_s")
+                                     or [])]
+    w = rs[0]["workload"]
+    failed = [r.get("reference_why") or "no reference check" for r in rs
+              if not r.get("reference_ok")]
+    out.append({"peer": peer, "key": key, "workload": w, "rows": rs, "round_s": times,
+                "blocks": sorted({r.get("paired_block", -1) for r in rs}),
+                "updates": rate_spread(w["num_clients"], times),
+                "published": not failed, "why_not": sorted(set(failed)),
+                "why": rs[0].get("reference_why", "")})
+  return out
+
+
+def pool_paired(rows: list[dict[str, Any]], key, strategy: str = "host_loop"):
+  """Our interleaved rows (`paired_block` set) of one workload and strategy, pooled."""
+  rs = [r for r in rows if r.get("kind") == "round" and r.get("paired_block") is not None
+        and _key(r["workload"]) == key and r.get("strategy") == strategy]
+  if not rs:
+    return None
+  times = [t for r in rs for t in r.get("round_s") or []]
+  w = rs[0]["workload"]
+  return {"rows": rs, "round_s": times, "blocks": sorted({r["paired_block"] for r in rs}),
+          "updates": rate_spread(w["num_clients"], times)}
+
+
+def _engine_vs_ceiling(e, rr, k):
+  """One row of the engine-vs-ceiling table: engine row `e` against the ceiling at its streams."""
+  cen = pick_ceiling(rr, k, _streams_of(e))
+  esp, csp = row_spreads(e), (row_spreads(cen) if cen else {})
+  chunk = f", chunk {e['chunk']}" if e.get("chunk") else ""
+  return (f"| {_wl(e['workload'])} | {e['strategy']}{chunk}, {e['devices']} dev, "
+          f"{_streams_of(e)} stream(s) | {_iqr(esp['images_per_s'], '{:.0f}')} "
+          f"| {_ceiling_label(cen).strip(' ()') or '–'} "
+          f"| {_iqr(csp.get('images_per_s'), '{:.0f}')} "
+          f"| {_ratio(e['images_per_s'], cen['images_per_s'] if cen else None)} |")
+
+
+def _ratio(a, b):
+  return _f(a / b if a and b else None, "{:.2f}×")
+
+
+def _meta_lines(meta: dict[str, Any], source: str) -> list[str]:
+  m = meta.get("machine", {})
+  cmds = " then ".join(f"`{c.strip()}`" for c in meta["command"].strip("`").split("` then `"))
+  return [f"- **Source:** `{source}`",
+          f"- **Date:** {meta['started']} (wall {meta['wall_s'] / 60:.1f} min)",
+          f"- **Command(s):** {cmds}",
+          f"- **Machine:** {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, "
+          f"{m.get('mem_total_gib', '?')} GiB, {m.get('platform', '?')}, Python "
+          f"{m.get('python', '?')}; load average at the end "
+          f"{_f((m.get('load_avg_end') or [None])[0], '{:.1f}')}. Every row carries the 1-min "
+          "load average when it was written (`load`).",
+          "- **Versions:** " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+          ""]
+
+
+def render_results(res: dict[str, Any], source: str) -> list[str]:
+  """The tables of one results JSON (CPU or GPU run)."""
+  rows = res["rows"]
+  out = _meta_lines(res["meta"], source)
+  peaks = [r for r in rows if r["kind"] == "peak" and r.get("paired_block") is None]
   if peaks:
-    out += ["Measured peak (best-of-5 jitted f32 matmul, same process as the rows it "
+    out += ["Measured peak (best-of-5 jitted f32 matmul, in the process of the rows it "
             "normalises): " + "; ".join(
                 f"{p['devices']} dev: {p['peak_flops'] / 1e9:.1f} GFLOP/s (load {_load(p)})"
                 for p in peaks), ""]
-  out += [notes, ""]
-
-  rr = [r for r in rows if r["kind"] == "round"]
-  out += ["## Sweep: client updates/s by strategy", "",
-          "FLOPs/update = XLA cost analysis of one compiled client SGD step × local steps. "
-          "MFU = FLOPs/update × updates/s ÷ measured matmul peak. Peak RSS is the process's "
-          "VmHWM, reset before each row. Data share = host data step (gather the round's "
-          "client images, pad, device_put) ÷ (that + round time). Sequential rows are timed on "
-          "their first `sequential_max_clients` clients. Time = median of the timed rounds "
-          "after compile and one untimed run.", "",
-          "| row | workload | dev | strategy | chunk | updates/s | images/s | GFLOP/update | MFU "
-          "| compile s | round s | data share | peak RSS GiB | load |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rr:
-    w = r["workload"]
-    rs = r.get("round_s") or []
+  rr = [r for r in rows if r["kind"] == "round" and r.get("paired_block") is None]
+  sweep = [r for r in rr if r["strategy"] != "centralised"]
+  out += ["### Rounds by strategy", "",
+          "Each timed figure is the median [interquartile range] over the row's timed "
+          "repetitions (`reps`), after compile and one awaited untimed run. FLOPs/update = XLA "
+          "cost analysis of one compiled client SGD step × local steps; MFU = FLOPs/update × "
+          "median updates/s ÷ the measured matmul peak. Peak RSS = the process's VmHWM, reset "
+          "before each row. Data share = host data step ÷ (that + median round). Sequential "
+          "rows are timed on their first `sequential_max_clients` clients.", "",
+          "| row | workload | dev | strategy | what it is | chunk | reps | updates/s | images/s "
+          "| GFLOP/update | MFU | compile s | round s | data share | peak RSS GiB | load |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in sweep:
+    sp = row_spreads(r)
+    label = STRATEGY_LABELS.get(r["strategy"], "?")
+    if r["strategy"] == "host_loop" and r.get("streams"):
+      label += f", {r['streams']} streams"
+    timed = r.get("clients_timed")
+    wl_cell = _wl(r["workload"]) + (
+        f" (timed on {timed})" if timed and timed < r["workload"]["num_clients"] else "")
     out.append(
-        f"| {r['name']} | {_wl(w)} | {r['devices']} | {r['strategy']} | {_f(r.get('chunk'), '{}')} "
-        f"| {_f(r.get('client_updates_per_s'), '{:.1f}')} | {_f(r.get('images_per_s'), '{:.0f}')} "
+        f"| {r['name']} | {wl_cell} | {r['devices']} | {r['strategy']} | {label} "
+        f"| {_f(r.get('chunk'), '{}')} | {len(r.get('round_s') or [])} "
+        f"| {_iqr(sp['client_updates_per_s'])} | {_iqr(sp['images_per_s'], '{:.0f}')} "
         f"| {_f(r['flops_per_update'] / 1e9, '{:.3f}')} | {_f(100 * r['mfu'], '{:.1f}%')} "
-        f"| {_f(r.get('compile_s'), '{:.1f}')} | {_f(float(np.median(rs)) if rs else None, '{:.2f}')} "
+        f"| {_f(r.get('compile_s'), '{:.1f}')} | {_iqr(sp['round_s'], '{:.3g}')} "
         f"| {_f(100 * r['data_share'], '{:.1f}%') if r.get('data_share') is not None else '–'} "
         f"| {_gib(r.get('peak_rss_bytes'))} | {_load(r)} |")
-  dm = [r for r in rr if r.get("device_memory")]
-  out += ["", "Device memory (`memory_stats()`): " + (
-      "; ".join(f"{r['name']}/{r['strategy']}: peak {_gib(r['device_memory'].get('peak_bytes_in_use'))} GiB"
-                for r in dm) if dm else "not reported by the CPU backend (host RSS above is "
-      "the memory figure)."), ""]
+  cen_rows = [r for r in rr if r["strategy"] == "centralised"]
+  if cen_rows:
+    out += ["", "### Centralised ceiling: every batch size", "",
+            "Plain SGD with the same model on the same images (the round's images, at most "
+            "`centralised_max_images`) at each batch size (all = the whole pool), in 1 stream "
+            "and in as many streams (threads, each with its own params) as the host loop. "
+            "The best images/s at a stream count is the ceiling at that count (**bold**).", "",
+            "| workload | batch | streams (active) | reps | images/s | MFU | load |",
+            "|---|---|---|---|---|---|---|"]
+    for r in cen_rows:
+      best = pick_ceiling(rr, _key(r["workload"]), r.get("streams", 1))
+      sp = row_spreads(r)
+      cell = _iqr(sp["images_per_s"], "{:.0f}")
+      if best is r:
+        cell = f"**{cell}**"
+      batch = f"all ({r['batch']})" if r.get("batch_is_all") else str(r.get("batch"))
+      out.append(f"| {_wl(r['workload'])} | {batch} | {r.get('streams', 1)} "
+                 f"({r.get('active_streams', r.get('streams', 1))}) | "
+                 f"{len(r.get('round_s') or [])} | {cell} | {_f(100 * r['mfu'], '{:.1f}%')} "
+                 f"| {_load(r)} |")
+  # The engine (what launch.fedface runs) against the ceiling at the same stream count.
+  keys = sorted({_key(r["workload"]) for r in sweep}, key=str)
+  out += ["", "### Engine vs the centralised ceiling (same stream count)", "",
+          "One line per strategy `launch.fedface` runs (host loop with its streams or 1 "
+          "stream, compiled round with the model's own convolutions: its best chunk); the "
+          "ceiling is the best centralised batch size at that row's stream count. Ratio of "
+          "medians.", "",
+          "| workload | engine row | engine images/s | ceiling (batch, streams) | ceiling "
+          "images/s | engine ÷ ceiling |", "|---|---|---|---|---|---|"]
+  for k in keys:
+    for strat in ENGINE_STRATEGIES:
+      eng = [r for r in sweep if _key(r["workload"]) == k and r["strategy"] == strat
+             and r.get("images_per_s")]
+      if eng:
+        out.append(_engine_vs_ceiling(max(eng, key=lambda r: r["images_per_s"]), rr, k))
 
-  # Ratios: our best strategy and our best engine row of each workload, against each peer.
-  def best_of(k, pred):
-    cands = [r for r in rr if _key(r["workload"]) == k and pred(r["strategy"])
-             and r.get("client_updates_per_s")]
-    return max(cands, key=lambda r: r["client_updates_per_s"]) if cands else None
-
-  def ratio(a, b):
-    return _f(a / b if a and b else None, "{:.2f}×")
-
-  peers = [r for r in rows if r["kind"] == "peer"]
-  out += ["## Ours vs peers and the centralised ceiling", "",
-          "Ours (best) = our fastest strategy on the workload; engine = the best round of the "
-          "federated engine itself (host loop, or compiled vmap/shard at any chunk and device "
-          "count), i.e. what `launch.fedface` runs. Peers run the identical workload JSON "
-          "(same CNN, data bytes, init, loss, SGD steps, FedAvg weights) in their own venvs "
-          "(`scripts/peers/`). Centralised = same images, same model, one large batch.", "",
-          "| workload | ours (best) updates/s | engine updates/s | FedJAX | Flower | best/FedJAX "
-          "| engine/FedJAX | best/Flower | engine/Flower | centralised img/s | best/cent. "
-          "| engine/cent. |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  for k in sorted({_key(r["workload"]) for r in rr}):
-    top = best_of(k, lambda s: s != "centralised")
-    eng = best_of(k, lambda s: s.startswith(("host_loop", "vmap", "shard")))
-    cen = next((r for r in rr if _key(r["workload"]) == k and r["strategy"] == "centralised"),
-               None)
-    fj = next((p for p in peers if p["peer"] == "fedjax" and _key(p["workload"]) == k), None)
-    fl = next((p for p in peers if p["peer"] == "flower" and _key(p["workload"]) == k), None)
-    if top is None:
-      continue
-    u = lambda r: r["client_updates_per_s"] if r else None
-    i = lambda r: r["images_per_s"] if r else None
-    out.append(
-        f"| {_wl(top['workload'])} | {u(top):.1f} ({top['strategy']}, {top['devices']} dev"
-        f"{', chunk ' + str(top['chunk']) if top.get('chunk') else ''}) | "
-        f"{_f(u(eng), '{:.1f}')}{(' (' + (eng['strategy'] if not eng.get('chunk') else 'chunk ' + str(eng['chunk'])) + ', ' + str(eng['devices']) + ' dev)') if eng else ''} | "
-        f"{_f(u(fj), '{:.1f}')} | {_f(u(fl), '{:.1f}')} | {ratio(u(top), u(fj))} | "
-        f"{ratio(u(eng), u(fj))} | {ratio(u(top), u(fl))} | {ratio(u(eng), u(fl))} | "
-        f"{_f(i(cen), '{:.0f}')} | {ratio(i(top), i(cen))} | {ratio(i(eng), i(cen))} |")
-  out += [""]
-  if peers:
-    out += ["Peer details:", ""]
+  # Peers, interleaved with ours.
+  peers = pool_peers(rows)
+  out += ["", "### Ours vs peers (interleaved: ours, peer, ours, peer, ...)", "",
+          "Each block is one process of ours (the engine's host loop on the peer's workload) "
+          "then one of the peer, on the identical workload JSON (same CNN, data bytes, init, "
+          "loss, SGD steps, FedAvg weights); times are pooled over the blocks. A peer row is "
+          "published only if every block's reference check passed: the peer's initial params "
+          "equal ours bit for bit and its round-1 params equal our reference round to the "
+          "stated relative tolerance.", ""]
+  if not peers:
+    out += ["No peer rows in this run.", ""]
+  else:
+    out += ["| workload | peer | blocks | ours updates/s | peer updates/s | ours ÷ peer | "
+            "reference check |", "|---|---|---|---|---|---|---|"]
+    for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"])):
+      ours = pool_paired(rows, p["key"])
+      o = ours["updates"] if ours else None
+      if p["published"]:
+        pu = p["updates"]
+        ratio = _ratio(o["median"] if o else None, pu["median"] if pu else None)
+        out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
+                   f"{_iqr(pu)} | {ratio} | passed: {p['why']} |")
+      else:
+        out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
+                   f"**not published** | – | failed: {'; '.join(p['why_not'])} |")
+    out += ["", "Peer details:", ""]
     for p in peers:
-      res = p["result"]
-      extra = {k: res.get(k) for k in ("version", "backend", "engine", "concurrent_clientapps",
-                                        "jax", "torch", "ray", "first_round_s", "round_s")
-               if k in res}
-      out.append(f"- {p['peer']} on {_wl(p['workload'])} (load {_load(p)}): "
-                 f"{p['client_updates_per_s']:.1f} updates/s, {p['images_per_s']:.0f} images/s; "
-                 f"{json.dumps(extra)}. Command: `{p['cmd']}`")
+      res0 = p["rows"][0].get("result", {})
+      extra = {k: res0.get(k) for k in ("version", "backend", "engine", "concurrent_clientapps",
+                                         "jax", "torch", "ray") if k in res0}
+      out.append(f"- {p['peer']} on {_wl(p['workload'])}: {json.dumps(extra)}; loads "
+                 f"{', '.join(_load(r) for r in p['rows'])}. Command: `{p['rows'][0]['cmd']}`")
     out += [""]
-
   ct = [r for r in rows if r["kind"] == "class_table"]
-  out += ["## Class-embedding table at scale", ""]
+  out += ["### Class-embedding table at scale", ""]
   for r in ct:
     out += [f"CosFace logits (batch {r['batch']}) + spreadout of {r['queries']} query rows "
             f"against all rows (blocks of {r['block_size']}), grad w.r.t. the table and SGD, "
             f"table [{r['rows']:,} × {r['dim']}] f32 ({r['table_bytes'] / 2**30:.2f} GiB, "
             f"{r['per_device_table_bytes'] / 2**20:.0f} MiB per device) sharded over "
-            f"{r['devices']} fake CPU devices on \"classes\", table donated (load {_load(r)}):", "",
-            f"- step time: {', '.join(f'{s:.2f}' for s in r['step_s'])} s (compile "
-            f"{r['compile_s']:.1f} s); peak host RSS {_gib(r['peak_rss_bytes'])} GiB",
-            f"- compiled HLO (`{r['hlo_file']}` in the workdir): shapes with two dims ≥ "
-            f"rows/devices (a C×C matrix): **{r['cxc_shapes']}**; full-table shapes "
-            f"[{r['rows']},{r['dim']}]: **{r['full_table_shapes']}**; all-gathers: "
-            f"{r['all_gathers']} (of which of the table: **{r['all_gather_table']}**); "
-            f"all-reduces: {r['all_reduces']} (largest that crosses devices: "
-            f"{r.get('largest_cross_device_all_reduce_elems', 0):,} elements); per-device table shape [{r['rows'] // r['devices']},{r['dim']}] present: "
-            f"{r['local_table_shape_present']}", ""]
+            f"{r['devices']} devices on \"classes\", table donated (load {_load(r)}):", "",
+            f"- step time: {_iqr(spread(r['step_s']), '{:.2f}')} s over {len(r['step_s'])} "
+            f"steps (compile {r['compile_s']:.1f} s); peak host RSS "
+            f"{_gib(r['peak_rss_bytes'])} GiB",
+            f"- compiled HLO: shapes with two dims ≥ rows/devices (a C×C matrix): "
+            f"**{r['cxc_shapes']}**; full-table shapes: **{r['full_table_shapes']}**; "
+            f"all-gathers of the table: **{r['all_gather_table']}** (of {r['all_gathers']}); "
+            f"largest cross-device all-reduce: "
+            f"{r.get('largest_cross_device_all_reduce_elems', 0):,} elements", ""]
   if not ct:
-    out += ["not run in this invocation.", ""]
+    out += ["The class-table step was not part of this run.", ""]
   errs = [r for r in rows if r["kind"] == "error"]
   if errs:
-    out += ["## Errors (rows that did not run)", ""]
-    out += [f"- {r.get('name')} {r.get('peer', r.get('strategy', ''))}: `{r['error']}`"
-            for r in errs]
+    out += ["### Errors (rows that did not run)", ""]
+    out += [f"- {r.get('name')} {r.get('peer', r.get('strategy', ''))}: "
+            f"`{r['error'].splitlines()[0][:240]}`" for r in errs]
     out += [""]
-  gpu_rows = [r for r in rows if r.get("backend") in ("gpu", "cuda", "rocm")]
-  out += ["## GPU figures", "",
-          (f"{len(gpu_rows)} rows above ran on a GPU backend." if gpu_rows else
-           "None in this run: every row above ran on the CPU backend.") +
-          " On a GPU machine run:", "",
-          "```bash",
-          "JAX_PLATFORMS=cuda .venv/bin/python -m launch.benchmark \\",
-          "    --config experiments/benchmark_gpu.py:devices=1 --workdir runs/benchmark_gpu \\",
-          "    --parts=sweep,class_table",
-          "```", ""]
-  with open(path, "w") as f:
+  return out
+
+
+def render_roofline(roof: dict[str, Any], source: str) -> list[str]:
+  """The roofline estimate of `scripts/benchmark_roofline.py`, labelled as an estimate."""
+  out = ["**Estimate, not a measurement.** Roofline of the compiled vmapped round from XLA's "
+         "cost analysis (FLOPs and bytes accessed of one vmapped client SGD step, compiled for "
+         f"{roof.get('compiled_on', '?')}) against published GPU peaks; time per step = "
+         "max(FLOPs ÷ peak compute, bytes ÷ peak bandwidth). Source: "
+         f"`{source}` (command `{roof.get('command', '?')}`, {roof.get('date', '?')}, "
+         f"jax {roof.get('versions', {}).get('jax', '?')}). Bytes follow the fusion of the "
+         "backend it was compiled for, not XLA:GPU's; the data transfer, the server step and "
+         "dispatch are ignored, so est. updates/s is an upper bound, not a prediction.", ""]
+  for name, g in roof.get("gpus", {}).items():
+    out.append(f"- {name}: " + ", ".join(f"{k} {v:g} TFLOP/s" for k, v in g["tflops"].items())
+               + f", {g['bandwidth_tb_s']:g} TB/s; source: {g['source']}")
+  out += ["", "| workload | chunk | GFLOP / client step | MB accessed / client step | FLOP/byte "
+          "| GPU | peak used | bound | est. client updates/s | est. MFU bound |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  for e in roof.get("entries", []):
+    for est in e["estimates"]:
+      w = e["workload"]
+      h, wd = w["image_size"]
+      label = (f"{w['model']} {h}×{wd}, {w.get('batch_size', w['images_per_client'])} img/step,"
+               f" {w['local_steps']} steps")
+      out.append(f"| {label} | {e['chunk']} | "
+                 f"{e['flops_per_client_step'] / 1e9:.3f} | "
+                 f"{e['bytes_per_client_step'] / 1e6:.1f} | "
+                 f"{e['flops_per_client_step'] / max(e['bytes_per_client_step'], 1):.1f} | "
+                 f"{est['gpu']} | {est['peak']} | {est['bound']} | "
+                 f"{est['client_updates_per_s']:.3g} | {100 * est['mfu_bound']:.0f}% |")
+  return out + [""]
+
+
+def write_report(report_path: str, cpu_json: str | None = None, gpu_json: str | None = None,
+                 roofline_json: str | None = None, withdrawn: str | None = None) -> str:
+  """Writes BENCHMARKS.md at `report_path` from the given JSONs (missing ones are said so)."""
+  notes = ""
+  if os.path.isfile(report_path):
+    text = open(report_path).read()
+    if _NOTES_OPEN in text and _NOTES_CLOSE in text:
+      notes = text[text.index(_NOTES_OPEN):text.index(_NOTES_CLOSE) + len(_NOTES_CLOSE)]
+  if not notes:
+    notes = f"{_NOTES_OPEN}\n(no analysis yet)\n{_NOTES_CLOSE}"
+  out = ["# Benchmarks", "",
+         "Generated by `reporting/benchmark_report.py` from committed JSONs under `benchmarks/` "
+         "only; the analysis between the notes markers is hand-written and kept across "
+         "regenerations.", "", notes, ""]
+  if withdrawn:
+    out += [withdrawn, ""]
+  cpu = load_results(cpu_json)
+  out += ["## CPU", ""]
+  out += render_results(cpu, cpu_json) if cpu else [
+      f"Not run: no CPU results JSON (`{cpu_json}`).", ""]
+  out += ["## GPU", ""]
+  gpu = load_results(gpu_json)
+  if gpu:
+    out += render_results(gpu, gpu_json)
+  else:
+    out += [f"**Not run**: there is no GPU results JSON (`{gpu_json}`); no figure below is a "
+            "GPU measurement. On a GPU machine run:", "", "```bash",
+            "JAX_PLATFORMS=cuda .venv/bin/python -m launch.benchmark \\",
+            "    --config experiments/benchmark_gpu.py:devices=1 --workdir runs/benchmark_gpu",
+            "```", ""]
+    roof = load_results_roofline(roofline_json)
+    out += render_roofline(roof, roofline_json) if roof else [
+        f"No roofline estimate either (`{roofline_json}` absent; "
+        "`scripts/benchmark_roofline.py` writes it).", ""]
+  os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+  with open(report_path, "w") as f:
     f.write("\n".join(out))
-  return path
+  return report_path
+
+
+def load_results_roofline(path: str | None) -> dict[str, Any] | None:
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    roof = json.load(f)
+  if not isinstance(roof, dict) or "entries" not in roof or "gpus" not in roof:
+    raise ValueError(f"{path} is not a roofline JSON (needs 'entries' and 'gpus')")
+  return roof

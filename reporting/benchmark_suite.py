@@ -26,39 +26,131 @@ from reporting import results_md
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str) -> None:
-  """Runs each configured peer on its workload in its own venv; failures become error rows."""
+def write_reference(workdir: str, name: str, w, log_path: str, timeout_s: float) -> str:
+  """Writes the reference round of workload `w` (`workload.write_reference`) in a subprocess.
+
+  A subprocess because the parent runs no JAX. Returns the .npz path every peer block is checked
+  against (`--reference`): the peer's own init must equal it bit for bit and its round-1 params
+  must agree to `peer_reference_rtol`.
+  """
+  wpath = os.path.join(workdir, f"workload_{name}.json")
+  w.save(wpath)
+  ref = wpath[:-len(".json")] + "_ref.npz"
+  code = ("import sys; from fedface_jax.benchmark import workload as wl; "
+          "wl.write_reference(sys.argv[2], wl.Workload.load(sys.argv[1]))")
+  env = dict(os.environ)
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  with open(log_path, "w") as log:
+    proc = subprocess.run([sys.executable, "-c", code, wpath, ref], cwd=REPO_ROOT, env=env,
+                          stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+  if proc.returncode or not os.path.isfile(ref):
+    raise RuntimeError(f"reference round failed (rc={proc.returncode}); see {log_path}")
+  return ref
+
+
+def reference_verdict(result: dict[str, Any] | None, rtol: float) -> tuple[bool, str]:
+  """(publishable, why) for one peer result: the reference check is mandatory.
+
+  Publishable only if the result carries a `check` whose init matched bit for bit and whose
+  round-1 params agree with our reference round to a relative difference <= `rtol` (relative
+  to the largest absolute parameter). A result without a check is not published.
+  """
+  check = (result or {}).get("check")
+  if not isinstance(check, dict):
+    return False, "no reference check (peer not run with --reference)"
+  rel = check.get("round1_max_rel_diff")
+  init = check.get("init_max_abs_diff")
+  if rel is None or init is None:
+    return False, f"incomplete reference check {check}"
+  if init != 0.0:
+    return False, f"initial params differ from the reference (max abs diff {init:.3g})"
+  if not rel <= rtol:
+    return False, f"round-1 params differ from the reference: max rel diff {rel:.3g} > {rtol:g}"
+  return True, f"round-1 params match the reference: max rel diff {rel:.2g} <= {rtol:g}"
+
+
+def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
+              config_args: list[str] | None = None) -> None:
+  """Runs each configured peer, interleaved with ours, with the mandatory reference check.
+
+  For each peer: `peer_blocks` blocks, each one worker process of ours (`paired_strategies` on
+  the peer's run, rows tagged `paired_block`) then one process of the peer (its rounds tagged
+  with the same block), so load drift over the run hits both sides alike. Every peer process
+  gets `--reference`; its row records `reference_ok` / `reference_why` (`reference_verdict`),
+  and the report publishes only rows whose check passed. Failures become error rows.
+  """
+  config_args = list(config_args or [])
+  rtol = float(cfg.get("peer_reference_rtol", 1e-4))
+  refs: dict[str, str] = {}
   for peer in cfg.peers:
     peer = dict(peer)
-    run = next((dict(r) for r in cfg.runs if r["name"] == peer["run"]), None)
+    run = next((dict(r) for r in cfg.runs if r["name"] == peer["run"]
+                and int(r.get("devices", 1)) == 1), None)
     if run is None:
-      raise ValueError(f"peer {peer} names unknown run {peer['run']!r}")
+      raise ValueError(f"peer {peer} names no 1-device run {peer['run']!r}")
     w = worker.make_workload(cfg, run)
-    wpath = os.path.join(workdir, f"workload_{run['name']}.json")
-    w.save(wpath)
+    base = {"kind": "peer", "name": run["name"], "peer": peer["venv"], "workload": w.to_dict()}
     py = os.path.join(REPO_ROOT, ".peer_venvs", peer["venv"], "bin", "python")
     script = os.path.join(REPO_ROOT, "scripts", "peers", f"{peer['venv']}_bench.py")
-    base = {"kind": "peer", "name": run["name"], "peer": peer["venv"], "workload": w.to_dict()}
+    if w.model not in wl_bench_models():
+      worker.emit(out_path, {**base, "kind": "error", "error": f"peers run only the benchmark "
+                             f"CNNs, not {w.model!r}"})
+      continue
     if not os.path.isfile(py):
       worker.emit(out_path, {**base, "kind": "error", "error": f"{py} missing: run "
                              "scripts/setup_peer_venvs.sh"})
       continue
-    cmd = [py, script, "--workload", wpath, "--rounds", str(peer.get("rounds", 2))]
-    cmd += list(peer.get("args", ()))
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
-    t0 = time.perf_counter()
-    with open(os.path.join(workdir, f"peer_{peer['venv']}_{run['name']}.log"), "w") as log:
-      proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
-                            timeout=float(peer.get("timeout_s", 900)), check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode or not lines:
-      worker.emit(out_path, {**base, "kind": "error", "error": f"rc={proc.returncode}; see "
-                             f"peer_{peer['venv']}_{run['name']}.log", "cmd": " ".join(cmd)})
+    try:
+      if run["name"] not in refs:
+        refs[run["name"]] = write_reference(
+            workdir, run["name"], w, os.path.join(workdir, f"reference_{run['name']}.log"),
+            float(cfg.worker_timeout_s))
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+      worker.emit(out_path, {**base, "kind": "error", "error": repr(e)[:500]})
       continue
-    res = json.loads(lines[-1])
-    worker.emit(out_path, {**base, "result": res, "wall_s": time.perf_counter() - t0,
-                           "client_updates_per_s": res["client_updates_per_s"],
-                           "images_per_s": res["images_per_s"], "cmd": " ".join(cmd)})
+    wpath = refs[run["name"]][:-len("_ref.npz")] + ".json"
+    rounds = int(peer.get("rounds", cfg.get("peer_rounds_per_block", 2)))
+    for block in range(int(cfg.get("peer_blocks", 1))):
+      tag = f"{peer['venv']}_{run['name']}_b{block}"
+      rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
+                                      f"--config.paired_run={run['name']}",
+                                      f"--config.paired_block={block}"], 1,
+                       os.path.join(workdir, f"paired_{tag}.log"), cfg.worker_timeout_s)
+      if rc:
+        worker.emit(out_path, {"kind": "error", "name": run["name"], "paired_block": block,
+                               "error": f"paired worker exited with {rc}; see paired_{tag}.log"})
+      cmd = [py, script, "--workload", wpath, "--rounds", str(rounds),
+             "--reference", refs[run["name"]]]
+      cmd += list(peer.get("args", ()))
+      env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+      t0 = time.perf_counter()
+      try:
+        with open(os.path.join(workdir, f"peer_{tag}.log"), "w") as log:
+          proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
+                                timeout=float(peer.get("timeout_s", 900)), check=False)
+      except subprocess.TimeoutExpired as e:
+        worker.emit(out_path, {**base, "kind": "error", "paired_block": block,
+                               "error": repr(e)[:500], "cmd": " ".join(cmd)})
+        continue
+      lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+      if proc.returncode or not lines:
+        worker.emit(out_path, {**base, "kind": "error", "paired_block": block,
+                               "error": f"rc={proc.returncode}; see peer_{tag}.log",
+                               "cmd": " ".join(cmd)})
+        continue
+      res = json.loads(lines[-1])
+      ok, why = reference_verdict(res, rtol)
+      worker.emit(out_path, {**base, "result": res, "wall_s": time.perf_counter() - t0,
+                             "paired_block": block, "round_s": res.get("round_s"),
+                             "client_updates_per_s": res["client_updates_per_s"],
+                             "images_per_s": res["images_per_s"], "reference_ok": ok,
+                             "reference_why": why, "reference_rtol": rtol,
+                             "cmd": " ".join(cmd)})
+
+
+def wl_bench_models() -> tuple[str, ...]:
+  from fedface_jax.benchmark import workload as wl  # pylint: disable=g-import-not-at-top
+  return tuple(wl.BENCH_MODELS)
 
 
 def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) -> int:
@@ -68,9 +160,14 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
   env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
   env.setdefault("JAX_PLATFORMS", "cpu")
   with open(log_path, "w") as log:
-    proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
-                          env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
-                          check=False)
+    try:
+      proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                            check=False)
+    except subprocess.TimeoutExpired:
+      # Its rows so far are in results.jsonl; the caller records the timeout as an error row.
+      log.write(f"\n[benchmark_suite] killed after worker_timeout_s={timeout_s}\n")
+      return 124
   return proc.returncode
 
 
@@ -122,7 +219,7 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
       worker.emit(out_path, {"kind": "error", "name": "class_table",
                              "error": f"class-table worker exited with {rc}; see class_table.log"})
   if "peers" in parts:
-    run_peers(cfg, workdir, out_path)
+    run_peers(cfg, workdir, out_path, config_args)
   meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
           "config": " ".join(config_args), "parts": list(parts), "machine": machine_info(),
           "versions": versions()}
@@ -136,7 +233,31 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
     meta["command"] = old["command"] + "` then `" + command
   with open(meta_path, "w") as f:
     json.dump(meta, f, indent=1)
-  return benchmark_report.write_report(cfg, workdir, meta)
+  return write_results_and_report(cfg, workdir, meta)
+
+
+def write_results_and_report(cfg: mlc.ConfigDict, workdir: str, meta: dict[str, Any]) -> str:
+  """Writes the run's results JSON (`{"meta", "rows"}`) and regenerates the report from JSONs.
+
+  `results_json` (default `<workdir>/results.json`) is where this run's figures go; the
+  published configs point it under `benchmarks/`, which is committed, and BENCHMARKS.md is
+  rendered from those files only (`results_role` says whether this run is the CPU or the GPU
+  section; the other section comes from its committed JSON, if any).
+  """
+  rows = benchmark_report.load_rows(os.path.join(workdir, "results.jsonl"))
+  res_path = cfg.get("results_json", "") or os.path.join(workdir, "results.json")
+  os.makedirs(os.path.dirname(os.path.abspath(res_path)), exist_ok=True)
+  with open(res_path, "w") as f:
+    json.dump({"meta": meta, "rows": rows}, f, indent=0)
+    f.write("\n")
+  paths = {"cpu": cfg.get("cpu_results_json", ""), "gpu": cfg.get("gpu_results_json", "")}
+  role = cfg.get("results_role", "cpu")
+  if role not in paths:
+    raise ValueError(f"results_role must be 'cpu' or 'gpu', got {role!r}")
+  paths[role] = res_path
+  report = cfg.get("report_path", "") or os.path.join(workdir, "BENCHMARKS.md")
+  return benchmark_report.write_report(report, paths["cpu"] or None, paths["gpu"] or None,
+                                       cfg.get("roofline_json", "") or None)
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole benchmark in one command (what `make benchmark` runs): peer venvs, then the sweep
-# (1 and 8 fake CPU devices, each in its own process), the 1M-row class-table step and the
-# peers, then BENCHMARKS.md. About 15-25 min on 2 shared CPU cores (plus the one-off peer venv
-# setup, several minutes).
+# (1 and 8 fake CPU devices, each in its own process; toy CNN rows and the real FedFace
+# workload rows), the 1M-row class-table step and the peers (interleaved with ours, reference
+# check on every call), then benchmarks/cpu.json and BENCHMARKS.md. Run it on a QUIET machine
+# (nothing else on the cores): roughly 2 h on 2 cores (1.5-3 h; the real FedFace rows are about
+# half of it), plus the one-off peer venv setup (several minutes). Then commit
+# benchmarks/cpu.json and BENCHMARKS.md together: BENCHMARKS.md cites only benchmarks/*.json.
 #
 # Usage: bash scripts/run_benchmarks.sh [extra launch.benchmark flags]
 #   CONFIG=experiments/benchmark_cpu.py:variant=smoke bash scripts/run_benchmarks.sh

@@ -5,8 +5,11 @@ FLOP counts are real: the engine round (1 and 8 devices) must give `sequential_r
 and the cost analysis must return positive FLOPs that scale with the batch.
 """
 
+import time
+
 import jax
 import numpy as np
+import pytest
 
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import measure
@@ -71,9 +74,36 @@ def test_strategies_give_the_same_aggregated_update():
   got["host_loop_1dev"] = strategies.engine_round_params(
       w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=1, conv_impl="lax",
       execution="host_loop")
+  got["vmap_1dev_patchconv"] = strategies.engine_round_params(
+      w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=4, conv_impl="patches")
   if len(devices) >= 4:
     got["shard_4dev"] = strategies.engine_round_params(
         w, data, sh.make_mesh(data=4, devices=devices[:4]), chunk=2)
   for name, p in got.items():
     jax.tree.map(lambda g, e, name=name: np.testing.assert_allclose(
         g, e, rtol=2e-4, atol=2e-6, err_msg=name), p, want)
+
+
+def test_spread_is_median_and_interquartile_range():
+  sp = measure.spread([4.0, 1.0, 3.0, 2.0, 100.0])
+  assert sp == {"n": 5, "median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0}
+  # Rates of 10 clients at 1, 2, 2, 4, 4 s: 10, 5, 5, 2.5, 2.5 -> median 5 [2.5, 5].
+  r = measure.rate_spread(10, [1.0, 2.0, 2.0, 4.0, 4.0])
+  assert (r["median"], r["q1"], r["q3"]) == (5.0, 2.5, 5.0)
+  for bad in ([], [float("nan")]):
+    with pytest.raises(ValueError):
+      measure.spread(bad)
+  with pytest.raises(ValueError):
+    measure.rate_spread(1, [0.0])
+
+
+def test_timed_reps_min_reps_then_more_for_fast_rows():
+  calls = []
+  assert len(measure.timed_reps(lambda: calls.append(1), min_reps=5)) == 5
+  # A fast row gets repetitions until min_total_s, capped at max_reps.
+  times = measure.timed_reps(lambda: time.sleep(0.01), min_reps=2, min_total_s=0.06,
+                             max_reps=20)
+  assert 5 <= len(times) <= 8 and sum(times) >= 0.06
+  assert len(measure.timed_reps(lambda: 1, min_reps=3, min_total_s=100.0, max_reps=4)) == 4
+  with pytest.raises(ValueError):
+    measure.timed_reps(lambda: 1, min_reps=0)

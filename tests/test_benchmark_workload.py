@@ -173,3 +173,19 @@ def test_peer_generators_give_the_library_bytes(tmp_path, monkeypatch):
   for name, value in ours_init.items():
     np.testing.assert_array_equal(peer_init[name], value)
   assert _common.max_diff(peer_init, ours_init) == (0.0, 0.0)
+
+
+def test_engine_model_workload(tmp_path):
+  """The real FedFace rows run the engine's own backbone; peers (bench CNNs only) cannot."""
+  w = _tiny(model="resnet_small", image_size=(16, 16), embedding_dim=8)
+  params = wl.init_params(w)
+  emb = wl.workload_model(w).apply({"params": params},
+                                   wl.preprocess(wl.synthetic_client_data(w).images[0]))
+  assert emb.shape == (3, 8)
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, rtol=1e-5)
+  # Seeded: the same workload gives the same init.
+  jax.tree.map(np.testing.assert_array_equal, params, wl.init_params(w))
+  with pytest.raises(ValueError, match="benchmark CNN"):
+    wl.write_reference(tmp_path / "r.npz", w)
+  with pytest.raises(ValueError, match="own convolutions"):
+    wl.workload_model(w, "patches")

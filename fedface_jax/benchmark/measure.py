@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def load_average() -> tuple[float, float, float]:
@@ -81,6 +82,43 @@ def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]
     jax.block_until_ready(fn())
   out = []
   for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+  """n, median and interquartile range (q1, q3; linear interpolation) of `values`.
+
+  Why median and IQR: on a shared machine a few repetitions are hit by the neighbours; the
+  median ignores them and the IQR says how much the middle half moved.
+  """
+  v = np.asarray(list(values), np.float64)
+  if v.size == 0 or not np.all(np.isfinite(v)):
+    raise ValueError(f"spread needs >= 1 finite value, got {list(values)!r}")
+  q1, med, q3 = (float(x) for x in np.percentile(v, [25, 50, 75]))
+  return {"n": int(v.size), "median": med, "q1": q1, "q3": q3, "iqr": q3 - q1}
+
+
+def rate_spread(count: float, times: Sequence[float]) -> dict[str, float]:
+  """`spread` of the per-repetition rates count / t (e.g. client updates per second)."""
+  if any(t <= 0 for t in times):
+    raise ValueError(f"times must be > 0, got {list(times)!r}")
+  return spread([count / t for t in times])
+
+
+def timed_reps(fn: Callable[[], Any], min_reps: int, min_total_s: float = 0.0,
+               max_reps: int | None = None) -> list[float]:
+  """Wall seconds of calls of `fn()` (each blocked until ready): at least `min_reps` calls, and
+  more while their total is under `min_total_s` (fast rows get more repetitions), at most
+  `max_reps`. The caller warms up (compiles) first and awaits it.
+  """
+  if min_reps < 1:
+    raise ValueError(f"min_reps must be >= 1, got {min_reps}")
+  max_reps = max(min_reps, int(max_reps or min_reps))
+  out: list[float] = []
+  while len(out) < min_reps or (sum(out) < min_total_s and len(out) < max_reps):
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     out.append(time.perf_counter() - t0)

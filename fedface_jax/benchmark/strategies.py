@@ -5,9 +5,12 @@ devices) is only justified against the alternatives, measured on the same round:
 
 * `sequential`: a Python loop of jitted client updates (FedJAX's default `jit` backend);
 * `engine`: the real compiled round of the federated engine (`algorithm.FederatedAlgorithm`
-  built for the workload with `federated.execution="compiled"`), run with the benchmark CNN.
-  On a 1-device mesh it is `lax.scan` over chunks + `vmap` within a chunk; on an N-device mesh
-  the client axis is also sharded over devices. The chunk size is the knob;
+  built for the workload with `federated.execution="compiled"`), with the workload model's own
+  convolutions (what `launch.fedface` compiles); `conv_impl="patches"` swaps the benchmark
+  CNN's convolutions for the benchmark-only `workload.PatchConv`, which no engine model has, so
+  those rows are labelled as such. On a 1-device mesh it is `lax.scan` over chunks + `vmap`
+  within a chunk; on an N-device mesh the client axis is also sharded over devices. The chunk
+  size is the knob;
 * `engine_host`: the engine's host-loop round (`host_loop.make_round`, what the engine runs on
   a one-device CPU with the default `federated.execution="auto"`): the same client and
   server code, clients one after another, one jitted local step per call;
@@ -62,8 +65,8 @@ class EngineRound:
     chunk: clients per vmapped chunk (per device).
   """
 
-  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "patches",
-               execution: str = "compiled"):
+  def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "lax",
+               execution: str = "compiled", streams: int = 0):
     if execution not in ("compiled", "host_loop"):
       raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
     self.workload = w
@@ -73,7 +76,8 @@ class EngineRound:
     model = wl.workload_model(w, conv_impl)
     self.rows = sh.padded_num_classes(w.num_clients, mesh)
     self.algorithm = algorithm.FederatedAlgorithm(
-        engine_config(w, chunk, execution=execution), lambda p, x: model.apply({"params": p}, x),
+        engine_config(w, chunk, streams=streams, execution=execution),
+        lambda p, x: model.apply({"params": p}, x),
         jax.eval_shape(lambda: wl.init_params(w)), mesh, max_images=w.images_per_client,
         num_clients=w.num_clients, num_rows=self.rows)
     self.padded_clients, self.chunk = self.algorithm.padded_clients, self.algorithm.chunk
@@ -117,7 +121,7 @@ class EngineRound:
 
 
 def engine_round_params(w: wl.Workload, data: wl.ClientData, mesh, chunk: int,
-                        conv_impl: str = "patches", execution: str = "compiled") -> wl.Params:
+                        conv_impl: str = "lax", execution: str = "compiled") -> wl.Params:
   """New server params after one engine round (for cross-checks against `sequential_round`)."""
   eng = EngineRound(w, mesh, chunk, conv_impl, execution)
   state = eng.init_state(wl.init_params(w), data.class_embeddings)
@@ -212,3 +216,67 @@ def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
     g = jax.grad(loss)(params, images_u8, class_embs)
     return jax.tree.map(lambda a, b: a - w.lr * b, params, g)
   return jax.jit(step, donate_argnums=(0,))
+
+
+def centralised_batch_sizes(requested, pool: int) -> list[int]:
+  """The distinct effective batch sizes of `requested` (0 = "all") on a pool of `pool` images.
+
+  A batch larger than the pool is the pool itself, so e.g. {8, 32, 128, 512, all} on 100 images
+  measures 8, 32 and 100 once each.
+  """
+  if pool < 1:
+    raise ValueError(f"the centralised image pool must hold >= 1 image, got {pool}")
+  out = set()
+  for b in requested:
+    b = int(b)
+    if b < 0:
+      raise ValueError(f"centralised batch sizes must be >= 0 (0 = all), got {b}")
+    out.add(pool if b == 0 else min(b, pool))
+  return sorted(out)
+
+
+class Centralised:
+  """Centralised SGD on a fixed image pool at one batch size, in `streams` concurrent streams.
+
+  The ceiling a federated round is compared to: the same model on the same images, as plain
+  mini-batch SGD with no per-client state. One call runs `pool // batch` SGD steps (the batches
+  are on the device already, so the host copy is not timed), dealt round-robin over `streams`
+  Python threads, each with its own parameter copy, exactly as the host loop's streams split
+  clients: a ceiling measured with fewer threads than the row it bounds is not a ceiling.
+  """
+
+  def __init__(self, w: wl.Workload, params, images: np.ndarray, class_embs: np.ndarray,
+               batch: int, streams: int = 1, conv_impl: str = "lax"):
+    if streams < 1:
+      raise ValueError(f"streams must be >= 1, got {streams}")
+    n = images.shape[0] // batch
+    if n < 1:
+      raise ValueError(f"batch {batch} is larger than the pool of {images.shape[0]} images")
+    self.batch, self.streams, self.steps = batch, streams, n
+    self.images_per_call = n * batch
+    self.step = centralised_step_fn(w, conv_impl)
+    batches = [(jnp.asarray(images[i * batch:(i + 1) * batch]),
+                jnp.asarray(class_embs[i * batch:(i + 1) * batch])) for i in range(n)]
+    self._per_stream = [batches[s::streams] for s in range(streams)]
+    self._params = [jax.tree.map(jnp.copy, params) for _ in range(streams)]
+    self._pool = None
+    if streams > 1:
+      from concurrent import futures  # pylint: disable=g-import-not-at-top
+      self._pool = futures.ThreadPoolExecutor(streams)
+
+  def _run_stream(self, s: int):
+    p = self._params[s]
+    for x, e in self._per_stream[s]:
+      p = self.step(p, x, e)
+    self._params[s] = p
+    return p
+
+  def __call__(self):
+    """Runs one pass over the pool; returns the streams' params (block on them to time)."""
+    if self._pool is None:
+      return [self._run_stream(0)]
+    return list(self._pool.map(self._run_stream, range(self.streams)))
+
+  def close(self):
+    if self._pool is not None:
+      self._pool.shutdown()

@@ -7,13 +7,17 @@ row per measurement to `results.jsonl`; each row records the load average, becau
 is shared and timings move with it.
 
 Row schema (all rows): kind ("round" | "peer" | "class_table" | "peak" | "error"), name,
-load_avg. Round rows add the workload, strategy, devices, chunk, client_updates_per_s,
-images_per_s, flops_per_update, mfu, compile_s, round_s, data_s, data_share, peak_rss_bytes,
-device_memory.
+load_avg. Round rows add the workload (nominal), clients_timed, strategy, devices, chunk,
+client_updates_per_s / images_per_s (from the median round) and their `*_spread` (n, median,
+q1, q3, iqr over the timed repetitions), flops_per_update, mfu, compile_s, round_s (every timed
+repetition) and round_s_spread, data_s, data_share, peak_rss_bytes, device_memory; host-loop
+rows add streams; centralised rows add batch, batch_is_all, pool_images, images_per_call,
+streams, active_streams; rows of an interleaved peer comparison add paired_block.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -32,11 +36,14 @@ def make_workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
   images = int(run["images"])
   return wl.Workload(
       num_clients=int(run["clients"]), images_per_client=images,
-      image_size=tuple(cfg.image_size), local_steps=int(run["steps"]),
-      # Full-batch local steps: a client trains on all its photos each step, so images per
-      # client scales the work (with B < N it would only change the data volume).
-      batch_size=images, model=MODEL_ALIASES.get(run["model"], run["model"]),
-      embedding_dim=int(cfg.embedding_dim), lr=float(cfg.lr), seed=int(cfg.seed))
+      image_size=tuple(int(x) for x in run.get("image_size", cfg.image_size)),
+      local_steps=int(run["steps"]),
+      # Full-batch local steps by default: a client trains on all its photos each step, so
+      # images per client scales the work (with B < N it would only change the data volume).
+      batch_size=int(run.get("batch", images)),
+      model=MODEL_ALIASES.get(run["model"], run["model"]),
+      embedding_dim=int(run.get("embedding_dim", cfg.embedding_dim)), lr=float(cfg.lr),
+      seed=int(cfg.seed))
 
 
 def emit(out_path: str, row: dict[str, Any]) -> None:
@@ -68,24 +75,42 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
     raise ValueError(f"worker wants {devices} devices, JAX has {jax.device_count()}; "
                      "set XLA_FLAGS=--xla_force_host_platform_device_count")
   peak = measure.peak_matmul_flops(cfg.peak_matmul_size, reps=5)
-  emit(out_path, {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
-                   "peak_flops": peak, "backend": jax.default_backend(),
-                   "device_kind": jax.devices()[0].device_kind})
+  peak_row = {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
+              "peak_flops": peak, "backend": jax.default_backend(),
+              "device_kind": jax.devices()[0].device_kind}
+  if cfg.get("paired_run", ""):
+    peak_row["paired_block"] = int(cfg.paired_block)
+  emit(out_path, peak_row)
   mesh = sh.make_mesh(data=devices, devices=jax.devices()[:devices])
   runs = [dict(r) for r in cfg.runs if int(r.get("devices", 1)) == devices]
+  paired = cfg.get("paired_run", "")
+  if paired:
+    # One block of an interleaved ours/peer comparison (`benchmark_suite.run_peers`): only the
+    # named run, only the strategies compared with the peer.
+    runs = [dict(r, strategies=tuple(cfg.paired_strategies)) for r in runs
+            if r["name"] == paired][:1]
+    if not runs:
+      raise ValueError(f"paired_run {paired!r} names no {devices}-device run")
   for run in runs:
-    w = make_workload(cfg, run)
+    nominal = make_workload(cfg, run)
+    # A run may be timed on its first `timed_clients` clients (rounds of big backbones on a
+    # CPU): the row keeps the nominal workload and says how many clients were timed.
+    timed = int(run.get("timed_clients", 0) or 0)
+    w = (dataclasses.replace(nominal, num_clients=min(timed, nominal.num_clients)) if timed
+         else nominal)
     data = wl.synthetic_client_data(w)
     params = wl.init_params(w)
     base = {"kind": "round", "name": run["name"], "devices": devices,
-            "workload": w.to_dict(), "peak_flops": peak}
+            "workload": nominal.to_dict(), "clients_timed": w.num_clients, "peak_flops": peak}
+    if paired:
+      base["paired_block"] = int(cfg.paired_block)
     # FLOPs per client update: one local step's compiled cost x local steps (XLA counts a
     # scan body once, so the round program's own count would be low).
     step = strategies.client_step_fn(w)
     flops_step = measure.compiled_flops(step.lower(params, data.images[0],
                                                    data.class_embeddings[0]).compile())
     flops_update = flops_step * w.local_steps
-    reps = int(run.get("reps", cfg.timed_rounds))
+    reps = reps_policy(cfg, run)
     for strat in run.get("strategies", ("engine",)):
       try:
         if strat in ("sequential", "sequential_steps"):
@@ -97,15 +122,21 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
           t0 = time.perf_counter()
           jax.block_until_ready(thunk())      # compiles the per-client update
           first = time.perf_counter() - t0
-          times = measure.time_calls(thunk, reps)
+          times = measure.timed_reps(thunk, **reps)
           emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
                                measure, extra={"clients_timed": n}))
         elif strat == "centralised":
-          _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path)
-        elif strat == "engine_host":
-          _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path)
-        else:
-          conv = "lax" if strat == "engine_laxconv" else "patches"
+          _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path)
+        elif strat in ("engine_host", "engine_host_1stream"):
+          _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path,
+                       streams=1 if strat == "engine_host_1stream" else 0)
+        elif strat in ("engine", "engine_laxconv", "engine_patchconv"):
+          # "engine": the compiled round with the model's own convolutions, i.e. what
+          # launch.fedface compiles ("engine_laxconv" is its old name). "engine_patchconv": the
+          # benchmark CNN with the benchmark-only PatchConv, which no engine model has.
+          conv = "patches" if strat == "engine_patchconv" else "lax"
+          if conv == "patches" and w.model not in wl.BENCH_MODELS:
+            raise ValueError(f"engine_patchconv needs a benchmark CNN, not {w.model!r}")
           for chunk in run.get("chunks", (cfg.default_chunk,)):
             measure.reset_peak_rss()
             eng = strategies.EngineRound(w, mesh, int(chunk), conv)
@@ -120,7 +151,8 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
             # The untimed first run lets host buffers settle.
             _, metrics, _, times = _timed_rounds(lambda st: compiled(st, *inputs), state, reps)
             loss = float(metrics["client_loss_first"])
-            name = ("vmap" if devices == 1 else "shard") + ("-laxconv" if conv == "lax" else "")
+            name = ("vmap" if devices == 1 else "shard") + (
+                "-benchpatchconv" if conv == "patches" else "")
             emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
                                  flops_update, peak, measure, extra={
                                      "lower_s": lower_s, "compile_s": compile_s,
@@ -130,19 +162,33 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
                                      "round_program_flops_xla": round_flops,
                                      "client_loss_first": loss}))
             del state, inputs, compiled, eng
+        else:
+          raise ValueError(f"unknown strategy {strat!r}")
       except Exception as e:  # pylint: disable=broad-except
         # A failed row is reported, not hidden: the table shows the error.
         logging.exception("row %s/%s failed", run["name"], strat)
         emit(out_path, {**base, "kind": "error", "strategy": strat, "error": repr(e)[:500]})
 
 
+def reps_policy(cfg: mlc.ConfigDict, run: dict[str, Any]) -> dict[str, Any]:
+  """Timed repetitions of a row: >= `timed_rounds` (a run's `reps` may only raise it), more while
+  their total is under `min_timed_s` (fast rows), at most `max_timed_rounds`."""
+  min_reps = max(int(cfg.timed_rounds), int(run.get("reps", 0)))
+  return {"min_reps": min_reps, "min_total_s": float(cfg.get("min_timed_s", 0.0)),
+          "max_reps": max(min_reps, int(cfg.get("max_timed_rounds", min_reps)))}
+
+
 def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, peak, measure,
          extra=None):
   med = float(np.median(times))
   ups = clients_timed / med
+  per_update = w.local_steps * w.batch_size
+  ups_spread = measure.rate_spread(clients_timed, times)
   row = {**base, "strategy": strategy, "chunk": chunk, "round_s": times,
-         "client_updates_per_s": ups,
-         "images_per_s": ups * w.local_steps * w.batch_size,
+         "round_s_spread": measure.spread(times),
+         "client_updates_per_s": ups, "client_updates_per_s_spread": ups_spread,
+         "images_per_s": ups * per_update,
+         "images_per_s_spread": measure.rate_spread(clients_timed * per_update, times),
          "flops_per_update": flops_update,
          "mfu": flops_update * ups / peak,
          "peak_rss_bytes": measure.peak_rss_bytes(),
@@ -154,22 +200,27 @@ def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, 
 
 
 def _timed_rounds(round_call, state, reps):
-  """One untimed round, then `reps` timed ones; returns (state, metrics, first_s, times)."""
+  """One untimed round (awaited), then timed ones per `reps` (`reps_policy`).
+
+  Returns (state, metrics, first_s, times). The round donates its state, so the state is
+  threaded through the calls.
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   state, metrics, _ = round_call(state)
   jax.block_until_ready(state)
   first = time.perf_counter() - t0
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    state, metrics, _ = round_call(state)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
-  return state, metrics, first, times
+  box = {"state": state, "metrics": metrics}
+
+  def one():
+    box["state"], box["metrics"], _ = round_call(box["state"])
+    return box["state"]
+  times = measure.timed_reps(one, **reps)
+  return box["state"], box["metrics"], first, times
 
 
-def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path):
+def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path, streams=0):
   """The engine's host-loop round (the CPU default): timed like the compiled rounds.
 
   There is no separate compile step to time (each jitted piece compiles on first use), so the
@@ -179,7 +230,9 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
   measure.reset_peak_rss()
-  eng = strategies.EngineRound(w, mesh, 1, conv_impl="lax", execution="host_loop")
+  from fedface_jax.federated import host_loop  # pylint: disable=g-import-not-at-top
+  eng = strategies.EngineRound(w, mesh, 1, conv_impl="lax", execution="host_loop",
+                               streams=streams)
   state = eng.init_state(params, data.class_embeddings)
   t0 = time.perf_counter()
   inputs = eng.round_inputs(data.images, np.arange(w.num_clients))
@@ -187,42 +240,67 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   data_s = time.perf_counter() - t0
   _, metrics, first, times = _timed_rounds(lambda st: eng(st, inputs), state, reps)
   med = float(np.median(times))
-  emit(out_path, _row(base, "host_loop", None, w.num_clients, w, times, first, flops_update,
+  name = "host_loop-1stream" if streams == 1 else "host_loop"
+  emit(out_path, _row(base, name, None, w.num_clients, w, times, first, flops_update,
                        peak, measure, extra={
+                           "streams": host_loop.num_streams(streams),
                            "compile_s": max(first - med, 0.0), "data_s": data_s,
                            "data_share": data_s / (data_s + med),
                            "client_loss_first": float(metrics["client_loss_first"])}))
 
 
-def _centralised(base, w, data, params, cfg, reps, flops_update, peak, out_path):
-  """Same images, same model, large SGD batches: the ceiling for images/s."""
+def centralised_streams(cfg: mlc.ConfigDict) -> list[int]:
+  """Stream counts the ceiling is measured at: `centralised_streams` (0 = the host loop's auto).
+
+  The host loop runs `host_loop.num_streams(0)` threads by default and the compiled round one
+  stream, so the default (1, 0) gives a ceiling with the same thread count as each.
+  """
+  from fedface_jax.federated import host_loop  # pylint: disable=g-import-not-at-top
+  return sorted({host_loop.num_streams(int(s)) for s in cfg.get("centralised_streams", (1, 0))})
+
+
+def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path):
+  """Same images, same model, plain SGD at each batch size and stream count: the ceiling.
+
+  One row per (batch size, streams); the report takes the best images/s at the stream count of
+  the row it compares against as the ceiling and says which batch size won. The image pool is
+  the round's images (clients x images per client), capped at `centralised_max_images`
+  (activations of every image at once must fit in memory); "all" is that pool.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
-  measure.reset_peak_rss()
-  batch = int(cfg.centralised_batch)
+  cap = int(run.get("centralised_max_images", cfg.centralised_max_images))
   per_client = w.images_per_client
-  clients = max(1, min(w.num_clients, batch // per_client))
+  clients = max(1, min(w.num_clients, cap // per_client))
   images = data.images[:clients].reshape((-1,) + data.images.shape[2:])
   embs = np.repeat(data.class_embeddings[:clients], per_client, axis=0)
-  step = strategies.centralised_step_fn(w)
-  p = jax.tree.map(lambda x: x.copy(), params)
-  compiled, _, compile_s = measure.lower_and_compile(step, p, images, embs)
-  p = compiled(p, images, embs)
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    p = compiled(p, images, embs)
-    jax.block_until_ready(p)
-    times.append(time.perf_counter() - t0)
-  med = float(np.median(times))
-  ips = images.shape[0] / med
+  pool = images.shape[0]
   flops_img = flops_update / (w.local_steps * w.batch_size)
-  emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": images.shape[0],
-                   "round_s": times, "images_per_s": ips, "client_updates_per_s": None,
-                   "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
-                   "compile_s": compile_s, "peak_rss_bytes": measure.peak_rss_bytes(),
-                   "device_memory": measure.device_memory()})
+  for streams in centralised_streams(cfg):
+    for batch in strategies.centralised_batch_sizes(cfg.centralised_batches, pool):
+      measure.reset_peak_rss()
+      cen = strategies.Centralised(w, params, images, embs, batch, streams)
+      t0 = time.perf_counter()
+      jax.block_until_ready(cen())          # compile + warm-up, awaited before any timing
+      first = time.perf_counter() - t0
+      times = measure.timed_reps(cen, **reps)
+      cen.close()
+      med = float(np.median(times))
+      ips = cen.images_per_call / med
+      emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": batch,
+                       "batch_is_all": batch == pool, "pool_images": pool,
+                       "images_per_call": cen.images_per_call, "streams": streams,
+                       # A pool of fewer batches than streams leaves threads idle.
+                       "active_streams": min(streams, cen.steps),
+                       "round_s": times, "round_s_spread": measure.spread(times),
+                       "images_per_s": ips,
+                       "images_per_s_spread": measure.rate_spread(cen.images_per_call, times),
+                       "client_updates_per_s": None,
+                       "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
+                       "first_call_s": first, "peak_rss_bytes": measure.peak_rss_bytes(),
+                       "device_memory": measure.device_memory()})
+      del cen
 
 
 # ------------------------------------------------------------------------------------------------

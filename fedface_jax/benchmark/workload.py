@@ -43,6 +43,10 @@ BENCH_MODELS: dict[str, tuple[int, int, int]] = {
     "bench_cnn_small": (16, 32, 64),
     "bench_cnn_large": (32, 64, 128),
 }
+# The engine's own backbones (fedface_jax.models registry) a workload may name instead, for the
+# real FedFace workload rows. Their params come from the model's flax init (seeded); the peers
+# run only the benchmark CNNs, whose init is framework-neutral (`init_flat_params`).
+ENGINE_MODELS = ("resnet_small", "sphere20")
 # FedFace's positive-only margin: loss = mean(max(0, POSITIVE_MARGIN - cos(e, w_c))^2).
 POSITIVE_MARGIN = 0.9
 # Floor of the norms in the L2 normalisations (as torch.nn.functional.normalize).
@@ -65,7 +69,7 @@ class Workload:
     image_size: (H, W) of the uint8 RGB images.
     local_steps: SGD steps each client takes per round.
     batch_size: images per local step (batches cycle over the client's images).
-    model: one of `BENCH_MODELS`.
+    model: one of `BENCH_MODELS` (peers too) or `ENGINE_MODELS` (ours only).
     embedding_dim: size D of the embeddings and class embeddings.
     lr: client SGD learning rate.
     seed: seed of the synthetic data and of the model initialisation (`init_flat_params`).
@@ -94,8 +98,9 @@ class Workload:
     if (len(self.image_size) != 2 or
         any(isinstance(s, bool) or not isinstance(s, int) or s < 4 for s in self.image_size)):
       raise ValueError(f"Workload.image_size must be two ints >= 4, got {self.image_size!r}")
-    if self.model not in BENCH_MODELS:
-      raise ValueError(f"Workload.model must be one of {sorted(BENCH_MODELS)}, got {self.model!r}")
+    if self.model not in BENCH_MODELS and self.model not in ENGINE_MODELS:
+      raise ValueError(f"Workload.model must be one of {sorted(BENCH_MODELS)} or "
+                       f"{list(ENGINE_MODELS)}, got {self.model!r}")
     if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
       raise ValueError(f"Workload.lr must be a positive finite number, got {self.lr!r}")
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -103,6 +108,8 @@ class Workload:
 
   @property
   def channels(self) -> tuple[int, int, int]:
+    if self.model not in BENCH_MODELS:
+      raise ValueError(f"{self.model} is not a benchmark CNN: no fixed channel triple")
     return BENCH_MODELS[self.model]
 
   @property
@@ -271,7 +278,14 @@ def create_bench_model(name: str, embedding_dim: int = 128, conv_impl: str = "la
   return BenchCNN(channels=BENCH_MODELS[name], embedding_dim=embedding_dim, conv_impl=conv_impl)
 
 
-def workload_model(workload: Workload, conv_impl: str = "lax") -> BenchCNN:
+def workload_model(workload: Workload, conv_impl: str = "lax") -> nn.Module:
+  """The workload's model: a benchmark CNN, or the engine's registry backbone (own convs)."""
+  if workload.model in ENGINE_MODELS:
+    if conv_impl != "lax":
+      raise ValueError(f"{workload.model} has only its own convolutions; conv_impl "
+                       f"{conv_impl!r} is for the benchmark CNNs")
+    from fedface_jax import models  # pylint: disable=g-import-not-at-top
+    return models.create_model(workload.model, embedding_dim=workload.embedding_dim)
   return create_bench_model(workload.model, workload.embedding_dim, conv_impl)
 
 
@@ -330,7 +344,14 @@ def init_flat_params(workload: Workload) -> dict[str, np.ndarray]:
 
 
 def init_params(workload: Workload) -> Params:
-  """Initial server params as a flax params tree (see `init_flat_params`)."""
+  """Initial server params as a flax params tree (see `init_flat_params`).
+
+  An engine backbone (`ENGINE_MODELS`) is initialised by its own flax init from `seed`.
+  """
+  if workload.model in ENGINE_MODELS:
+    h, w = workload.image_size
+    x = jnp.zeros((1, h, w, 3), jnp.float32)
+    return jax.jit(workload_model(workload).init)(jax.random.key(workload.seed), x)["params"]
   return flat_to_params(init_flat_params(workload))
 
 
@@ -457,6 +478,8 @@ def write_reference(path: str | os.PathLike[str], workload: Workload, num_rounds
   Contents: `workload` (the JSON), `init/<name>` (the initial params) and `round<r>/<name>` for
   r in 1..num_rounds (the server params after `sequential_round`), names from `PARAM_NAMES`.
   """
+  if workload.model not in BENCH_MODELS:
+    raise ValueError(f"a peer reference needs a benchmark CNN, not {workload.model!r}")
   data = synthetic_client_data(workload)
   params = init_params(workload)
   arrays = {"workload": np.array(workload.to_json())}
