@@ -67,6 +67,7 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
       # auto = host loop on a one-device CPU, one compiled program otherwise.
       execution="auto",
       host_loop_streams=0,   # host loop: concurrent client streams (0 = one per CPU core)
+      host_loop_fused_steps=1,   # host loop: local steps unrolled per jitted call (0/1: one)
       unroll_loops="off",   # "on": unroll the compiled round's lax.scan loops
       class_init="mean_feature", seed=seed, checkpoint_every_rounds=5,
       # Where a client's class row comes from: frozen | reestimate | client_trained

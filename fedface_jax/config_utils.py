@@ -168,6 +168,8 @@ RESUME_NEUTRAL_KEYS = {
     "federated.execution": "compiled and host_loop run the same per-client math "
                            "(tests/test_host_loop.py), only scheduled differently",
     "federated.host_loop_streams": "how many clients the host loop runs concurrently",
+    "federated.host_loop_fused_steps": "how many of the same local steps one host-loop call "
+                                       "runs (tests/test_host_loop.py)",
     "federated.unroll_loops": "unrolls the same lax.scan loops",
     "federated.clients_per_chunk": "how many clients one vmap holds; clients are independent "
                                    "and padded slots have zero weight",

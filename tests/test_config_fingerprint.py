@@ -107,7 +107,8 @@ def test_resume_diff_ignores_neutral_keys_only():
   neutral = {"checkpoint_every_steps": 7, "keep_checkpoints": 9, "log_every_steps": 3,
              "eval.every_rounds": 5, "eval.at_round_0": False,
              "federated.checkpoint_every_rounds": 1, "federated.execution": "compiled",
-             "federated.host_loop_streams": 2, "federated.unroll_loops": "on",
+             "federated.host_loop_streams": 2, "federated.host_loop_fused_steps": 3,
+             "federated.unroll_loops": "on",
              "federated.clients_per_chunk": 1, "federated.spreadout.block_size": 8}
   assert set(neutral) == set(config_utils.RESUME_NEUTRAL_KEYS)
   assert config_utils.config_diff(config, _changed(config, neutral))  # they do differ...

@@ -10,14 +10,16 @@ import pytest
 
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
+from fedface_jax.federated import host_loop
 from fedface_jax.federated import loops
 from tests import federated_fixtures as ff
 
 
-def _run(cfg, execution, streams=2, rounds=2, poison=()):
+def _run(cfg, execution, streams=2, rounds=2, poison=(), fused=1):
   c = alg_lib.apply_method(cfg)
   c.execution = execution
   c.host_loop_streams = streams
+  c.host_loop_fused_steps = fused
   return ff.run_rounds(sh.make_mesh(1, 1, jax.devices()[:1]), c, rounds=rounds, poison=poison)
 
 
@@ -74,6 +76,27 @@ def test_host_loop_streams_are_deterministic_and_agree():
   _assert_same_run(one, three_a)
   with pytest.raises(ValueError, match="host_loop_streams"):
     _run(cfg, "host_loop", streams=-1)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_fused_local_steps_equal_one_step_per_call(streams):
+  """F=2 local steps per call: the same round as one step per call.
+
+  Covers every call shape: 1 step (one whole call), 3 = 2 + 1 and 4 = 2 + 2 (open, close;
+  local_epochs mode, batch 1, clients of 3 and 4 images) and 5 = 2 + 2 + 1 (open, mid, close).
+  """
+  cfg = ff.tiny_cfg("fedface_nosp")
+  cfg.clients_per_round = 11
+  cases = []
+  for steps, epochs, batch in ((1, 0, 3), (5, 0, 3), (2, 1, 1)):
+    cfg.client.local_steps, cfg.client.local_epochs, cfg.client.batch_size = steps, epochs, batch
+    cases.append((_run(cfg, "host_loop", streams=streams, rounds=1, fused=1),
+                  _run(cfg, "host_loop", streams=streams, rounds=1, fused=2)))
+  for a, b in cases:
+    _assert_same_run(a, b, rtol=0, atol=0)
+  assert host_loop.step_blocks(5, 2) == [2, 2, 1] and host_loop.step_blocks(3, 5) == [3]
+  with pytest.raises(ValueError, match="host_loop_fused_steps"):
+    _run(cfg, "host_loop", fused=-1)
 
 
 def test_execution_setting_is_resolved_per_mesh_and_validated():

@@ -22,6 +22,12 @@ The running sums and the per-client outputs stay on the device, updated in place
 buffers); nothing is copied back to the host until the round's metrics. Clients run in a few
 concurrent streams (`federated.host_loop_streams`, default one per core), merged in a fixed
 order so that the round stays deterministic.
+
+A client of several local steps pays one dispatch per step. `federated.host_loop_fused_steps`
+= F > 1 runs up to F steps per call instead: a client of s steps takes ceil(s/F) calls, the
+first also opening the client and the last also accumulating its contribution. The steps are
+unrolled in Python inside the jitted function (a static count), not a `lax.scan`/`fori_loop`:
+a loop body would lose XLA:CPU's fast convolution path, which is why this module exists.
 """
 
 from __future__ import annotations
@@ -56,6 +62,20 @@ def num_streams(setting) -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def fused_steps(setting) -> int:
+  """Local steps per jitted call for `federated.host_loop_fused_steps` (0 and 1: one per call)."""
+  setting = int(setting or 0)
+  if setting < 0:
+    raise ValueError(
+        f"federated.host_loop_fused_steps must be >= 0 (0 or 1 = one step per call), got {setting}")
+  return max(1, setting)
+
+
+def step_blocks(steps: int, fused: int) -> list[int]:
+  """How many local steps each call of a client of `steps` steps runs: F, F, ..., the rest."""
+  return [min(fused, steps - t) for t in range(0, steps, fused)]
+
+
 def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
                        hooks: hooks_lib.AlgorithmHooks | None = None):
   """Returns `phase(inputs: RoundInputs) -> (RoundSums, ClientOutputs [M])`.
@@ -72,6 +92,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
   rerun and on resume) whatever the thread timing.
   """
   streams = num_streams(cfg.get("host_loop_streams", 0))
+  fused = fused_steps(cfg.get("host_loop_fused_steps", 0))
   local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding, hooks)
   contribution = rounds.make_client_contribution(cfg)
 
@@ -107,6 +128,48 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
     state = open_client(inputs, c)
     state, loss = local.step(state, inputs.images[c], 0)
     return accumulate(acc, inputs, state, loss, loss, c)
+
+  def run_steps(state, images, c, t0, n):
+    """n local steps from step t0, unrolled (n is static): no loop body for XLA:CPU."""
+    losses = []
+    for i in range(n):
+      state, loss = local.step(state, images[c], t0 + i)
+      losses.append(loss)
+    return state, losses[0], losses[-1]
+
+  # Fused calls (F > 1). `n` is static: each distinct block length compiles once (jit's cache).
+  @functools.partial(jax.jit, static_argnums=(2,))
+  def open_block(inputs, c, n):
+    """Start a client and run its first n steps: (state, loss of step 0, loss of step n-1)."""
+    return run_steps(open_client(inputs, c), inputs.images, c, 0, n)
+
+  @functools.partial(jax.jit, static_argnums=(4,), donate_argnums=(0,))
+  def mid_block(state, images, c, t0, n):
+    state, _, loss = run_steps(state, images, c, t0, n)
+    return state, loss
+
+  @functools.partial(jax.jit, static_argnums=(6,), donate_argnums=(0,))
+  def close_block(acc, inputs, state, loss_first, c, t0, n):
+    """The client's last n steps, then its contribution added to the stream's sums."""
+    state, _, loss = run_steps(state, inputs.images, c, t0, n)
+    return accumulate(acc, inputs, state, loss_first, loss, c)
+
+  @functools.partial(jax.jit, static_argnums=(3,), donate_argnums=(0,))
+  def whole_block(acc, inputs, c, n):
+    """A client of n <= F steps in one call (`solo` for n steps)."""
+    state, loss_first, loss = run_steps(open_client(inputs, c), inputs.images, c, 0, n)
+    return accumulate(acc, inputs, state, loss_first, loss, c)
+
+  def run_client_fused(acc, inputs, c, s):
+    blocks = step_blocks(s, fused)
+    if len(blocks) == 1:
+      return whole_block(acc, inputs, c, blocks[0])
+    state, loss_first, _ = open_block(inputs, c, blocks[0])
+    t = blocks[0]
+    for n in blocks[1:-1]:
+      state, _ = mid_block(state, inputs.images, c, t, n)
+      t += n
+    return close_block(acc, inputs, state, loss_first, c, t, blocks[-1])
 
   def one_client(inputs):
     state, loss = local.step(open_client(inputs, 0), inputs.images[0], 0)
@@ -144,6 +207,9 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
     def run_stream(k):
       acc = empty_sums(inputs)
       for c in clients[k::active]:
+        if fused > 1:
+          acc = run_client_fused(acc, inputs, c, int(steps[c]))
+          continue
         if steps[c] == 1:
           acc = solo(acc, inputs, c)
           continue
