@@ -58,14 +58,16 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 ## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
-## The FedFace study (gate, selection on validation, final table with CIs) took ~1.7 h on 2 shared cores.
+## The FedFace study (gate, 8-variant selection on validation, final table with CIs) took 83 min on 2 cores.
 # The variants the committed selection block compared (all of them: STUDY_VARIANTS=).
 STUDY_VARIANTS ?= --variants=frozen+row_sum,frozen+row_sum+m0.9,frozen+row_sum+public+m0.9,client_trained+row_sum+m0.9,frozen+row_sum+m0.9+lr2,frozen+row_sum+m0.9+lr4,frozen+row_sum+m0.9+lr8,frozen+row_sum+m0.9+lr16
 results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
 	    --workroot runs/study --stage=all --update_results_md $(STUDY_VARIANTS)
 	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60
-	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= --defence_noise=0.1
+	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= \
+	    --defence_noise=0.01,0.1,1
+	$(BIN)/python -m launch.privacy_utility --suite=synthetic
 	$(BIN)/python -m launch.train_prior --config experiments/prior_synthetic.py:variant=demo,steps=400 \
 	    --workdir runs/prior/synthetic_demo_400
 	$(BIN)/python -m launch.attack --config experiments/attack_synthetic.py:variant=demo,pretrained=runs/demo/pretrain \
