@@ -19,10 +19,13 @@ import ml_collections as mlc
 from experiments import attack_celeba
 from experiments import attack_synthetic
 from experiments import fedface_celeba
-from experiments import fedface_synthetic
+from experiments import fedface_study_synthetic
 
 SUITES = ("synthetic", "celeba")
 SWEEPS = ("victims", "images", "tau", "dp", "secure_aggregation", "class_embedding")
+# The FedFace variant chosen on validation by the synthetic study (fedface-study-synthetic-selection).
+STUDY_FEDFACE = ("method=fedface,class_embedding=frozen,reduction=row_sum,server_momentum=0.9,"
+                 "server_lr=8.0")
 DEFAULT_PRETRAINED = {"synthetic": "runs/demo/pretrain", "celeba": "runs/celeba/pretrain"}
 
 
@@ -142,8 +145,12 @@ def point_config(scfg: mlc.ConfigDict, p: Point, seed: int = 0) -> mlc.ConfigDic
 def fedface_config(scfg: mlc.ConfigDict) -> mlc.ConfigDict:
   """The FedFace run whose TAR@FAR under DP is the defence's cost (one evaluation at the end)."""
   if scfg.suite == "synthetic":
-    config = fedface_synthetic.get_config(
-        f"variant=demo,method=fedface,pretrained={scfg.pretrained}")
+    # The study's FedFace (the variant its validation identities chose, RESULTS.md) on the
+    # study's faces, from the same theta_0 the attack uses (the demo's), scored on the
+    # evaluation identities: the utility side of the privacy-utility figure.
+    config = fedface_study_synthetic.get_config(
+        f"{STUDY_FEDFACE},pretrained={scfg.pretrained}")
+    config.eval.split = "evaluation"
   else:
     config = fedface_celeba.get_config("method=fedface")
     config.pretrained_backbone = os.path.join(scfg.pretrained, "backbone")

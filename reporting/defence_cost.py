@@ -1,7 +1,8 @@
 """The other side of the DP trade-off: what DP-FedAvg costs FedFace's TAR@FAR.
 
 `defence_cost` runs FedFace itself with the DP settings that blunt the attack
-(`reporting/attack_sweeps.py`), for the rounds of `experiments/fedface_synthetic.py`, evaluated by
+(`reporting/attack_sweeps.py`), for the rounds of the suite's FedFace config
+(`experiments/attack_sweeps.fedface_config`), evaluated by
 TAR@FAR on held-out identities (`federated.engine.run`), so that the noise is reported next to
 what it costs the face recogniser (RESULTS.md `attack-<suite>` block, `--defence_cost`).
 """
