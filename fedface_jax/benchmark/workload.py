@@ -224,7 +224,7 @@ class PatchConv(nn.Module):
 
   Why: under `jax.vmap` over clients, every client has its own weight gradient (and, after the
   first local step, its own weights). XLA lowers a vmapped `lax.conv` weight gradient to a
-  grouped convolution, which the CPU backend runs ~5x slower than the equivalent batched
+  grouped convolution, which the CPU backend runs much slower than the equivalent batched
   matmul. Written as patches @ kernel, the vmapped program is batched GEMMs instead. The
   numbers are those of `nn.Conv` (same HWIO kernel, same bias) to float rounding.
   """
