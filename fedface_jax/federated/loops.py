@@ -22,8 +22,9 @@ XLA:CPU compiles a `while` body without its fast convolution path, so a plain
 (un-vmapped) CNN gradient step runs much slower inside a `lax.scan` than the
 same steps unrolled. In the engine's round, though, the vmapped (grouped)
 convolutions dominate and unrolling multiplies compile time: the synthetic demo's
-rounds were slower unrolled, compile included. The default is therefore "off"; "on" is there to try on a backend or
-workload where the loop body is the bottleneck.
+rounds were slower unrolled, compile included. The default is therefore "off";
+"on" is there to try on a backend or workload where the loop body is the
+bottleneck.
 
 `federated.unroll_loops`: "off" (default) | "on". The local-step loop is
 unrolled fully; the loop over client chunks up to `MAX_CHUNK_UNROLL` iterations.
