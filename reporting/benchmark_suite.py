@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -221,8 +220,8 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   if "peers" in parts:
     run_peers(cfg, workdir, out_path, config_args)
   meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
-          "config": " ".join(config_args), "parts": list(parts), "machine": machine_info(),
-          "versions": versions()}
+          "config": " ".join(config_args), "parts": list(parts),
+          "machine": results_md.machine_info(), "versions": versions()}
   meta_path = os.path.join(workdir, "meta.json")
   if cfg.get("append", False) and os.path.isfile(meta_path):
     # Appended invocations: keep the first start time and list every command.
@@ -258,18 +257,6 @@ def write_results_and_report(cfg: mlc.ConfigDict, workdir: str, meta: dict[str, 
   report = cfg.get("report_path", "") or os.path.join(workdir, "BENCHMARKS.md")
   return benchmark_report.write_report(report, paths["cpu"] or None, paths["gpu"] or None,
                                        cfg.get("roofline_json", "") or None)
-
-
-def machine_info() -> dict[str, Any]:
-  info = {"platform": platform.platform(), "python": platform.python_version(),
-          "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
-  info["cpu"] = results_md.cpu_name()
-  try:
-    with open("/proc/meminfo") as f:
-      info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-  except OSError:
-    pass
-  return info
 
 
 def versions() -> dict[str, str]:

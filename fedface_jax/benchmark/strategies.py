@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from fedface_jax import losses
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import workload as wl
 from fedface_jax.federated import algorithm
@@ -209,7 +210,7 @@ def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
 
   def loss(params, images_u8, class_embs):
     emb = model.apply({"params": params}, wl.preprocess(images_u8))
-    cos = jnp.sum(emb * wl.l2_normalize(class_embs), -1)
+    cos = jnp.sum(emb * losses.l2_normalize(class_embs), -1)
     return jnp.mean(jnp.square(jax.nn.relu(wl.POSITIVE_MARGIN - cos)))
 
   def step(params, images_u8, class_embs):

@@ -174,7 +174,7 @@ class FederatedAlgorithm:
         jax.ShapeDtypeStruct((2,), jnp.uint32),
         (jax.ShapeDtypeStruct((num_public, cfg.embedding_dim), jnp.float32)
          if num_public else None))
-    self.state_sharding = state_sharding(abstract, mesh)
+    self.state_sharding = sh.state_sharding(abstract, mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_sharding)
@@ -207,18 +207,6 @@ class FederatedAlgorithm:
     """One round on placed `round_data`; `state` is donated. Returns (state, metrics)."""
     state, metrics, _ = self.round_fn(state, round_data)
     return state, metrics
-
-
-def state_sharding(abstract, mesh):
-  """Class table and per-client store split over "classes"; everything else replicated."""
-  def rule(path, leaf):
-    del leaf
-    top = jax.tree_util.keystr(path[:1])
-    if top in ("['table']", "['clients']"):
-      return sh.table_sharded(mesh) if top == "['table']" else jax.NamedSharding(
-          mesh, jax.sharding.PartitionSpec(sh.CLASSES))
-    return sh.replicated(mesh)
-  return jax.tree_util.tree_map_with_path(rule, abstract)
 
 
 def round_config(cfg: mlc.ConfigDict, num_clients: int, mesh) -> mlc.ConfigDict:

@@ -67,19 +67,6 @@ def train_faces(config: mlc.ConfigDict, splits: dict):
   return parts[0] if len(parts) == 1 else data_lib.FaceArrays.concatenate(parts)
 
 
-def _state_sharding(abstract_state, mesh):
-  """Table-shaped leaves (the table and its optimiser moments) go on "classes"."""
-  table_shape = abstract_state["table"].shape
-
-  def rule(path, leaf):
-    keys = jax.tree_util.keystr(path)
-    if "table" in keys and getattr(leaf, "shape", None) == table_shape:
-      return sh.table_sharded(mesh)
-    return sh.replicated(mesh)
-
-  return jax.tree_util.tree_map_with_path(rule, abstract_state)
-
-
 def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
   mesh_cfg = config.mesh
   mesh = sh.make_mesh(None if mesh_cfg.data < 0 else mesh_cfg.data, mesh_cfg.classes)
@@ -100,7 +87,7 @@ def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
             "step": jnp.zeros((), jnp.int32)}
 
   abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sharding = _state_sharding(abstract, mesh)
+  state_sharding = sh.state_sharding(abstract, mesh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, state_sharding)
