@@ -170,21 +170,14 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
   return proc.returncode
 
 
-def config_args(argv: list[str]) -> list[str]:
-  """`--config=<file>` and every `--config.<key>=<value>` override, as the workers need them."""
-  out, i = [], 0
-  while i < len(argv):
-    a = argv[i]
-    if a == "--config" or (a.startswith("--config.") and "=" not in a):
-      out.append(f"{a}={argv[i + 1]}" if i + 1 < len(argv) else a)
-      i += 2
-      continue
-    if a.startswith(("--config=", "--config.")):
-      out.append(a)
-    i += 1
-  if not any(a.startswith("--config=") for a in out):
-    out.insert(0, "--config=experiments/benchmark_cpu.py")
-  return out
+def config_args(config_file: str, overrides: dict[str, Any]) -> list[str]:
+  """`--config=<file[:arg]>` and one `--config.<key>=<value>` per override, as the workers need.
+
+  `config_file` and `overrides` are what the parent's config flag parsed
+  (`config_flags.get_config_filename` / `get_override_values`); each value is written back in the
+  flag syntax (tuples as Python literals), so a worker rebuilds the parent's config exactly.
+  """
+  return [f"--config={config_file}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command: str,
