@@ -79,7 +79,7 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
   and the report publishes only rows whose check passed. Failures become error rows.
   """
   config_args = list(config_args or [])
-  rtol = float(cfg.get("peer_reference_rtol", 1e-4))
+  rtol = float(cfg.peer_reference_rtol)
   refs: dict[str, str] = {}
   for peer in cfg.peers:
     peer = dict(peer)
@@ -108,8 +108,8 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
       worker.emit(out_path, {**base, "kind": "error", "error": repr(e)[:500]})
       continue
     wpath = refs[run["name"]][:-len("_ref.npz")] + ".json"
-    rounds = int(peer.get("rounds", cfg.get("peer_rounds_per_block", 2)))
-    for block in range(int(cfg.get("peer_blocks", 1))):
+    rounds = int(peer.get("rounds", cfg.peer_rounds_per_block))
+    for block in range(int(cfg.peer_blocks)):
       tag = f"{peer['venv']}_{run['name']}_b{block}"
       rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
                                       f"--config.paired_run={run['name']}",
@@ -191,7 +191,7 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   out_path = os.path.join(workdir, "results.jsonl")
-  if not cfg.get("append", False) and os.path.exists(out_path):
+  if not cfg.append and os.path.exists(out_path):
     os.remove(out_path)
   started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
   t0 = time.perf_counter()
@@ -216,7 +216,7 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
           "config": " ".join(config_args), "parts": list(parts),
           "machine": results_md.machine_info(), "versions": versions()}
   meta_path = os.path.join(workdir, "meta.json")
-  if cfg.get("append", False) and os.path.isfile(meta_path):
+  if cfg.append and os.path.isfile(meta_path):
     # Appended invocations: keep the first start time and list every command.
     with open(meta_path) as f:
       old = json.load(f)
@@ -237,19 +237,19 @@ def write_results_and_report(cfg: mlc.ConfigDict, workdir: str, meta: dict[str, 
   section; the other section comes from its committed JSON, if any).
   """
   rows = benchmark_report.load_rows(os.path.join(workdir, "results.jsonl"))
-  res_path = cfg.get("results_json", "") or os.path.join(workdir, "results.json")
+  res_path = cfg.results_json or os.path.join(workdir, "results.json")
   os.makedirs(os.path.dirname(os.path.abspath(res_path)), exist_ok=True)
   with open(res_path, "w") as f:
     json.dump({"meta": meta, "rows": rows}, f, indent=0)
     f.write("\n")
-  paths = {"cpu": cfg.get("cpu_results_json", ""), "gpu": cfg.get("gpu_results_json", "")}
-  role = cfg.get("results_role", "cpu")
+  paths = {"cpu": cfg.cpu_results_json, "gpu": cfg.gpu_results_json}
+  role = cfg.results_role
   if role not in paths:
     raise ValueError(f"results_role must be 'cpu' or 'gpu', got {role!r}")
   paths[role] = res_path
-  report = cfg.get("report_path", "") or os.path.join(workdir, "BENCHMARKS.md")
+  report = cfg.report_path or os.path.join(workdir, "BENCHMARKS.md")
   return benchmark_report.write_report(report, paths["cpu"] or None, paths["gpu"] or None,
-                                       cfg.get("roofline_json", "") or None)
+                                       cfg.roofline_json or None)
 
 
 def versions() -> dict[str, str]:

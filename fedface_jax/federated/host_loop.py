@@ -91,8 +91,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
   sums; the sums are then added in stream order, so a round is deterministic (bit-identical on
   rerun and on resume) whatever the thread timing.
   """
-  streams = num_streams(cfg.get("host_loop_streams", 0))
-  fused = fused_steps(cfg.get("host_loop_fused_steps", 0))
+  streams = num_streams(cfg.host_loop_streams)
+  fused = fused_steps(cfg.host_loop_fused_steps)
   local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding, hooks)
   contribution = rounds.make_client_contribution(cfg)
 
