@@ -4,8 +4,8 @@ Why this exists: on XLA:CPU the compiled round (`rounds.make_clients_phase`: `la
 chunks and local steps, `vmap` within a chunk) loses the backend's fast convolution path. A
 convolution step inside a `while` loop runs much slower than at top level, and vmapped
 convolutions whose weights differ per client become grouped convolutions that are slower still
-(BENCHMARKS.md has the measured rounds). A Python loop that calls a jitted step for one client at a time
-keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
+(BENCHMARKS.md has the measured rounds). A Python loop that calls a jitted step for one client at
+a time keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
 milliseconds, so on CPU the host loop is the faster strategy. On GPU/TPU the opposite holds
 (launch-bound small steps), so `federated.execution="auto"` picks this only on a one-device CPU
 mesh (see `loops.resolve_execution`).

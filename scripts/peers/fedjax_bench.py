@@ -9,8 +9,8 @@ default `jit` backend: a Python loop over clients and batches of jitted steps).
 
 It runs in `.peer_venvs/fedjax` (scripts/setup_peer_venvs.sh) and cannot import fedface_jax,
 so `_common.py` (shared with the other peer) re-implements `synthetic_client_data` /
-`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks both that they
-match and that one FedJAX round gives our reference round's params.
+`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks
+both that they match and that one FedJAX round gives our reference round's params.
 
 Usage:
   .peer_venvs/fedjax/bin/python scripts/peers/fedjax_bench.py --workload w.json [--rounds 3]

@@ -17,8 +17,8 @@ are aggregated with the same `FedAvg.aggregate_train`. It is NOT Flower's simula
 
 It runs in `.peer_venvs/flower` (scripts/setup_peer_venvs.sh) and cannot import fedface_jax,
 so `_common.py` (shared with the other peer) re-implements `synthetic_client_data` /
-`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks both that they
-match and that the first Flower round gives our reference round's params.
+`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks
+both that they match and that the first Flower round gives our reference round's params.
 
 Usage:
   .peer_venvs/flower/bin/python scripts/peers/flower_bench.py --workload w.json [--rounds 3]
