@@ -6,21 +6,29 @@ module only removes the copy-paste of sections that are identical across them.
 
 import ml_collections as mlc
 
+from fedface_jax import data as data_lib
+
 FARS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def synthetic_data(num_identities=700, images_per_identity=20, image_size=(64, 64),
                    seed=0, difficulty=1.0):
-  return mlc.ConfigDict(dict(
+  """`config.data`: every key of `data.default_data_config()` (alignment: image_folder only)."""
+  c = data_lib.default_data_config()
+  c.update(dict(
       name="synthetic_faces", root="", num_identities=num_identities,
       images_per_identity=images_per_identity, image_size=image_size, seed=seed,
       difficulty=difficulty, data_dir="~/.cache/fedface_jax"))
+  return c
 
 
 def image_folder_data(root, image_size=(64, 64)):
-  return mlc.ConfigDict(dict(
+  """`config.data` for a <root>/<identity>/<image> folder (unaligned, centre-cropped)."""
+  c = data_lib.default_data_config()
+  c.update(dict(
       name="image_folder", root=root, num_identities=0, images_per_identity=0,
       image_size=image_size, seed=0, difficulty=0.0, data_dir="~/.cache/fedface_jax"))
+  return c
 
 
 def splits(pretrain, federated, evaluation=-1, seed=0, min_images_per_identity=2):
@@ -30,24 +38,52 @@ def splits(pretrain, federated, evaluation=-1, seed=0, min_images_per_identity=2
                              min_images_per_identity=min_images_per_identity))
 
 
-def evaluation(flip=True, num_impostor_pairs=200_000, every_rounds=0):
+def evaluation(flip=True, num_impostor_pairs=200_000, every_rounds=0, split="evaluation"):
+  """In-run evaluation; `split`: the identities it uses (a study that tunes: "validation")."""
   return mlc.ConfigDict(dict(flip=flip, num_impostor_pairs=num_impostor_pairs,
-                             fars=FARS, every_rounds=every_rounds, at_round_0=True))
+                             fars=FARS, every_rounds=every_rounds, at_round_0=True, split=split))
+
+
+def model(name, embedding_dim, kwargs=None, dtype="float32", remat=False, pretrained=""):
+  """`config.model` (`fedface_jax.models.from_config`).
+
+  dtype: compute dtype ("bfloat16": mixed precision); remat: rematerialise each stage;
+  pretrained: weights shipped with an installed package (e.g. "dlib") instead of
+  `config.pretrained_backbone`.
+  """
+  return mlc.ConfigDict(dict(name=name, embedding_dim=embedding_dim, kwargs=dict(kwargs or {}),
+                             dtype=dtype, remat=remat, pretrained=pretrained))
+
+
+def optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+              weight_decay=0.0, grad_clip_norm=0.0, schedule="constant", warmup_steps=0,
+              final_lr_fraction=0.0, decay_at=(0.5, 0.75)):
+  """An optimizer section (`fedface_jax.optim.create_optimizer`) with every key it may read.
+
+  name: sgd | momentum | adam | adamw (momentum/nesterov: momentum only; b1/b2: adam only).
+  schedule: constant | cosine | warmup_cosine (warmup_steps, final_lr_fraction) | step (decay by
+  10x at the fractions `decay_at` of training). weight_decay: decoupled for adamw, added to the
+  gradient (kernels only) otherwise; grad_clip_norm 0 = no clipping.
+  """
+  return mlc.ConfigDict(dict(
+      name=name, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, b1=b1,
+      b2=b2, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm, schedule=schedule,
+      warmup_steps=warmup_steps, final_lr_fraction=final_lr_fraction, decay_at=decay_at))
 
 
 def pretrain_section(config, *, num_steps, batch_size, lr, warmup_steps=100,
                      scale=30.0, margin=0.35):
   """CosFace pretraining fields (SGD momentum, warmup + cosine decay)."""
   config.loss = mlc.ConfigDict(dict(name="cosface", scale=scale, margin=margin))
-  config.optimizer = mlc.ConfigDict(dict(
-      name="momentum", learning_rate=lr, momentum=0.9, nesterov=False,
-      schedule="warmup_cosine", warmup_steps=warmup_steps, final_lr_fraction=0.01,
-      weight_decay=5e-4, grad_clip_norm=0.0))
+  config.optimizer = optimizer(
+      "momentum", lr, momentum=0.9, nesterov=False, schedule="warmup_cosine",
+      warmup_steps=warmup_steps, final_lr_fraction=0.01, weight_decay=5e-4, grad_clip_norm=0.0)
   config.num_steps = num_steps
   config.batch_size = batch_size
   config.augment_flip = True
   config.train_split = "pretrain"
   config.init_backbone = ""
+  config.init_head = "random"   # or "mean_feature": each row starts at its identity's mean
   config.checkpoint_every_steps = max(num_steps // 4, 1)
   config.log_every_steps = 25
   config.keep_checkpoints = 2
@@ -77,18 +113,17 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
       client=dict(
           local_steps=local_steps, local_epochs=0, batch_size=batch_size,
           margin=0.9, augment_flip=True,
+          # positive_only (FedFace) | softmax_ce (federated/client_update.py)
+          local_loss="positive_only",
           # CosFace against {own row} + the public (pretraining) identities' mean features.
           public_negatives=dict(enabled=False, scale=30.0, margin=0.35),
-          optimizer=dict(name="momentum", learning_rate=client_lr, momentum=0.9,
-                         schedule="constant")),
-      server=dict(optimizer=dict(name="sgd", learning_rate=server_lr,
-                                 schedule="constant")),
+          optimizer=optimizer("momentum", client_lr, momentum=0.9)),
+      server=dict(optimizer=optimizer("sgd", server_lr)),
       # reduction: row_sum (per query row, summed over all rows; FedAwS) | pair_mean
       # (mean over pairs; FedFace authors' code, ~1/C weaker per row).
       spreadout=dict(enabled=True, margin=0.3, weight=spread_weight, reduction="row_sum",
                      steps=spread_steps, block_size=4096,
-                     optimizer=dict(name="momentum", learning_rate=spread_lr,
-                                    momentum=0.9, schedule="constant")),
+                     optimizer=optimizer("momentum", spread_lr, momentum=0.9)),
       # Defences (federated/rounds.py): DP-FedAvg and simulated secure aggregation.
       dp=dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0,
               accounting="rdp"),
@@ -113,8 +148,7 @@ def apply_study_args(federated, arg):
 def server_step(federated, momentum=0.0, lr=1.0):
   """FedAvgM (Hsu et al. 2019): server momentum on the averaged client delta; 0 = plain FedAvg."""
   if momentum:
-    federated.server.optimizer = mlc.ConfigDict(dict(
-        name="momentum", learning_rate=lr, momentum=momentum, schedule="constant"))
+    federated.server.optimizer = optimizer("momentum", lr, momentum=momentum)
   else:
     federated.server.optimizer.learning_rate = lr
   return federated

@@ -32,8 +32,7 @@ def get_config(arg=None):
   config.data.align_on_failure = "keep"  # keeps every image, hence the identity split
   config.data.align_upsample = 0
   config.splits = common.splits(pretrain=120, federated=60, evaluation=-1)
-  config.model = mlc.ConfigDict(dict(name="dlib_resnet", embedding_dim=128, kwargs={},
-                                     pretrained="dlib"))
+  config.model = common.model("dlib_resnet", 128, pretrained="dlib")
   config.eval = common.evaluation()
   config.mesh = common.mesh()
   return config

@@ -35,7 +35,7 @@ def get_config(arg=None):
   # 9,000 pretrain identities, 1,000 one-identity clients, the remaining ~575 held out.
   config.splits = common.splits(pretrain=9000, federated=1000, evaluation=-1,
                                 min_images_per_identity=2)
-  config.model = mlc.ConfigDict(dict(name="sphere64", embedding_dim=512, kwargs={}))
+  config.model = common.model("sphere64", 512)
   # Reference pretraining: SGD momentum 0.9, lr 0.01 constant, batch 128, CosFace s=64 m=0.35.
   common.pretrain_section(config, num_steps=30 * 3232, batch_size=128, lr=0.01,
                           warmup_steps=0)

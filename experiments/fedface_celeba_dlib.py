@@ -34,4 +34,5 @@ def get_config(arg=None):
       batch_size=16, client_lr=0.003, clients_per_chunk=2)
   common.server_step(config.federated, float(arg.server_momentum))
   config.fault_injection = dict(nan_client_ids=())
+  config.keep_checkpoints = 2
   return config

@@ -36,8 +36,7 @@ def get_config(arg=None):
                                         image_size=(112, 96))
   config.splits = common.splits(pretrain=1000, federated=1500, evaluation=-1)
   config.splits.validation = 100
-  config.model = mlc.ConfigDict(dict(name="sphere20", embedding_dim=512, dtype=arg.dtype,
-                                     remat=bool(int(arg.remat)), kwargs={}))
+  config.model = common.model("sphere20", 512, dtype=arg.dtype, remat=bool(int(arg.remat)))
   common.pretrain_section(config, num_steps=20_000, batch_size=256, lr=0.1)
   config.eval = common.evaluation(flip=True, num_impostor_pairs=1_000_000, every_rounds=10)
   config.eval.split = "validation"

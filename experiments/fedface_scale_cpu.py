@@ -31,8 +31,7 @@ def get_config(arg=None):
   config.data = common.synthetic_data(num_identities=1150, images_per_identity=4,
                                       image_size=(32, 32))
   config.splits = common.splits(pretrain=100, federated=1000, evaluation=-1)
-  config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128,
-                                     kwargs=dict(widths=(8, 16, 32, 64))))
+  config.model = common.model("resnet_small", 128, kwargs=dict(widths=(8, 16, 32, 64)))
   common.pretrain_section(config, num_steps=20, batch_size=64, lr=0.1, warmup_steps=0)
   config.eval = common.evaluation(flip=False, num_impostor_pairs=20_000)
   config.eval.at_round_0 = False   # a scale run: memory and round time, not TAR

@@ -33,7 +33,7 @@ def get_config(arg=None):
   config.data = common.image_folder_data(arg.root, image_size=(64, 64))
   config.splits = common.splits(pretrain=100, federated=60, evaluation=-1)
   config.splits.validation = 20
-  config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128, kwargs={}))
+  config.model = common.model("resnet_small", 128)
   common.pretrain_section(config, num_steps=600, batch_size=64, lr=0.1, warmup_steps=50)
   config.train_split = arg.train_split
   config.init_head = "random"

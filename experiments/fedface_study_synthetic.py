@@ -32,7 +32,7 @@ def get_config(arg=None):
                                       image_size=(32, 32))
   config.splits = common.splits(pretrain=100, federated=1000, evaluation=-1)
   config.splits.validation = 100
-  config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128, kwargs={}))
+  config.model = common.model("resnet_small", 128)
   common.pretrain_section(config, num_steps=1500, batch_size=128, lr=0.1)
   config.train_split = arg.train_split
   config.init_head = "random"

@@ -25,7 +25,7 @@ def get_config(arg=None):
   config.seed = 0
   config.data = common.image_folder_data(arg.root, image_size=(arg.size, arg.size))
   config.splits = common.splits(pretrain=120, federated=60, evaluation=-1)
-  config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128, kwargs={}))
+  config.model = common.model("resnet_small", 128)
   # ~2,300 pretrain images: 600 x 64 is ~17 epochs, minutes on two CPU cores.
   common.pretrain_section(config, num_steps=600, batch_size=64, lr=0.1, warmup_steps=50)
   config.eval = common.evaluation()

@@ -22,8 +22,7 @@ def get_config(arg=None):
     config.data = common.synthetic_data(num_identities=24, images_per_identity=6,
                                         image_size=(32, 32))
     config.splits = common.splits(pretrain=12, federated=6, evaluation=-1)
-    config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=32,
-                                       kwargs=dict(widths=(8, 16, 16, 32))))
+    config.model = common.model("resnet_small", 32, kwargs=dict(widths=(8, 16, 16, 32)))
     common.pretrain_section(config, num_steps=2, batch_size=16, lr=0.1, warmup_steps=0)
     config.eval = common.evaluation(flip=False, num_impostor_pairs=2000)
   elif arg.variant == "demo":
@@ -31,14 +30,14 @@ def get_config(arg=None):
     config.data = common.synthetic_data(num_identities=700, images_per_identity=20,
                                         image_size=(32, 32))
     config.splits = common.splits(pretrain=400, federated=150, evaluation=-1)
-    config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=128, kwargs={}))
+    config.model = common.model("resnet_small", 128)
     common.pretrain_section(config, num_steps=1500, batch_size=128, lr=0.1)
     config.eval = common.evaluation()
   elif arg.variant == "full":
     config.data = common.synthetic_data(num_identities=2000, images_per_identity=20,
                                         image_size=(64, 64))
     config.splits = common.splits(pretrain=1000, federated=500, evaluation=-1)
-    config.model = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=256, kwargs={}))
+    config.model = common.model("resnet_small", 256)
     common.pretrain_section(config, num_steps=6000, batch_size=128, lr=0.1)
     config.eval = common.evaluation()
   else:

@@ -457,7 +457,7 @@ def load_start(config, model, image_shape, mesh=None):
   (`models.load_pretrained_params`); otherwise `config.pretrained_backbone` is the directory
   `launch.pretrain` exported. With a mesh, the params come back replicated over it.
   """
-  pretrained = config.model.get("pretrained", "")
+  pretrained = config.model.pretrained
   if not pretrained:
     return load_backbone(model, image_shape, config.pretrained_backbone, mesh)
   params = models.load_pretrained_params(pretrained, model)

@@ -233,14 +233,61 @@ def config_diff(a, b) -> list[tuple[str, Any, Any]]:
   return diffs
 
 
+# Keys the config sections gained when the library stopped reading them with defaults
+# (`cfg.get(key, default)`), each with that default: the value every run recorded without the
+# key ran with. A recorded config is read as holding these where it lacks them (and has the
+# section), so a workdir recorded before still resumes; the library itself has no defaults.
+ADDED_KEYS = {
+    "eval.split": "evaluation",
+    "init_head": "random",
+    "model.dtype": "float32",
+    "model.remat": False,
+    "model.pretrained": "",
+    "federated.client.local_loss": "positive_only",
+    "data.progress": True,
+    "data.align": "none",
+    "data.align_padding": 0.25,
+    "data.align_on_failure": "keep",
+    "data.align_upsample": 0,
+    "data.fit": "crop",
+}
+# Every optimizer section (`<...>.optimizer`, recognised by its `name`) gained these.
+ADDED_OPTIMIZER_KEYS = {
+    "momentum": 0.9, "nesterov": False, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0,
+    "grad_clip_norm": 0.0, "schedule": "constant", "warmup_steps": 0, "final_lr_fraction": 0.0,
+    "decay_at": [0.5, 0.75],
+}
+
+
+def with_added_keys(recorded) -> dict[str, Any]:
+  """`flatten_config(recorded)`, plus the `ADDED_KEYS` values where its sections lack them."""
+  flat = flatten_config(recorded)
+  sections = {k.rsplit(".", 1)[0] for k in flat if "." in k}
+  for key, value in ADDED_KEYS.items():
+    section = key.rsplit(".", 1)[0] if "." in key else None
+    present = key in flat or any(k.startswith(key + ".") for k in flat)
+    if not present and (section is None or section in sections):
+      flat[key] = value
+  for name_key in [k for k in flat if k == "optimizer.name" or k.endswith(".optimizer.name")]:
+    section = name_key[:-len(".name")]
+    for key, value in ADDED_OPTIMIZER_KEYS.items():
+      flat.setdefault(f"{section}.{key}", value)
+  return flat
+
+
 def is_resume_neutral(key: str) -> bool:
   """Whether `key` (or a section above it) is in `RESUME_NEUTRAL_KEYS`."""
   return any(key == k or key.startswith(k + ".") for k in RESUME_NEUTRAL_KEYS)
 
 
 def resume_diff(recorded, config) -> list[tuple[str, Any, Any]]:
-  """`config_diff(recorded, config)` without the keys that may change on resume."""
-  return [d for d in config_diff(recorded, config) if not is_resume_neutral(d[0])]
+  """`config_diff(recorded, config)` without the keys that may change on resume.
+
+  `recorded` is read with `with_added_keys`, so that a run recorded before a key existed compares
+  equal to the same run under today's complete config.
+  """
+  diffs = config_diff(with_added_keys(recorded), config)
+  return [d for d in diffs if not is_resume_neutral(d[0])]
 
 
 def _show(value: Any, limit: int = 60) -> str:

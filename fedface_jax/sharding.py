@@ -64,6 +64,27 @@ def table_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(CLASSES, None))
 
 
+def state_sharding(abstract_state, mesh):
+  """Where each leaf of a training state lives: the one placement rule of pretraining and rounds.
+
+  The class table (`state["table"]`) and every leaf shaped like it whose path names "table" (its
+  optimiser moments in pretraining) split their rows over "classes"; a per-client store
+  (`state["clients"]`, [num clients, ...]) splits its leading axis over "classes"; everything else
+  (backbone, server optimiser, step, rng) is replicated.
+  """
+  table_shape = abstract_state["table"].shape
+
+  def rule(path, leaf):
+    keys = jax.tree_util.keystr(path)
+    if jax.tree_util.keystr(path[:1]) == "['clients']":
+      return NamedSharding(mesh, P(CLASSES))
+    if "table" in keys and getattr(leaf, "shape", None) == table_shape:
+      return table_sharded(mesh)
+    return replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(rule, abstract_state)
+
+
 def padded_num_classes(num_classes: int, mesh) -> int:
   """Row count rounded up so the table splits evenly over the classes axis.
 

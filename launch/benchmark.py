@@ -11,8 +11,6 @@ writes BENCHMARKS.md (reporting/benchmark_suite.py, benchmark_report.py; the wor
 fedface_jax/benchmark/worker.py).
 """
 
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -41,9 +39,11 @@ def main(argv):
     worker.run_class_table(FLAGS.config, FLAGS.worker_out,
                            os.path.join(os.path.dirname(FLAGS.worker_out), "class_table_hlo.txt"))
     return
-  path = benchmark_suite.run_suite(FLAGS.config, FLAGS.workdir, benchmark_suite.config_args(sys.argv[1:]),
-                                   "python -m launch.benchmark " + " ".join(sys.argv[1:]),
-                                   tuple(FLAGS.parts))
+  from launch import common  # pylint: disable=g-import-not-at-top
+  worker_args = benchmark_suite.config_args(config_flags.get_config_filename(FLAGS["config"]),
+                                            config_flags.get_override_values(FLAGS["config"]))
+  path = benchmark_suite.run_suite(FLAGS.config, FLAGS.workdir, worker_args,
+                                   common.invocation("launch.benchmark"), tuple(FLAGS.parts))
   print(f"wrote {path}")
 
 

@@ -41,7 +41,8 @@ def main(argv):
     title = "Real faces (../shared/data/celeba_faces_112)"
   with common.exit_on_config_mismatch(hint="use a new --workdir, or delete that run to redo it"):
     result = method_comparison.run_comparison(pre, fed, FLAGS.workdir, methods=FLAGS.methods)
-  method_comparison.save_json(os.path.join(FLAGS.workdir, "results.json"), result)
+  results_md.save_json(os.path.join(FLAGS.workdir, "results.json"),
+                       method_comparison.slim_result(result))
   command = common.invocation("launch.results")
   section = method_comparison.markdown_section(title, command, result)
   print(section)

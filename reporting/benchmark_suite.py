@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -80,7 +79,7 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
   and the report publishes only rows whose check passed. Failures become error rows.
   """
   config_args = list(config_args or [])
-  rtol = float(cfg.get("peer_reference_rtol", 1e-4))
+  rtol = float(cfg.peer_reference_rtol)
   refs: dict[str, str] = {}
   for peer in cfg.peers:
     peer = dict(peer)
@@ -109,8 +108,8 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
       worker.emit(out_path, {**base, "kind": "error", "error": repr(e)[:500]})
       continue
     wpath = refs[run["name"]][:-len("_ref.npz")] + ".json"
-    rounds = int(peer.get("rounds", cfg.get("peer_rounds_per_block", 2)))
-    for block in range(int(cfg.get("peer_blocks", 1))):
+    rounds = int(peer.get("rounds", cfg.peer_rounds_per_block))
+    for block in range(int(cfg.peer_blocks)):
       tag = f"{peer['venv']}_{run['name']}_b{block}"
       rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
                                       f"--config.paired_run={run['name']}",
@@ -171,21 +170,14 @@ def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) 
   return proc.returncode
 
 
-def config_args(argv: list[str]) -> list[str]:
-  """`--config=<file>` and every `--config.<key>=<value>` override, as the workers need them."""
-  out, i = [], 0
-  while i < len(argv):
-    a = argv[i]
-    if a == "--config" or (a.startswith("--config.") and "=" not in a):
-      out.append(f"{a}={argv[i + 1]}" if i + 1 < len(argv) else a)
-      i += 2
-      continue
-    if a.startswith(("--config=", "--config.")):
-      out.append(a)
-    i += 1
-  if not any(a.startswith("--config=") for a in out):
-    out.insert(0, "--config=experiments/benchmark_cpu.py")
-  return out
+def config_args(config_file: str, overrides: dict[str, Any]) -> list[str]:
+  """`--config=<file[:arg]>` and one `--config.<key>=<value>` per override, as the workers need.
+
+  `config_file` and `overrides` are what the parent's config flag parsed
+  (`config_flags.get_config_filename` / `get_override_values`); each value is written back in the
+  flag syntax (tuples as Python literals), so a worker rebuilds the parent's config exactly.
+  """
+  return [f"--config={config_file}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command: str,
@@ -199,7 +191,7 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   out_path = os.path.join(workdir, "results.jsonl")
-  if not cfg.get("append", False) and os.path.exists(out_path):
+  if not cfg.append and os.path.exists(out_path):
     os.remove(out_path)
   started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
   t0 = time.perf_counter()
@@ -221,10 +213,10 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   if "peers" in parts:
     run_peers(cfg, workdir, out_path, config_args)
   meta = {"started": started, "wall_s": time.perf_counter() - t0, "command": command,
-          "config": " ".join(config_args), "parts": list(parts), "machine": machine_info(),
-          "versions": versions()}
+          "config": " ".join(config_args), "parts": list(parts),
+          "machine": results_md.machine_info(), "versions": versions()}
   meta_path = os.path.join(workdir, "meta.json")
-  if cfg.get("append", False) and os.path.isfile(meta_path):
+  if cfg.append and os.path.isfile(meta_path):
     # Appended invocations: keep the first start time and list every command.
     with open(meta_path) as f:
       old = json.load(f)
@@ -245,31 +237,19 @@ def write_results_and_report(cfg: mlc.ConfigDict, workdir: str, meta: dict[str, 
   section; the other section comes from its committed JSON, if any).
   """
   rows = benchmark_report.load_rows(os.path.join(workdir, "results.jsonl"))
-  res_path = cfg.get("results_json", "") or os.path.join(workdir, "results.json")
+  res_path = cfg.results_json or os.path.join(workdir, "results.json")
   os.makedirs(os.path.dirname(os.path.abspath(res_path)), exist_ok=True)
   with open(res_path, "w") as f:
     json.dump({"meta": meta, "rows": rows}, f, indent=0)
     f.write("\n")
-  paths = {"cpu": cfg.get("cpu_results_json", ""), "gpu": cfg.get("gpu_results_json", "")}
-  role = cfg.get("results_role", "cpu")
+  paths = {"cpu": cfg.cpu_results_json, "gpu": cfg.gpu_results_json}
+  role = cfg.results_role
   if role not in paths:
     raise ValueError(f"results_role must be 'cpu' or 'gpu', got {role!r}")
   paths[role] = res_path
-  report = cfg.get("report_path", "") or os.path.join(workdir, "BENCHMARKS.md")
+  report = cfg.report_path or os.path.join(workdir, "BENCHMARKS.md")
   return benchmark_report.write_report(report, paths["cpu"] or None, paths["gpu"] or None,
-                                       cfg.get("roofline_json", "") or None)
-
-
-def machine_info() -> dict[str, Any]:
-  info = {"platform": platform.platform(), "python": platform.python_version(),
-          "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
-  info["cpu"] = results_md.cpu_name()
-  try:
-    with open("/proc/meminfo") as f:
-      info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-  except OSError:
-    pass
-  return info
+                                       cfg.roofline_json or None)
 
 
 def versions() -> dict[str, str]:

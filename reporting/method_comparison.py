@@ -75,8 +75,7 @@ def markdown_section(title: str, command: str, result: dict, notes: str = "") ->
                             (f"Federated rounds: {result['rounds']}",))
 
 
-def save_json(path: str, result: dict):
-  """`results.json`: every report without its ROC curve and k-fold details."""
-  slim = {k: {m: {kk: vv for kk, vv in (r or {}).items() if kk not in ("roc", "kfold")}
-              for m, r in v.items()} if k == "rows" else v for k, v in result.items()}
-  results_md.save_json(path, slim)
+def slim_result(result: dict) -> dict:
+  """What `results.json` keeps: every report without its ROC curve and k-fold details."""
+  return {k: {m: {kk: vv for kk, vv in (r or {}).items() if kk not in ("roc", "kfold")}
+               for m, r in v.items()} if k == "rows" else v for k, v in result.items()}

@@ -27,6 +27,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_info() -> dict:
+  """The machine facts a benchmark's meta.json records (platform, CPU, cores, memory, load)."""
+  info = {"platform": platform.platform(), "python": platform.python_version(),
+          "cpu_count": os.cpu_count(), "load_avg_end": list(os.getloadavg())}
+  info["cpu"] = cpu_name()
+  try:
+    with open("/proc/meminfo") as f:
+      info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+  except OSError:
+    pass
+  return info
+
+
 def save_json(path: str, obj: dict):
   """A result file next to its run (re-read when tables are rebuilt without a rerun)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -164,7 +164,7 @@ def test_scaffold_matches_numpy_reference_on_a_quadratic(mesh_shape, execution):
   cfg = common.federated_section(
       method="scaffold", num_rounds=ROUNDS, clients_per_round=PER_ROUND, embedding_dim=4,
       local_steps=STEPS, batch_size=PER_CLIENT, clients_per_chunk=1, client_lr=LR)
-  cfg.client.optimizer = dict(name="sgd", learning_rate=LR, schedule="constant")
+  cfg.client.optimizer = common.optimizer("sgd", LR)
   cfg.client.augment_flip = False
   cfg.execution, cfg.host_loop_streams = execution, 2
   cfg = alg_lib.apply_method(cfg)

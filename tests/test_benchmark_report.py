@@ -158,10 +158,35 @@ def test_bad_results_json_raises(tmp_path):
   assert benchmark_report.load_results(str(tmp_path / "absent.json")) is None
 
 
-def test_workers_get_the_parents_config_and_its_overrides():
+def _parsed_config_flag(monkeypatch, argv):
+  """The config flag of `launch.benchmark` after parsing `argv` (overrides are read at define)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr("sys.argv", ["prog"] + argv)
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", "experiments/benchmark_cpu.py", "", flag_values=fv,
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", "", "", flag_values=fv)
+  flags.DEFINE_list("parts", [], "", flag_values=fv)
+  fv(["prog"] + argv)
+  return config_flags, fv["config"]
+
+
+def test_workers_get_the_parents_config_and_its_overrides(monkeypatch):
+  """A worker re-parses `config_args`: it must rebuild exactly the parent's config."""
   argv = ["--config", "experiments/benchmark_gpu.py:devices=1", "--config.worker_timeout_s=5",
-          "--config.class_table.rows", "64", "--workdir", "w", "--parts=sweep"]
-  assert benchmark_suite.config_args(argv) == [
-      "--config=experiments/benchmark_gpu.py:devices=1", "--config.worker_timeout_s=5",
-      "--config.class_table.rows=64"]
-  assert benchmark_suite.config_args(["--workdir=w"]) == ["--config=experiments/benchmark_cpu.py"]
+          "--config.class_table.rows", "64", "--config.centralised_streams=(1, 2)",
+          "--config.append=True", "--config.report_path=a b/c=d.md", "--workdir", "w",
+          "--parts=sweep"]
+  cf, parent = _parsed_config_flag(monkeypatch, argv)
+  args = benchmark_suite.config_args(cf.get_config_filename(parent), cf.get_override_values(parent))
+  assert args[:3] == ["--config=experiments/benchmark_gpu.py:devices=1",
+                      "--config.worker_timeout_s=5", "--config.class_table.rows=64"]
+  _, worker = _parsed_config_flag(monkeypatch, args)
+  assert worker.value.to_dict() == parent.value.to_dict()
+  assert worker.value.centralised_streams == (1, 2) and worker.value.append is True
+  assert worker.value.report_path == "a b/c=d.md" and worker.value.class_table.rows == 64
+  cf, default = _parsed_config_flag(monkeypatch, ["--workdir=w"])
+  assert benchmark_suite.config_args(cf.get_config_filename(default),
+                                     cf.get_override_values(default)) == [
+                                         "--config=experiments/benchmark_cpu.py"]

@@ -175,6 +175,35 @@ def test_peer_generators_give_the_library_bytes(tmp_path, monkeypatch):
   assert _common.max_diff(peer_init, ours_init) == (0.0, 0.0)
 
 
+def test_peer_inputs_and_reference_check(tmp_path, monkeypatch):
+  """`_common.load_inputs` / `check_round1`: what both peer scripts run around their rounds."""
+  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts" / "peers"))
+  import argparse  # pylint: disable=g-import-not-at-top
+  import _common  # pylint: disable=g-import-not-at-top
+  w = _tiny()
+  w.save(tmp_path / "w.json")
+  wl.write_reference(tmp_path / "ref.npz", w)
+  parser = argparse.ArgumentParser()
+  _common.add_common_args(parser)
+  args = parser.parse_args([f"--workload={tmp_path / 'w.json'}", "--rounds=2",
+                            f"--reference={tmp_path / 'ref.npz'}"])
+  peer_w, images, _, flat0, ref, check = _common.load_inputs(args)
+  assert peer_w["num_clients"] == 2 and images.shape == (2, 3, 16, 12, 3)
+  assert check == {"init_max_abs_diff": 0.0}
+  round1 = {k: np.array(ref[f"round1/{k}"]) for k in _common.PARAM_NAMES}
+  _common.check_round1(check, ref, round1)
+  assert check["ok"] and check["round1_max_rel_diff"] == 0.0
+  round1["embed/kernel"] = round1["embed/kernel"] + 1.0
+  _common.check_round1(check, ref, round1)
+  assert not check["ok"]
+  for k in flat0:
+    np.testing.assert_array_equal(flat0[k], ref[f"init/{k}"])
+  rates = _common.throughput(peer_w, [0.5, 1.5])   # mean 1 s per round
+  assert rates == {"client_updates_per_s": 2.0, "images_per_s": 2 * 1 * 2}
+  with pytest.raises(ValueError, match="rounds"):
+    _common.load_inputs(parser.parse_args([f"--workload={tmp_path / 'w.json'}", "--rounds=0"]))
+
+
 def test_engine_model_workload(tmp_path):
   """The real FedFace rows run the engine's own backbone; peers (bench CNNs only) cannot."""
   w = _tiny(model="resnet_small", image_size=(16, 16), embedding_dim=8)

@@ -121,6 +121,36 @@ def test_resume_diff_ignores_neutral_keys_only():
   assert [d[0] for d in diffs] == sorted(counted)
 
 
+def _without(flat: dict, dropped) -> dict:
+  return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".")
+                                                   for d in dropped)}
+
+
+@pytest.mark.parametrize("name", ["pretrain", "fedface"])
+def test_a_run_recorded_before_the_added_keys_still_resumes(name):
+  """Keys the sections gained when the library lost its `.get` defaults read as those defaults."""
+  config = _configs()[name]
+  flat = config_utils.flatten_config(config)
+  added = [k for k in config_utils.ADDED_KEYS if k in flat or any(
+      f.startswith(k + ".") for f in flat)]
+  # An optimizer key the old sections lacked holds the old default (those that were always
+  # there, e.g. pretraining's warmup_cosine settings, keep their own values).
+  optimizer_keys = [f"{k[:-len('.name')]}.{o}" for k in flat if k.endswith("optimizer.name")
+                    for o, v in config_utils.ADDED_OPTIMIZER_KEYS.items()
+                    if not config_utils.config_diff({"x": flat[f"{k[:-len('.name')]}.{o}"]},
+                                                    {"x": v})]
+  assert "model.dtype" in added and "optimizer.b1" in optimizer_keys
+  old = _without(flat, added + optimizer_keys)
+  assert config_utils.config_diff(old, config)      # the record lacks them...
+  assert config_utils.resume_diff(old, config) == []   # ...and still resumes
+  # A record that holds another value of an added key still differs from today's config.
+  changed = dict(old, **{"model.dtype": "bfloat16"})
+  assert [d[0] for d in config_utils.resume_diff(changed, config)] == ["model.dtype"]
+  # A key the record lacks that is not an added key is a difference, as before.
+  assert [d[0] for d in config_utils.resume_diff(_without(old, ["num_steps"]), config)] == [
+      "num_steps"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainer: a real tiny pretraining run, stopped after one step and resumed.
 

@@ -132,6 +132,15 @@ def test_unknown_dataset_name(tmp_path):
     data.load_faces(_config(tmp_path, name="imagenet"))
 
 
+def test_data_config_without_a_key_is_refused(tmp_path):
+  """No silent default: a data section lacking a key of `default_data_config` is an error."""
+  for key in ("align", "progress"):
+    c = _config(tmp_path).to_dict()
+    del c[key]
+    with pytest.raises(ValueError, match=f"lacks data.{key}"):
+      data.load_faces(c)
+
+
 # ---- FaceArrays.
 
 

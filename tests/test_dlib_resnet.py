@@ -246,8 +246,7 @@ def get_config():
   c.data = common.synthetic_data(num_identities=6, images_per_identity=3, image_size=(150, 150))
   c.data.data_dir = {data_dir!r}
   c.splits = common.splits(pretrain=0, federated=0, evaluation=-1)
-  c.model = mlc.ConfigDict(dict(name="dlib_resnet", embedding_dim=128, kwargs={{}},
-                                pretrained="dlib"))
+  c.model = common.model("dlib_resnet", 128, pretrained="dlib")
   c.eval = common.evaluation(num_impostor_pairs=1000)
   c.mesh = common.mesh()
   return c
@@ -286,7 +285,7 @@ def test_federated_start_is_the_published_model_when_configured(loaded, tmp_path
   from fedface_jax import models  # pylint: disable=g-import-not-at-top
   _, params = loaded
   model_cfg = mlc.ConfigDict(dict(name="dlib_resnet", embedding_dim=128, kwargs={},
-                                  pretrained="dlib"))
+                                  dtype="float32", remat=False, pretrained="dlib"))
   config = mlc.ConfigDict(dict(model=model_cfg, pretrained_backbone=str(tmp_path / "none")))
   model = models.from_config(model_cfg)
   start = checkpoint.load_start(config, model, (150, 150, 3))

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import common
 from fedface_jax.federated import client_data
 from fedface_jax.federated import client_update as cu
 from fedface_jax.federated import rounds
@@ -118,8 +119,8 @@ def test_round_with_every_client_bad_leaves_the_model_unchanged(method, executio
   cfg = ff.tiny_cfg(method)
   cfg.execution = execution
   cfg.host_loop_streams = 2
-  cfg.server.optimizer = dict(name="momentum", learning_rate=1.0, momentum=0.9,
-                              schedule="constant")  # FedAvgM: a state that could drift.
+  # FedAvgM: a state that could drift.
+  cfg.server.optimizer = common.optimizer("momentum", 1.0, momentum=0.9)
   _, _, algo, state = ff.initialised(cfg)
   # Round 0 with all clients valid first, so that the server momentum is non-zero.
   state, _, _ = algo.apply(state, 0)

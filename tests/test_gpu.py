@@ -70,7 +70,7 @@ def test_bfloat16_training_step_on_gpu_keeps_float32_state():
   from fedface_jax import losses  # pylint: disable=g-import-not-at-top
   from fedface_jax import models  # pylint: disable=g-import-not-at-top
   cfg = mlc.ConfigDict(dict(name="resnet_small", embedding_dim=32, dtype="bfloat16", remat=True,
-                            kwargs=dict(widths=(8, 16, 16, 32))))
+                            kwargs=dict(widths=(8, 16, 16, 32)), pretrained=""))
   model = models.from_config(cfg)
   shape = (32, 32, 3)
   params = models.init_params(model, jax.random.key(0), shape)

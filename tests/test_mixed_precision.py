@@ -31,7 +31,7 @@ _EMB_MIN_COS = 0.99
 def _model_cfg(name, dtype="float32", remat=False):
   kwargs = _BACKBONES[name][1]
   return mlc.ConfigDict(dict(name=name, embedding_dim=32, dtype=dtype, remat=remat,
-                             kwargs=dict(kwargs)))
+                             kwargs=dict(kwargs), pretrained=""))
 
 
 def _loss_and_grads(model, params, images, table, labels):

@@ -12,6 +12,7 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
+from experiments import common as config_common
 from fedface_jax import optim
 from fedface_jax import sharding as sh
 from fedface_jax.federated import rounds
@@ -31,7 +32,7 @@ def _table(seed=0, shared=0.55):
 def _spread_cfg(reduction, enabled=True):
   return mlc.ConfigDict(dict(
       enabled=enabled, margin=0.3, weight=1.0, reduction=reduction, steps=10, block_size=64,
-      optimizer=dict(name="momentum", learning_rate=0.1, momentum=0.9, schedule="constant")))
+      optimizer=config_common.optimizer("momentum", 0.1, momentum=0.9)))
 
 
 def _run(reduction, mesh_shape=(1, 1), enabled=True):

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from fedface_jax import losses
 from fedface_jax import sharding as sh
 from fedface_jax.benchmark import workload as wl
 from fedface_jax.federated import algorithm
@@ -42,17 +43,27 @@ from fedface_jax.federated import rounds
 
 def engine_config(w: wl.Workload, chunk: int, streams: int = 0,
                   execution: str = "compiled") -> mlc.ConfigDict:
-  """The `federated` config section that makes the engine round run the workload."""
-  sgd = lambda lr: dict(name="sgd", learning_rate=lr, schedule="constant")
+  """The `federated` config section that makes the engine round run the workload.
+
+  Complete like experiments/common.py `federated_section` (the library reads every key it
+  needs without defaults): plain SGD clients, FedAvg server, no spreadout, no defences.
+  """
+  sgd = lambda lr: dict(name="sgd", learning_rate=lr, momentum=0.0, nesterov=False, b1=0.9,
+                        b2=0.999, weight_decay=0.0, grad_clip_norm=0.0, schedule="constant",
+                        warmup_steps=0, final_lr_fraction=0.0, decay_at=(0.5, 0.75))
   return mlc.ConfigDict(dict(
       method="fedface_nosp", num_rounds=1, clients_per_round=w.num_clients,
       clients_per_chunk=chunk, embedding_dim=w.embedding_dim, execution=execution,
-      host_loop_streams=streams, class_embedding="frozen", secure_aggregation=False,
+      host_loop_streams=streams, host_loop_fused_steps=1, unroll_loops="off",
+      class_embedding="frozen", num_class_rows=0, secure_aggregation=False,
+      dp=dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0, accounting="rdp"),
       client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
-                  margin=wl.POSITIVE_MARGIN, augment_flip=False, optimizer=sgd(w.lr)),
+                  margin=wl.POSITIVE_MARGIN, augment_flip=False, local_loss="positive_only",
+                  public_negatives=dict(enabled=False, scale=30.0, margin=0.35),
+                  optimizer=sgd(w.lr)),
       server=dict(optimizer=sgd(1.0)),
-      spreadout=dict(enabled=False, margin=0.3, weight=0.0, steps=0, block_size=4096,
-                     optimizer=sgd(0.0))))
+      spreadout=dict(enabled=False, margin=0.3, weight=0.0, reduction="row_sum", steps=0,
+                     block_size=4096, optimizer=sgd(0.0))))
 
 
 class EngineRound:
@@ -209,7 +220,7 @@ def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
 
   def loss(params, images_u8, class_embs):
     emb = model.apply({"params": params}, wl.preprocess(images_u8))
-    cos = jnp.sum(emb * wl.l2_normalize(class_embs), -1)
+    cos = jnp.sum(emb * losses.l2_normalize(class_embs), -1)
     return jnp.mean(jnp.square(jax.nn.relu(wl.POSITIVE_MARGIN - cos)))
 
   def step(params, images_u8, class_embs):

@@ -78,12 +78,12 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
   peak_row = {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
               "peak_flops": peak, "backend": jax.default_backend(),
               "device_kind": jax.devices()[0].device_kind}
-  if cfg.get("paired_run", ""):
+  if cfg.paired_run:
     peak_row["paired_block"] = int(cfg.paired_block)
   emit(out_path, peak_row)
   mesh = sh.make_mesh(data=devices, devices=jax.devices()[:devices])
   runs = [dict(r) for r in cfg.runs if int(r.get("devices", 1)) == devices]
-  paired = cfg.get("paired_run", "")
+  paired = cfg.paired_run
   if paired:
     # One block of an interleaved ours/peer comparison (`benchmark_suite.run_peers`): only the
     # named run, only the strategies compared with the peer.
@@ -174,8 +174,8 @@ def reps_policy(cfg: mlc.ConfigDict, run: dict[str, Any]) -> dict[str, Any]:
   """Timed repetitions of a row: >= `timed_rounds` (a run's `reps` may only raise it), more while
   their total is under `min_timed_s` (fast rows), at most `max_timed_rounds`."""
   min_reps = max(int(cfg.timed_rounds), int(run.get("reps", 0)))
-  return {"min_reps": min_reps, "min_total_s": float(cfg.get("min_timed_s", 0.0)),
-          "max_reps": max(min_reps, int(cfg.get("max_timed_rounds", min_reps)))}
+  return {"min_reps": min_reps, "min_total_s": float(cfg.min_timed_s),
+          "max_reps": max(min_reps, int(cfg.max_timed_rounds))}
 
 
 def _row(base, strategy, chunk, clients_timed, w, times, first_s, flops_update, peak, measure,
@@ -256,7 +256,7 @@ def centralised_streams(cfg: mlc.ConfigDict) -> list[int]:
   stream, so the default (1, 0) gives a ceiling with the same thread count as each.
   """
   from fedface_jax.federated import host_loop  # pylint: disable=g-import-not-at-top
-  return sorted({host_loop.num_streams(int(s)) for s in cfg.get("centralised_streams", (1, 0))})
+  return sorted({host_loop.num_streams(int(s)) for s in cfg.centralised_streams})
 
 
 def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path):

@@ -38,6 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedface_jax import losses
+from fedface_jax.evaluation import pairs as pairs_lib
+
 # Channel widths of the benchmark CNN family.
 BENCH_MODELS: dict[str, tuple[int, int, int]] = {
     "bench_cnn_small": (16, 32, 64),
@@ -49,7 +52,8 @@ BENCH_MODELS: dict[str, tuple[int, int, int]] = {
 ENGINE_MODELS = ("resnet_small", "sphere20")
 # FedFace's positive-only margin: loss = mean(max(0, POSITIVE_MARGIN - cos(e, w_c))^2).
 POSITIVE_MARGIN = 0.9
-# Floor of the norms in the L2 normalisations (as torch.nn.functional.normalize).
+# Floor of the norm when the class embeddings are normalised (as torch.nn.functional.normalize,
+# which the peers also use in the model; ours uses losses.l2_normalize: equal to float rounding).
 NORM_EPS = 1e-12
 # Flat, framework-neutral parameter names used to exchange weights with the peers. Conv kernels
 # are HWIO, the embedding kernel is [in, out] (flax/Haiku layouts; PyTorch transposes).
@@ -191,7 +195,7 @@ def synthetic_client_data(workload: Workload) -> ClientData:
   raw_e = bits.random_raw(w.num_clients * w.embedding_dim)
   e = 2.0 * (raw_e >> np.uint64(11)).astype(np.float64) * 2.0**-53 - 1.0
   e = e.reshape(w.num_clients, w.embedding_dim)
-  e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), NORM_EPS)
+  e = pairs_lib.l2_normalize(e, eps=NORM_EPS, dtype=np.float64)
   return ClientData(images=images, class_embeddings=e.astype(np.float32))
 
 
@@ -211,11 +215,6 @@ def preprocess(images_u8: jax.Array) -> jax.Array:
 # Model.
 
 
-def l2_normalize(x: jax.Array) -> jax.Array:
-  """x / max(||x||, eps) along the last axis (torch.nn.functional.normalize semantics)."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), NORM_EPS)
-
-
 CONV_IMPLS = ("lax", "patches")
 
 
@@ -224,7 +223,7 @@ class PatchConv(nn.Module):
 
   Why: under `jax.vmap` over clients, every client has its own weight gradient (and, after the
   first local step, its own weights). XLA lowers a vmapped `lax.conv` weight gradient to a
-  grouped convolution, which the CPU backend runs ~5x slower than the equivalent batched
+  grouped convolution, which the CPU backend runs much slower than the equivalent batched
   matmul. Written as patches @ kernel, the vmapped program is batched GEMMs instead. The
   numbers are those of `nn.Conv` (same HWIO kernel, same bias) to float rounding.
   """
@@ -269,7 +268,7 @@ class BenchCNN(nn.Module):
     x = nn.relu(conv(c3, "conv3")(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.embedding_dim, use_bias=False, name="embed")(x)
-    return l2_normalize(x)
+    return losses.l2_normalize(x)
 
 
 def create_bench_model(name: str, embedding_dim: int = 128, conv_impl: str = "lax") -> BenchCNN:
@@ -393,7 +392,7 @@ def positive_loss(embeddings: jax.Array, class_embedding: jax.Array,
     class_embedding: [D] raw class weight (normalised here).
     margin: the positive margin.
   """
-  cos = embeddings @ l2_normalize(class_embedding)
+  cos = embeddings @ losses.l2_normalize(class_embedding)
   return jnp.mean(jnp.square(jax.nn.relu(margin - cos)))
 
 

@@ -45,6 +45,7 @@ def default_data_config() -> mlc.ConfigDict:
   c.align_upsample = 0  # dlib5: detector upsampling steps (1 finds faces ~40 px and smaller).
   c.data_dir = DEFAULT_DATA_DIR  # TFDS datasets and decoded caches.
   c.progress = True  # tqdm bar while building the cache.
+  c.fit = "crop"  # image_folder only: "crop" | "pad" non-square images to the target size.
   return c
 
 
@@ -83,15 +84,13 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
   from fedface_jax.data import image_folder  # pylint: disable=g-import-not-at-top
   from fedface_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
 
-  defaults = default_data_config()
-
   def field(key):
-    # Works for ConfigDicts and plain dicts; missing fields take `default_data_config()`'s values.
-    if hasattr(data_config, "get"):
-      value = data_config.get(key, None)
-    else:
-      value = getattr(data_config, key, None)
-    return defaults[key] if value is None else value
+    # Every key of `default_data_config()` (experiments/common.py builds the sections from it);
+    # works for ConfigDicts and plain dicts.
+    try:
+      return data_config[key]
+    except KeyError:
+      raise errors.ConfigError(f"data config lacks data.{key} (see default_data_config)") from None
 
   name = field("name")
   if name not in DATASET_NAMES:
@@ -115,10 +114,7 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
     if not root:
       raise errors.ConfigError(
           "data.root is empty: set it to the <root>/<identity>/<image> folder of the faces")
-    # Optional key (absent from default_data_config so that recorded configs still resume):
-    # "crop" (default) or "pad" for non-square images.
-    fit = (data_config.get("fit", None) if hasattr(data_config, "get")
-           else getattr(data_config, "fit", None)) or image_folder.DEFAULT_FIT
+    fit = field("fit")
     config = tfds_builders.ImageFolderFacesConfig(
         root=root, image_height=h, image_width=w, fit=fit, align=align,
         align_padding=float(field("align_padding")),

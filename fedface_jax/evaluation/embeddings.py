@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fedface_jax.evaluation import pairs
+
 # Show a progress bar (with ETA) once a loop has at least this many batches.
 _PROGRESS_MIN_BATCHES = 20
 
@@ -28,10 +30,6 @@ def _preprocess_fn() -> Callable[[np.ndarray], Any]:
     return preprocess
   except ImportError:
     return lambda x: (np.asarray(x, np.float32) - 127.5) / 128.0
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def compute_embeddings(embed_fn: Callable[[Any], Any], images_u8: Any, batch_size: int = 256,
@@ -92,9 +90,10 @@ def compute_embeddings(embed_fn: Callable[[Any], Any], images_u8: Any, batch_siz
       emb = np.asarray(out, dtype=np.float32)[:count]
       if flip:
         emb_flip = np.asarray(out_flip, dtype=np.float32)[:count]
-        emb = _l2n(emb + emb_flip) if mode == "sum" else np.concatenate([emb, emb_flip], axis=1)
+        emb = (pairs.l2_normalize(emb + emb_flip) if mode == "sum"
+               else np.concatenate([emb, emb_flip], axis=1))
       else:
-        emb = _l2n(emb)
+        emb = pairs.l2_normalize(emb)
       chunks.append(emb)
       if bar is not None:
         bar.update(count)

@@ -106,9 +106,12 @@ def make_verification_pairs(labels: Any, num_impostor_pairs: int, seed: int = 0
   return np.concatenate([ga, ia]), np.concatenate([gb, ib]), is_same
 
 
-def l2_normalize(x: Any, eps: float = 1e-12) -> np.ndarray:
-  """Row-wise L2 normalisation in float32 (zero rows stay zero, like sklearn's normalize)."""
-  x = np.asarray(x, dtype=np.float32)
+def l2_normalize(x: Any, eps: float = 1e-12, dtype=np.float32) -> np.ndarray:
+  """Row-wise L2 normalisation in `dtype` (zero rows stay zero, like sklearn's normalize).
+
+  The one numpy definition (evaluation, protocols); the jax one is `fedface_jax.losses`.
+  """
+  x = np.asarray(x, dtype=dtype)
   norm = np.linalg.norm(x, axis=-1, keepdims=True)
   return x / np.maximum(norm, eps)
 

@@ -19,12 +19,12 @@ def make_embed_fn(model, params):
 
 
 def eval_split(config) -> str:
-  """The split in-run evaluation uses: `config.eval.split` ("evaluation" if unset).
+  """The split in-run evaluation uses: `config.eval.split` ("evaluation" by default).
 
   A study that tunes sets `eval.split = "validation"`, so that in-run numbers,
   which people look at while choosing, never come from the evaluation identities.
   """
-  return config.eval.get("split", "evaluation")
+  return config.eval.split
 
 
 def evaluate_params(model, params, faces, config, out_dir: str | None = None,

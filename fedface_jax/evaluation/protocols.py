@@ -26,18 +26,13 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from fedface_jax.evaluation import pairs as pairs_lib
 from fedface_jax.evaluation import verification
 
 LFW_FARS = (1e-3, 1e-2, 1e-1)
 IJBA_FARS = (1e-4, 1e-3, 1e-2)
 IJBC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 IJBC_VANILLA_FARS = (1e-5, 1e-4, 1e-3, 1e-2)
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-  """sklearn.preprocessing.normalize semantics: zero rows stay zero."""
-  norm = np.linalg.norm(x, axis=-1, keepdims=True)
-  return x / np.where(norm == 0.0, 1.0, norm)
 
 
 def _require_file(path: str) -> str:
@@ -113,8 +108,10 @@ def evaluate_lfw(embeddings_by_path: Mapping[str, Any],
   missing = sorted({p for a, b, _, _ in pairs for p in (a, b) if p not in embeddings_by_path})
   if missing:
     raise ValueError(f"{len(missing)} LFW images have no embedding, e.g. {missing[:3]}")
-  emb_a = _l2n(np.stack([np.asarray(embeddings_by_path[a], np.float32) for a, _, _, _ in pairs]))
-  emb_b = _l2n(np.stack([np.asarray(embeddings_by_path[b], np.float32) for _, b, _, _ in pairs]))
+  emb_a = pairs_lib.l2_normalize(
+      np.stack([np.asarray(embeddings_by_path[a], np.float32) for a, _, _, _ in pairs]))
+  emb_b = pairs_lib.l2_normalize(
+      np.stack([np.asarray(embeddings_by_path[b], np.float32) for _, b, _, _ in pairs]))
   scores = np.sum(emb_a * emb_b, axis=1)
   same = np.array([s for _, _, s, _ in pairs], bool)
   folds = np.array([f for _, _, _, f in pairs])
@@ -167,9 +164,10 @@ def template_features(image_feats: Any, template_ids: Any, media_ids: Any = None
   if mode == "vanilla":
     if scores is not None:
       raise ValueError("vanilla pooling takes no detector scores")
-    x = _l2n(x)
+    x = pairs_lib.l2_normalize(x, dtype=np.float64)
     counts = np.bincount(t_inv, minlength=uniq_t.size)
-    return _l2n(_segment_sums(x, t_inv, uniq_t.size) / counts[:, None]), uniq_t
+    return pairs_lib.l2_normalize(
+        _segment_sums(x, t_inv, uniq_t.size) / counts[:, None], dtype=np.float64), uniq_t
   if mode != "insightface":
     raise ValueError(f"unknown pooling mode {mode!r}; use 'insightface' or 'vanilla'")
   if media_ids is None:
@@ -188,7 +186,8 @@ def template_features(image_feats: Any, template_ids: Any, media_ids: Any = None
   k_inv = k_inv.reshape(-1)
   media_mean = _segment_sums(x, k_inv, uniq_k.size) / np.bincount(k_inv)[:, None]
   media_template = uniq_k // uniq_m.size  # non-decreasing template index per media
-  return _l2n(_segment_sums(media_mean, media_template, uniq_t.size)), uniq_t
+  return pairs_lib.l2_normalize(_segment_sums(media_mean, media_template, uniq_t.size),
+                                dtype=np.float64), uniq_t
 
 
 def template_pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, t1: Any,

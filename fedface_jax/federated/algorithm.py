@@ -60,17 +60,15 @@ METHODS = {
 }
 # Methods whose round differs from FedAvg's: the plug-in module under algorithms/ (hooks.py).
 ALGORITHM_OF = {"fedprox": "fedprox", "scaffold": "scaffold"}
-
-
-DP_DEFAULTS = dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0,
-                   accounting="rdp")
+# The keys of `federated.dp` (experiments/common.py `federated_section` has them all).
+DP_KEYS = ("enabled", "clip_norm", "noise_multiplier", "delta", "accounting")
 
 
 def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
   """Fills class_init / spreadout / class_embedding from cfg.method.
 
-  Also fills the defence keys (`dp`, `secure_aggregation`, off) for configs
-  written before they existed.
+  `cfg` must be a complete `federated` section (experiments/common.py `federated_section`):
+  a missing key (e.g. `dp.delta`) raises here, an unknown one where it is set.
   """
   if cfg.method not in METHODS:
     raise ValueError(f"unknown method {cfg.method!r}; valid: {sorted(METHODS)}")
@@ -84,14 +82,10 @@ def apply_method(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
   if "class_embedding" in m:
     cfg.class_embedding = m["class_embedding"]
   client_update.check_class_embedding(cfg.class_embedding)
-  dp = dict(DP_DEFAULTS)
-  dp.update(cfg.dp.to_dict() if "dp" in cfg else {})
-  unknown = set(dp) - set(DP_DEFAULTS)
-  if unknown:
-    raise ValueError(f"unknown federated.dp keys {sorted(unknown)}; valid: {sorted(DP_DEFAULTS)}")
-  cfg.dp = dp
-  if "secure_aggregation" not in cfg:
-    cfg.secure_aggregation = False
+  unknown, missing = sorted(set(cfg.dp) - set(DP_KEYS)), sorted(set(DP_KEYS) - set(cfg.dp))
+  if unknown or missing:
+    raise ValueError(f"unknown federated.dp keys {unknown} / missing {missing}; the section has "
+                     f"exactly {list(DP_KEYS)}")
   rounds.dp_settings(cfg)   # validates clip_norm / noise_multiplier
   if cfg.dp.enabled and cfg.class_embedding in client_update.UPLOADS_ROW:
     logging.warning("federated.dp protects the backbone delta only: with "
@@ -150,7 +144,7 @@ class FederatedAlgorithm:
                        f"layout (chunk {self.chunk}); pass the config through `round_config`")
     server_tx = optim.create_optimizer(cfg.server.optimizer, cfg.num_rounds)
     spread_tx = optim.create_optimizer(cfg.spreadout.optimizer, 1)
-    execution_setting = cfg.get("execution", "auto")
+    execution_setting = cfg.execution
     self.execution = loops.resolve_execution(execution_setting, mesh)
     hooks_ = self.hooks
 
@@ -174,7 +168,7 @@ class FederatedAlgorithm:
         jax.ShapeDtypeStruct((2,), jnp.uint32),
         (jax.ShapeDtypeStruct((num_public, cfg.embedding_dim), jnp.float32)
          if num_public else None))
-    self.state_sharding = state_sharding(abstract, mesh)
+    self.state_sharding = sh.state_sharding(abstract, mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_sharding)
@@ -209,18 +203,6 @@ class FederatedAlgorithm:
     return state, metrics
 
 
-def state_sharding(abstract, mesh):
-  """Class table and per-client store split over "classes"; everything else replicated."""
-  def rule(path, leaf):
-    del leaf
-    top = jax.tree_util.keystr(path[:1])
-    if top in ("['table']", "['clients']"):
-      return sh.table_sharded(mesh) if top == "['table']" else jax.NamedSharding(
-          mesh, jax.sharding.PartitionSpec(sh.CLASSES))
-    return sh.replicated(mesh)
-  return jax.tree_util.tree_map_with_path(rule, abstract)
-
-
 def round_config(cfg: mlc.ConfigDict, num_clients: int, mesh) -> mlc.ConfigDict:
   """A copy of `cfg` with the round's real K and the chunk the mesh allows."""
   cfg = mlc.ConfigDict(cfg.to_dict())
@@ -253,7 +235,7 @@ def class_table_rows(cfg: mlc.ConfigDict, num_clients: int) -> int:
   blockwise spreadout cost can be measured at population scale with a small
   dataset. 0 (the default) means one row per client.
   """
-  requested = int(cfg.get("num_class_rows", 0) or 0)
+  requested = int(cfg.num_class_rows)
   if requested == 0:
     return num_clients
   if requested < num_clients:

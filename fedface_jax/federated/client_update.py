@@ -51,7 +51,7 @@ def local_num_steps(cfg: mlc.ConfigDict, num_images, max_images: int):
 
   Returns (per-client step count, static upper bound for the scan).
   """
-  if cfg.get("local_epochs", 0):
+  if cfg.local_epochs:
     steps = jnp.ceil(cfg.local_epochs * num_images / cfg.batch_size).astype(jnp.int32)
     bound = int(-(-cfg.local_epochs * max_images // cfg.batch_size))
     return jnp.maximum(steps, 1), max(bound, 1)
@@ -125,12 +125,11 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
   tx = optim.create_optimizer(cfg.optimizer, 1)
   batch = cfg.batch_size
   margin = cfg.margin
-  local_loss = cfg.get("local_loss", "positive_only")
+  local_loss = cfg.local_loss
   check_class_embedding(class_embedding)
   train_w = class_embedding == "client_trained" and local_loss == "positive_only"
   reestimate = class_embedding == "reestimate" and local_loss == "positive_only"
-  negatives = cfg.get("public_negatives", {})
-  cos_scale, cos_margin = negatives.get("scale", 30.0), negatives.get("margin", 0.35)
+  cos_scale, cos_margin = cfg.public_negatives.scale, cfg.public_negatives.margin
 
   if local_loss == "positive_only":
     def loss_fn(trainable, x, public):
@@ -182,7 +181,7 @@ def make_local_training(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int
     trainable, opt_state = state.trainable, state.opt_state
     idx = state.perm[(t * batch + jnp.arange(batch)) % jnp.maximum(state.num_images, 1)]
     x = models.preprocess(images[idx])
-    if cfg.get("augment_flip", True):
+    if cfg.augment_flip:
       flip_key = jax.random.wrap_key_data(state.flip_key)
       flip = jax.random.bernoulli(jax.random.fold_in(flip_key, t), 0.5, (batch, 1, 1, 1))
       x = jnp.where(flip, x[:, :, ::-1], x)

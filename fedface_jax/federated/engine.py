@@ -99,7 +99,7 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
   writer = metrics_io.MetricWriter(workdir, is_primary=primary)
   writer.write_config(config)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       max_to_keep=config.get("keep_checkpoints", 2))
+                                       max_to_keep=config.keep_checkpoints)
   start, state = checkpointer.restore_latest(algo.abstract_state)
   if state is None:
     params0 = ckpt_lib.load_start(config, model, fed_faces.image_shape, mesh)
@@ -117,14 +117,14 @@ def run(config: mlc.ConfigDict, workdir: str, splits: dict | None = None,
                                       config, os.path.join(workdir, "eval"), name=name)
 
   history = []
-  if start == 0 and config.eval.get("at_round_0", True) and primary:
+  if start == 0 and config.eval.at_round_0 and primary:
     report = eval_fn(state, "round_0")
     writer.write(0, _eval_scalars(report))
     history.append((0, report))
 
   num_rounds = fcfg.num_rounds
   end = num_rounds if stop_after_rounds is None else min(num_rounds, start + stop_after_rounds)
-  poison = tuple(config.get("fault_injection", {}).get("nan_client_ids", ()))
+  poison = tuple(config.fault_injection.nan_client_ids)
   bar = progress_lib.progress(num_rounds, desc=fcfg.method, unit="round")
   bar.update(start)
   t_start = time.time()

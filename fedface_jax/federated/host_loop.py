@@ -2,10 +2,10 @@
 
 Why this exists: on XLA:CPU the compiled round (`rounds.make_clients_phase`: `lax.scan` over
 chunks and local steps, `vmap` within a chunk) loses the backend's fast convolution path. A
-convolution step inside a `while` loop ran 12x slower than at top level, and vmapped
+convolution step inside a `while` loop runs much slower than at top level, and vmapped
 convolutions whose weights differ per client become grouped convolutions that are slower still
-(BENCHMARKS.md has the profile). A Python loop that calls a jitted step for one client at a time
-keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
+(BENCHMARKS.md has the measured rounds). A Python loop that calls a jitted step for one client at
+a time keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
 milliseconds, so on CPU the host loop is the faster strategy. On GPU/TPU the opposite holds
 (launch-bound small steps), so `federated.execution="auto"` picks this only on a one-device CPU
 mesh (see `loops.resolve_execution`).
@@ -91,8 +91,8 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, max_images: int,
   sums; the sums are then added in stream order, so a round is deterministic (bit-identical on
   rerun and on resume) whatever the thread timing.
   """
-  streams = num_streams(cfg.get("host_loop_streams", 0))
-  fused = fused_steps(cfg.get("host_loop_fused_steps", 0))
+  streams = num_streams(cfg.host_loop_streams)
+  fused = fused_steps(cfg.host_loop_fused_steps)
   local = cu.make_local_training(apply_fn, cfg.client, max_images, cfg.class_embedding, hooks)
   contribution = rounds.make_client_contribution(cfg)
 

@@ -7,8 +7,8 @@
     processes, and the fast choice on GPU/TPU, where a host loop of small
     steps is bound by kernel launches;
   * "host_loop": clients one after another, one jitted local step per call
-    (`host_loop.py`). One device, one process only. On XLA:CPU it is several
-    times faster than the compiled round (BENCHMARKS.md), because the CPU
+    (`host_loop.py`). One device, one process only. On XLA:CPU it is the
+    faster choice (BENCHMARKS.md has the measured rows), because the CPU
     backend's fast convolution path is lost inside `while` loops and for the
     grouped convolutions that `vmap` over per-client weights produces;
   * "auto": "host_loop" on a one-device CPU mesh in a single process, else
@@ -18,15 +18,13 @@ Both give the same round to float rounding (tests/test_host_loop.py).
 
 Unrolling, for the compiled round only:
 
-XLA:CPU compiles a `while` body without its fast convolution path: a plain
-(un-vmapped) CNN gradient step inside a 4-step `lax.scan` ran 12x slower than
-the same four steps unrolled (2.23 s vs 0.19 s, resnet_small, batch 16, 32x32,
-2-core CPU under load). In the engine's round, though, the vmapped (grouped)
-convolutions dominate and unrolling multiplies compile time: 3 rounds of the
-synthetic demo config took 194 s unrolled vs 115 s rolled, compile included
-(same machine, load ~6). So the default is "off"; "on" is there to try on a
-backend or workload where the loop body is the bottleneck (BENCHMARKS.md has
-the profile).
+XLA:CPU compiles a `while` body without its fast convolution path, so a plain
+(un-vmapped) CNN gradient step runs much slower inside a `lax.scan` than the
+same steps unrolled. In the engine's round, though, the vmapped (grouped)
+convolutions dominate and unrolling multiplies compile time: the synthetic demo's
+rounds were slower unrolled, compile included. The default is therefore "off";
+"on" is there to try on a backend or workload where the loop body is the
+bottleneck.
 
 `federated.unroll_loops`: "off" (default) | "on". The local-step loop is
 unrolled fully; the loop over client chunks up to `MAX_CHUNK_UNROLL` iterations.

@@ -117,11 +117,11 @@ def run_epsilon(fcfg, num_clients: int, rounds_done: int) -> dict[str, float]:
 
   `fcfg.dp.delta` <= 0 (default) means `default_delta(num_clients)`.
   """
-  dp = fcfg.get("dp")
-  if dp is None or not dp.get("enabled", False):
+  dp = fcfg.dp
+  if not dp.enabled:
     return {}
-  delta = dp.get("delta", 0.0) or default_delta(num_clients)
+  delta = dp.delta or default_delta(num_clients)
   q = min(1.0, fcfg.clients_per_round / num_clients)
   eps = compute_epsilon(float(dp.noise_multiplier), q, int(rounds_done), delta,
-                        accounting=dp.get("accounting", "rdp"), num_clients=num_clients)
+                        accounting=dp.accounting, num_clients=num_clients)
   return {"privacy/epsilon": eps, "privacy/delta": delta}

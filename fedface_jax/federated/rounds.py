@@ -65,9 +65,9 @@ DP_NOISE_STREAM = 0xD1FF
 
 
 def dp_settings(cfg: mlc.ConfigDict) -> tuple[bool, float, float]:
-  """(enabled, clip_norm S, noise_multiplier z) of `cfg.dp`; off when absent."""
-  dp = cfg.get("dp")
-  if dp is None or not dp.get("enabled", False):
+  """(enabled, clip_norm S, noise_multiplier z) of `cfg.dp`."""
+  dp = cfg.dp
+  if not dp.enabled:
     return False, float("inf"), 0.0
   clip, z = float(dp.clip_norm), float(dp.noise_multiplier)
   if not clip > 0 or z < 0:
@@ -194,7 +194,7 @@ def make_client_contribution(cfg: mlc.ConfigDict):
   secure-aggregation masks. Returns its `RoundSums` share and its `ClientOutputs`.
   """
   dp_on, clip_norm, _ = dp_settings(cfg)
-  secure = bool(cfg.get("secure_aggregation", False))
+  secure = bool(cfg.secure_aggregation)
 
   def contribution(params, result, n, poison, own_id, participants, sa_key):
     # Fault injection for tests and robustness studies (see config).
@@ -233,7 +233,7 @@ def make_clients_phase(apply_fn: Callable, cfg: mlc.ConfigDict, mesh, max_images
   `vmap` within one); only the running sums are carried. `participants` and
   `sa_key` are used only with secure aggregation.
   """
-  unroll_setting = cfg.get("unroll_loops", "off")
+  unroll_setting = cfg.unroll_loops
   update = cu.make_local_update(apply_fn, cfg.client, max_images, unroll_loops=unroll_setting,
                                 class_embedding=cfg.class_embedding, hooks=hooks)
   contribution = make_client_contribution(cfg)
@@ -438,7 +438,7 @@ def make_spreadout(spread: mlc.ConfigDict, mesh, spread_tx: optax.GradientTransf
   authors' code): each row's gradient shrinks by ~1/C, which left the table
   where it was (docs/FEDFACE.md, "What the project measured").
   """
-  reduction = spread.get("reduction", "row_sum")
+  reduction = spread.reduction
   if reduction not in SPREADOUT_REDUCTIONS:
     raise ValueError(f"unknown federated.spreadout.reduction {reduction!r}; "
                      f"valid: {SPREADOUT_REDUCTIONS}")

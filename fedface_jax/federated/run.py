@@ -107,7 +107,7 @@ def build_run(cfg: mlc.ConfigDict, model, faces, mesh, process_slice: Callable |
   clients = client_data.FederatedClients(faces, cfg.min_images_per_client,
                                          cfg.max_images_per_client)
   public = None
-  if cfg.client.get("public_negatives", {}).get("enabled", False):
+  if cfg.client.public_negatives.enabled:
     if public_faces is None:
       raise ValueError("client.public_negatives needs the public (pretraining) identities")
     public = client_data.FederatedClients(public_faces, 1, cfg.max_images_per_client)

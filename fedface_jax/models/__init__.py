@@ -148,13 +148,13 @@ def from_config(model_cfg) -> nn.Module:
   every backbone casts its input to `dtype` and its `EmbeddingHead` back to float32, and bfloat16's
   8-bit mantissa cannot hold a cosine margin of 0.35 to useful precision anyway.
   """
-  dtype = model_cfg.get("dtype", "float32")
+  dtype = model_cfg.dtype
   if dtype not in _DTYPES:
     raise ValueError(f"model.dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
-  kwargs = dict(model_cfg.get("kwargs", {}))
+  kwargs = dict(model_cfg.kwargs)
   if dtype != "float32":
     kwargs["dtype"] = _DTYPES[dtype]
-  if model_cfg.get("remat", False):
+  if model_cfg.remat:
     kwargs["remat"] = True
   return create_model(model_cfg.name, model_cfg.embedding_dim, **kwargs)
 

@@ -58,26 +58,13 @@ def train_faces(config: mlc.ConfigDict, splits: dict):
   "pretrain+federated" is the centralised ceiling of the federated study: one model that
   saw every identity the federation holds, with its images pooled.
   """
-  names = config.get("train_split", "pretrain").split("+")
+  names = config.train_split.split("+")
   unknown = [n for n in names if n not in splits]
   if unknown:
     raise ValueError(f"train_split {config.train_split!r}: unknown split(s) {unknown}; "
                      f"valid: {sorted(splits)}, joined with '+'")
   parts = [splits[n] for n in names]
   return parts[0] if len(parts) == 1 else data_lib.FaceArrays.concatenate(parts)
-
-
-def _state_sharding(abstract_state, mesh):
-  """Table-shaped leaves (the table and its optimiser moments) go on "classes"."""
-  table_shape = abstract_state["table"].shape
-
-  def rule(path, leaf):
-    keys = jax.tree_util.keystr(path)
-    if "table" in keys and getattr(leaf, "shape", None) == table_shape:
-      return sh.table_sharded(mesh)
-    return sh.replicated(mesh)
-
-  return jax.tree_util.tree_map_with_path(rule, abstract_state)
 
 
 def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
@@ -100,7 +87,7 @@ def build(config: mlc.ConfigDict, splits: dict | None = None) -> Setup:
             "step": jnp.zeros((), jnp.int32)}
 
   abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sharding = _state_sharding(abstract, mesh)
+  state_sharding = sh.state_sharding(abstract, mesh)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, state_sharding)
@@ -115,7 +102,7 @@ def make_train_step(setup: Setup, config: mlc.ConfigDict):
 
   def loss_fn(trainable, images, labels, rng):
     x = models.preprocess(images)
-    if config.get("augment_flip", True):
+    if config.augment_flip:
       flip = jax.random.bernoulli(rng, 0.5, (x.shape[0], 1, 1, 1))
       x = jnp.where(flip, x[:, :, ::-1], x)
     emb = model.apply({"params": trainable["backbone"]}, x)
@@ -157,7 +144,7 @@ def restore_or_init(setup: Setup, checkpointer, config):
     logging.info("Resumed pretraining from step %d", step)
     return state
   state = setup.init_fn(jax.random.key(config.seed))
-  if config.get("init_backbone", ""):
+  if config.init_backbone:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                             state["params"])
     with ckpt_lib.Checkpointer(config.init_backbone) as ck:
@@ -167,7 +154,7 @@ def restore_or_init(setup: Setup, checkpointer, config):
           f"no backbone checkpoint in init_backbone={config.init_backbone}; give the workdir of a "
           "finished launch.pretrain run, or '' to start from random weights")
     state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
-  head = config.get("init_head", "random")
+  head = config.init_head
   if head == "mean_feature":
     table = np.zeros(state["table"].shape, np.float32)
     table[:setup.num_classes] = identity_mean_features(
@@ -213,7 +200,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str,
   writer = metrics_io.MetricWriter(workdir)
   writer.write_config(config)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       max_to_keep=config.get("keep_checkpoints", 2))
+                                       max_to_keep=config.keep_checkpoints)
   state = restore_or_init(setup, checkpointer, config)
   start = int(state["step"])
   train_step = make_train_step(setup, config)

@@ -100,3 +100,47 @@ def check_reference(ref, w, flat0):
     raise ValueError(f"reference workload {ref_w} != --workload {w}")
   ref_init = {k: ref[f"init/{k}"] for k in PARAM_NAMES}
   return ref_init, {"init_max_abs_diff": max_diff(flat0, ref_init)[0]}
+
+
+def add_common_args(parser):
+  """The flags every peer script takes (`benchmark_suite.run_peers` passes them)."""
+  parser.add_argument("--workload", required=True, help="workload JSON (Workload.save)")
+  parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the first")
+  parser.add_argument("--reference", default=None,
+                      help=".npz from fedface_jax.benchmark.workload.write_reference")
+
+
+def load_inputs(args):
+  """(workload, images, class embeddings, initial params, reference or None, check or None).
+
+  With `--reference`, the initial params are the reference's (after checking that the workload
+  and our own init match it) and `check` starts with the init difference.
+  """
+  if args.rounds < 1:
+    raise ValueError("--rounds must be >= 1")
+  w = load_workload(args.workload)
+  images, class_emb = synthetic_client_data(w)
+  flat0 = init_flat_params(w)
+  ref = check = None
+  if args.reference:
+    if not os.path.isfile(args.reference):
+      raise FileNotFoundError(f"reference not found: {args.reference}")
+    ref = np.load(args.reference)
+    flat0, check = check_reference(ref, w, flat0)
+  return w, images, class_emb, flat0, ref, check
+
+
+def check_round1(check, ref, round1_flat):
+  """Adds the first round's difference to the reference to `check`; ok = it is within 1e-4."""
+  ref1 = {k: ref[f"round1/{k}"] for k in PARAM_NAMES}
+  abs_d, rel_d = max_diff(round1_flat, ref1)
+  check.update(round1_max_abs_diff=abs_d, round1_max_rel_diff=rel_d,
+               ok=bool(rel_d < 1e-4 and check["init_max_abs_diff"] == 0.0))
+
+
+def throughput(w, round_s):
+  """The result row's rate fields from the timed rounds' wall times."""
+  mean_s = sum(round_s) / len(round_s)
+  images_per_round = w["num_clients"] * w["local_steps"] * w["batch_size"]
+  return {"client_updates_per_s": w["num_clients"] / mean_s,
+          "images_per_s": images_per_round / mean_s}

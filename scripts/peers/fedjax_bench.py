@@ -8,9 +8,9 @@ unmodified FedJAX 0.0.17 machinery: `InMemoryFederatedData` -> `ClientDataset.sh
 default `jit` backend: a Python loop over clients and batches of jitted steps).
 
 It runs in `.peer_venvs/fedjax` (scripts/setup_peer_venvs.sh) and cannot import fedface_jax,
-so the data and init generators below re-implement `synthetic_client_data` / `init_flat_params`
-(NumPy only). `--reference` (an .npz from `workload.write_reference`) checks both that they
-match and that one FedJAX round gives our reference round's params.
+so `_common.py` (shared with the other peer) re-implements `synthetic_client_data` /
+`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks
+both that they match and that one FedJAX round gives our reference round's params.
 
 Usage:
   .peer_venvs/fedjax/bin/python scripts/peers/fedjax_bench.py --workload w.json [--rounds 3]
@@ -32,15 +32,14 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 # ---- Workload and data: scripts/peers/_common.py ----------------------------------------------
+from _common import add_common_args  # pylint: disable=g-import-not-at-top
 from _common import BENCH_MODELS  # pylint: disable=g-import-not-at-top
-from _common import check_reference  # pylint: disable=g-import-not-at-top
-from _common import init_flat_params  # pylint: disable=g-import-not-at-top
-from _common import load_workload  # pylint: disable=g-import-not-at-top
-from _common import max_diff  # pylint: disable=g-import-not-at-top
+from _common import check_round1  # pylint: disable=g-import-not-at-top
+from _common import load_inputs  # pylint: disable=g-import-not-at-top
 from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
 from _common import PARAM_NAMES  # pylint: disable=g-import-not-at-top
 from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
-from _common import synthetic_client_data  # pylint: disable=g-import-not-at-top
+from _common import throughput  # pylint: disable=g-import-not-at-top
 
 
 # ---- FedJAX / Haiku --------------------------------------------------------------------------
@@ -105,27 +104,13 @@ def make_grad_fn(w, forward):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workload", required=True, help="workload JSON (Workload.save)")
-  parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the first")
-  parser.add_argument("--reference", default=None,
-                      help=".npz from fedface_jax.benchmark.workload.write_reference")
+  add_common_args(parser)
   parser.add_argument("--backend", default="jit", choices=("jit", "pmap", "debug"),
                       help="fedjax for_each_client backend (default: FedJAX's default, jit)")
   args = parser.parse_args(argv)
-  if args.rounds < 1:
-    raise ValueError("--rounds must be >= 1")
 
-  w = load_workload(args.workload)
   t_setup = time.perf_counter()
-  images, class_emb = synthetic_client_data(w)
-  flat0 = init_flat_params(w)
-  check = None
-  ref = None
-  if args.reference:
-    if not os.path.isfile(args.reference):
-      raise FileNotFoundError(f"reference not found: {args.reference}")
-    ref = np.load(args.reference)
-    flat0, check = check_reference(ref, w, flat0)
+  w, images, class_emb, flat0, ref, check = load_inputs(args)
 
   fedjax.set_for_each_client_backend(args.backend)
   forward = make_forward(w)
@@ -156,10 +141,7 @@ def main(argv=None):
   state = one_round(state, 0)
   first_round_s = time.perf_counter() - t0
   if ref is not None:
-    ref1 = {k: ref[f"round1/{k}"] for k in PARAM_NAMES}
-    abs_d, rel_d = max_diff(haiku_to_flat(state.params), ref1)
-    check.update(round1_max_abs_diff=abs_d, round1_max_rel_diff=rel_d,
-                 ok=bool(rel_d < 1e-4 and check["init_max_abs_diff"] == 0.0))
+    check_round1(check, ref, haiku_to_flat(state.params))
 
   round_s = []
   for r in range(1, args.rounds + 1):
@@ -167,13 +149,10 @@ def main(argv=None):
     state = one_round(state, r)
     round_s.append(time.perf_counter() - t0)
 
-  mean_s = sum(round_s) / len(round_s)
-  images_per_round = w["num_clients"] * w["local_steps"] * w["batch_size"]
   out = {
       "peer": "fedjax",
       "version": metadata.version("fedjax"),
-      "client_updates_per_s": w["num_clients"] / mean_s,
-      "images_per_s": images_per_round / mean_s,
+      **throughput(w, round_s),
       "round_s": round_s,
       "first_round_s": first_round_s,
       "setup_s": setup_s,

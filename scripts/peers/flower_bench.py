@@ -16,9 +16,9 @@ first round and after every round (federated evaluation is off: `fraction_evalua
 are aggregated with the same `FedAvg.aggregate_train`. It is NOT Flower's simulation engine.
 
 It runs in `.peer_venvs/flower` (scripts/setup_peer_venvs.sh) and cannot import fedface_jax,
-so the data and init generators below re-implement `synthetic_client_data` / `init_flat_params`
-(NumPy only). `--reference` (an .npz from `workload.write_reference`) checks both that they
-match and that the first Flower round gives our reference round's params.
+so `_common.py` (shared with the other peer) re-implements `synthetic_client_data` /
+`init_flat_params` (NumPy only). `--reference` (an .npz from `workload.write_reference`) checks
+both that they match and that the first Flower round gives our reference round's params.
 
 Usage:
   .peer_venvs/flower/bin/python scripts/peers/flower_bench.py --workload w.json [--rounds 3]
@@ -44,15 +44,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 # ---- Workload and data: scripts/peers/_common.py ----------------------------------------------
+from _common import add_common_args  # pylint: disable=g-import-not-at-top
 from _common import BENCH_MODELS  # pylint: disable=g-import-not-at-top
-from _common import check_reference  # pylint: disable=g-import-not-at-top
-from _common import init_flat_params  # pylint: disable=g-import-not-at-top
-from _common import load_workload  # pylint: disable=g-import-not-at-top
-from _common import max_diff  # pylint: disable=g-import-not-at-top
+from _common import check_round1  # pylint: disable=g-import-not-at-top
+from _common import load_inputs  # pylint: disable=g-import-not-at-top
 from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
-from _common import PARAM_NAMES  # pylint: disable=g-import-not-at-top
 from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
-from _common import synthetic_client_data  # pylint: disable=g-import-not-at-top
+from _common import throughput  # pylint: disable=g-import-not-at-top
 
 
 # ---- PyTorch model -----------------------------------------------------------------------------
@@ -221,10 +219,7 @@ def run_inprocess(w, init_sd, data_dir, num_rounds, torch_threads):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workload", required=True, help="workload JSON (Workload.save)")
-  parser.add_argument("--rounds", type=int, default=3, help="timed rounds after the first")
-  parser.add_argument("--reference", default=None,
-                      help=".npz from fedface_jax.benchmark.workload.write_reference")
+  add_common_args(parser)
   parser.add_argument("--engine", default="ray", choices=("ray", "inprocess"),
                       help="ray: Flower's simulation engine; inprocess: labelled fallback")
   parser.add_argument("--cpus-per-client", type=float, default=1.0,
@@ -232,20 +227,9 @@ def main(argv=None):
   parser.add_argument("--torch-threads", type=int, default=1,
                       help="torch.set_num_threads inside each ClientApp")
   args = parser.parse_args(argv)
-  if args.rounds < 1:
-    raise ValueError("--rounds must be >= 1")
 
-  w = load_workload(args.workload)
   t_start = time.perf_counter()
-  images, class_emb = synthetic_client_data(w)
-  flat0 = init_flat_params(w)
-  check = None
-  ref = None
-  if args.reference:
-    if not os.path.isfile(args.reference):
-      raise FileNotFoundError(f"reference not found: {args.reference}")
-    ref = np.load(args.reference)
-    flat0, check = check_reference(ref, w, flat0)
+  w, images, class_emb, flat0, ref, check = load_inputs(args)
 
   with tempfile.TemporaryDirectory(prefix="flower_bench_") as data_dir:
     np.save(os.path.join(data_dir, "images.npy"), images)
@@ -262,19 +246,13 @@ def main(argv=None):
   per_round = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
   first_round_s, round_s = per_round[0], per_round[1:]
   if ref is not None:
-    ref1 = {k: ref[f"round1/{k}"] for k in PARAM_NAMES}
-    abs_d, rel_d = max_diff(round1_flat, ref1)
-    check.update(round1_max_abs_diff=abs_d, round1_max_rel_diff=rel_d,
-                 ok=bool(rel_d < 1e-4 and check["init_max_abs_diff"] == 0.0))
+    check_round1(check, ref, round1_flat)
 
-  mean_s = sum(round_s) / len(round_s)
-  images_per_round = w["num_clients"] * w["local_steps"] * w["batch_size"]
   ncpu = os.cpu_count() or 1
   out = {
       "peer": "flower" if args.engine == "ray" else "flower-inprocess-fallback",
       "version": metadata.version("flwr"),
-      "client_updates_per_s": w["num_clients"] / mean_s,
-      "images_per_s": images_per_round / mean_s,
+      **throughput(w, round_s),
       "round_s": round_s,
       "first_round_s": first_round_s,
       "setup_s": stamps[0] - t_start,

@@ -69,8 +69,8 @@ class Scaffold(hooks.AlgorithmHooks):
 
 def make(cfg: mlc.ConfigDict) -> Scaffold:
   opt = cfg.client.optimizer
-  if opt.name != "sgd" or opt.get("schedule", "constant") != "constant":
+  if opt.name != "sgd" or opt.schedule != "constant":
     raise ValueError("federated.method='scaffold' (option II) needs a constant-rate plain SGD "
                      f"client optimizer, got name={opt.name!r}, "
-                     f"schedule={opt.get('schedule', 'constant')!r}")
+                     f"schedule={opt.schedule!r}")
   return Scaffold(opt.learning_rate)
