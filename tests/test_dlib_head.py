@@ -6,12 +6,16 @@ frozen-trunk study would not start from dlib. Skips the dlib parts when the mode
 shared faces are absent.
 """
 
+import json
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
 
+from fedface_jax import data
 from fedface_jax import models
 from fedface_jax.models import dlib_head
 from fedface_jax.models import dlib_resnet
@@ -112,3 +116,43 @@ def test_head_on_cached_features_equals_the_full_network(dlib_loaded, celeba_roo
   # The features discriminate chips and the mirror view is a different input.
   assert np.mean(np.abs(feats[1:] - feats[:-1])) > 1e-2
   assert np.mean(np.abs(feats - mirrored)) > 1e-3
+
+
+@pytest.fixture
+def small_tree(celeba_root, tmp_path, dlib_loaded):
+  """3 real identities x 3 faces copied to tmp_path (never into the repository)."""
+  del dlib_loaded
+  pytest.importorskip("dlib")
+  root = tmp_path / "faces"
+  for d in sorted(p for p in celeba_root.iterdir() if p.is_dir())[:3]:
+    (root / d.name).mkdir(parents=True)
+    for f in sorted(d.glob("*.jpg"))[:3]:
+      shutil.copy(f, root / d.name / f.name)
+  return root
+
+
+def test_feature_dataset_is_the_image_dataset_through_the_trunk(small_tree, tmp_path):
+  c = data.default_data_config()
+  c.name, c.root, c.image_size = "dlib_trunk_features", str(small_tree), (150, 150)
+  c.align = "dlib5"
+  c.data_dir, c.progress = str(tmp_path / "d"), False
+  feats, info = data.load_faces_with_info(c)
+  c.name = "image_folder"
+  chips = data.load_faces(c)
+  assert info.built and feats.image_shape == dlib_head.CONTAINER_SHAPE
+  np.testing.assert_array_equal(feats.labels, chips.labels)   # hence the same identity splits
+  assert feats.identity_names == chips.identity_names
+  module, params = dlib_resnet.load_dlib_resnet()
+  want, want_mirror = dlib_head.trunk_features(module, params, np.asarray(chips.images))
+  np.testing.assert_allclose(dlib_head.unpack_features(feats.images), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(dlib_head.unpack_features(np.asarray(feats.images)[:, :, ::-1]),
+                             want_mirror, rtol=1e-5, atol=1e-6)
+  c.name = "dlib_trunk_features"
+  assert not data.load_faces_with_info(c)[1].built   # reused
+  meta = json.loads((info.path / "meta.json").read_text())
+  meta["model_crc32"] += 1                            # another model file: rebuilt
+  (info.path / "meta.json").write_text(json.dumps(meta))
+  assert data.load_faces_with_info(c)[1].built
+  c.image_size = (112, 112)
+  with pytest.raises(ValueError, match="150"):
+    data.load_faces(c)
