@@ -40,9 +40,15 @@ def _file_crc32(path: pathlib.Path) -> int:
   return crc
 
 
-def image_config(data_config):
-  """The `image_folder` data config whose chips the features are computed from."""
-  cfg = dict(data_config.to_dict() if hasattr(data_config, "to_dict") else data_config)
+def image_config(data_config) -> dict:
+  """The `image_folder` data config whose chips the features are computed from.
+
+  Fields the config leaves out take `data.default_data_config()`'s values, as in `load_faces`.
+  """
+  from fedface_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  cfg = data_lib.default_data_config().to_dict()
+  given = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+  cfg.update({k: v for k, v in given.items() if v is not None})
   cfg["name"] = "image_folder"
   return cfg
 
@@ -64,7 +70,7 @@ def load_with_info(data_config):
   if faces.image_shape != dlib_resnet.DLIB_INPUT_SHAPE:
     raise ValueError(f"{NAME} needs dlib's {dlib_resnet.DLIB_INPUT_SHAPE} chips; "
                      f"data.image_size gives {faces.image_shape}")
-  if img_cfg.get("align", "none") != "dlib5":
+  if img_cfg["align"] != "dlib5":
     raise ValueError(f"{NAME} needs data.align='dlib5' (dlib's face ResNet expects its chips)")
   model_path = dlib_resnet.packaged_model_path()
   expected = {
@@ -86,7 +92,7 @@ def load_with_info(data_config):
   if meta is None or any(meta.get(k) != v for k, v in expected.items()):
     if meta is not None:
       logging.info("feature cache %s is stale; rebuilding it", path)
-    _build(path, faces, expected, shape, bool(img_cfg.get("progress", True)))
+    _build(path, faces, expected, shape, bool(img_cfg["progress"]))
     with open(path / "meta.json") as f:
       meta = json.load(f)
     built = True
