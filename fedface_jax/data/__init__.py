@@ -25,7 +25,8 @@ __all__ = [
     "split_identities",
 ]
 
-DATASET_NAMES = ("synthetic_faces", "image_folder")
+# dlib_trunk_features: image_folder chips as cached dlib trunk features (data/dlib_features.py).
+DATASET_NAMES = ("synthetic_faces", "image_folder", "dlib_trunk_features")
 DEFAULT_DATA_DIR = "~/.cache/fedface_jax"
 
 
@@ -96,6 +97,9 @@ def load_faces_with_info(data_config: mlc.ConfigDict):
   if name not in DATASET_NAMES:
     raise errors.ConfigError(
         f"unknown dataset name data.name={name!r}; valid names: {', '.join(DATASET_NAMES)}")
+  if name == "dlib_trunk_features":
+    from fedface_jax.data import dlib_features  # pylint: disable=g-import-not-at-top
+    return dlib_features.load_with_info(data_config)
   data_dir = os.path.expanduser(field("data_dir"))
   h, w = _image_size(field("image_size"))
   progress = bool(field("progress"))

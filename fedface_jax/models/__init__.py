@@ -17,6 +17,9 @@ import numpy as np
 from fedface_jax.models.common import l2_normalize
 from fedface_jax.models.common import preprocess
 from fedface_jax.models.common import PReLU
+from fedface_jax.models.dlib_head import CONTAINER_SHAPE as DLIB_HEAD_INPUT_SHAPE
+from fedface_jax.models.dlib_head import DlibHead
+from fedface_jax.models.dlib_head import load_dlib_head
 from fedface_jax.models.dlib_resnet import DLIB_INPUT_SHAPE
 from fedface_jax.models.dlib_resnet import DlibResNet
 from fedface_jax.models.dlib_resnet import load_dlib_resnet
@@ -35,6 +38,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "sphere64": Sphere64,
     "iresnet50": IResNet50,
     "dlib_resnet": DlibResNet,
+    # dlib's last layer on cached trunk features (frozen trunk; data.name="dlib_trunk_features").
+    "dlib_head": DlibHead,
 }
 
 # The input (H, W, C) each model was designed for; resnet_small is meant for the 64x64 demo faces.
@@ -44,6 +49,7 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "sphere64": SPHERE_INPUT_SHAPE,
     "iresnet50": IRESNET_INPUT_SHAPE,
     "dlib_resnet": DLIB_INPUT_SHAPE,
+    "dlib_head": DLIB_HEAD_INPUT_SHAPE,
 }
 
 
@@ -51,6 +57,7 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 # to the registry model it fits and a loader returning `(module, params)`.
 PRETRAINED: dict[str, tuple[str, Callable[..., tuple[nn.Module, Any]]]] = {
     "dlib": ("dlib_resnet", load_dlib_resnet),
+    "dlib_head": ("dlib_head", load_dlib_head),
 }
 
 
@@ -184,6 +191,7 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     "DEFAULT_INPUT_SHAPES",
+    "DlibHead",
     "DlibResNet",
     "IResNet",
     "IResNet50",
@@ -198,6 +206,7 @@ __all__ = [
     "init_params",
     "init_variables",
     "l2_normalize",
+    "load_dlib_head",
     "load_dlib_resnet",
     "load_pretrained_params",
     "model_names",

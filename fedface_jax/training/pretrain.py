@@ -135,6 +135,8 @@ def restore_or_init(setup: Setup, checkpointer, config):
 
   `config.init_backbone` (a backbone export directory) starts the backbone
   from theta_0 instead of from scratch: the centralised fine-tuning oracle.
+  Without it, `config.model.pretrained` (a `models.PRETRAINED` name) starts it
+  from published weights.
   `config.init_head = "mean_feature"` starts the class table from each
   identity's normalised mean feature under that backbone, as FedFace's server
   table starts, so that oracle and FedFace differ only in who holds the images.
@@ -153,6 +155,10 @@ def restore_or_init(setup: Setup, checkpointer, config):
       raise errors.MissingInputError(
           f"no backbone checkpoint in init_backbone={config.init_backbone}; give the workdir of a "
           "finished launch.pretrain run, or '' to start from random weights")
+    state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
+  elif config.model.pretrained:
+    # A published start (e.g. dlib's), as `checkpoint.load_start` gives the federated engine.
+    params = models.load_pretrained_params(config.model.pretrained, setup.model)
     state["params"] = jax.device_put(params, sh.replicated(setup.mesh))
   head = config.init_head
   if head == "mean_feature":
