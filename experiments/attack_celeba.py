@@ -37,5 +37,5 @@ def get_config(arg=None):
       enabled=arg.enhance, prior_variant="demo", prior_workdir="runs/prior/celeba_demo",
       train_if_missing=False)
   if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py
-    config.federated.dp = dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise)
+    config.federated.dp.update(dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise))
   return config

@@ -63,5 +63,5 @@ def get_config(arg=None):
   a.participants_seed = arg.seed
   a.judge = arg.judge   # model | dlib | both (dlib: the independent judge, unaligned chips)
   if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py
-    config.federated.dp = dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise)
+    config.federated.dp.update(dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise))
   return config

@@ -124,10 +124,11 @@ def engine_config(config: mlc.ConfigDict, num_classes: int) -> mlc.ConfigDict:
   f.client.batch_size = int(a.images_per_client)        # full-batch GD, as the reference
   f.client.augment_flip = False                          # the attacker's model has no flips
   f.client.local_loss = "softmax_ce" if classifier else "positive_only"
-  f.client.optimizer = mlc.ConfigDict(dict(
+  # update, not replace: the sections are complete (experiments/common.py `optimizer`).
+  f.client.optimizer.update(dict(
       name="momentum" if a.client_momentum else "sgd", learning_rate=float(a.eta),
       momentum=float(a.client_momentum), schedule="constant"))
-  f.server.optimizer = mlc.ConfigDict(dict(name="sgd", learning_rate=1.0, schedule="constant"))
+  f.server.optimizer.update(dict(name="sgd", learning_rate=1.0, schedule="constant"))
   f.clients_per_chunk = max(1, min(int(f.clients_per_chunk), int(a.num_clients)))
   if classifier:
     f.embedding_dim = int(num_classes)
