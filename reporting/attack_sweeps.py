@@ -36,6 +36,7 @@ import numpy as np
 from experiments import attack_sweeps as sweep_configs
 from fedface_jax import data as data_lib
 from fedface_jax import sharding as sh
+from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import pipeline
 from fedface_jax.attack import updates
 from fedface_jax.evaluation import bootstrap
@@ -44,7 +45,7 @@ from fedface_jax.federated import secure_aggregation as sa_lib
 from reporting import attack_tables
 
 # The keys every sweep row carries (the acceptance table's columns) under the model judge; other
-# judges add theirs (`pipeline.judge_keys`: similarity_dlib, rank1_dlib).
+# judges add theirs (`attack.judges.judge_keys`: similarity_dlib, rank1_dlib).
 ROW_KEYS = ("psnr", "ssim", "similarity", "rank1", "chance_rank1")
 
 
@@ -172,7 +173,7 @@ def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], see
       "workdir": [o["workdir"] for o in outs],
   }
   for j in row["judges"]:   # baselines under each judge: noise (floor), originals (ceiling)
-    for key in pipeline.judge_keys(j):
+    for key in judges_lib.judge_keys(j):
       row[f"noise_{key}"] = _mean([s[key] for s in noise])
       row[f"ceiling_{key}"] = _mean([s[key] for s in ceiling])
   if p.noise is not None:
@@ -219,7 +220,7 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
     seeds = sweep_configs.point_seeds(scfg, p)
     for m in outs[0]["results"]:
       rows.append(_row(sweep, setting, p, outs, seeds, m))
-    sim, r1 = pipeline.judge_keys(rows[-1]["judges"][0])
+    sim, r1 = judges_lib.judge_keys(rows[-1]["judges"][0])
     logging.info("%s %s: PSNR %.2f dB, cos %.3f, rank-1 %.2f (%s judge; %d seeds, %.0f s)",
                  sweep, setting, rows[-1]["psnr"], rows[-1][sim], rows[-1][r1],
                  rows[-1]["judges"][0], len(seeds), rows[-1]["wall_s"])

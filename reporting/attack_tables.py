@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
+from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import pipeline
 from fedface_jax.evaluation import bootstrap
 from fedface_jax.evaluation import verification
@@ -47,7 +48,7 @@ def table_metrics(judges) -> list[tuple[str, str, int]]:
   """(key, column header, digits): pixel metrics, then cosine and rank-1 of each judge."""
   out = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
   for j in judges:
-    sim, r1 = pipeline.judge_keys(j)
+    sim, r1 = judges_lib.judge_keys(j)
     out += [(sim, f"cos sim to victim ({judge_label(j)})", 3), (r1, f"rank-1 ({judge_label(j)})",
                                                                     2)]
   return out
@@ -65,7 +66,7 @@ def markdown_table(rows: list[dict]) -> str:
     s = r["summary"]
     cells = [r["name"], _fmt(s["psnr"], 2), _fmt(s["ssim"]), _fmt(s["reference_ssim"])]
     for j in judges:
-      sim, r1 = pipeline.judge_keys(j)
+      sim, r1 = judges_lib.judge_keys(j)
       cells += [_fmt(s.get(sim)), _fmt(s.get(r1), 2)]
     cells.append(_fmt(s["chance_rank1"], 3))
     lines.append("| " + " | ".join(cells) + " |")
@@ -273,8 +274,8 @@ def markdown_section(suite: str, command: str, result: dict | None, cost: dict |
         f"- Uniform-noise baseline at the base point: PSNR "
         f"{_f(_base_noise(result, 'noise_psnr'), 2)} dB; "
         + "; ".join(f"{judge_label(j)}: cos sim "
-                    f"{_f(_base_noise(result, 'noise_' + pipeline.judge_keys(j)[0]))}, rank-1 "
-                    f"{_f(_base_noise(result, 'noise_' + pipeline.judge_keys(j)[1]), 2)}"
+                    f"{_f(_base_noise(result, 'noise_' + judges_lib.judge_keys(j)[0]))}, rank-1 "
+                    f"{_f(_base_noise(result, 'noise_' + judges_lib.judge_keys(j)[1]), 2)}"
                     for j in _judges(result["rows"])) + ".",
         "- DP ε of the attack rows: the attacked round alone (1 round, every participant "
         "sampled), user-level, δ = 1/N^1.1 of the N federated identities (RDP accountant, "

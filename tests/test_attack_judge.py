@@ -13,6 +13,7 @@ from PIL import Image
 from experiments import attack_celeba
 from experiments import attack_sweeps as sweep_configs
 from experiments import attack_synthetic
+from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import pipeline
 from fedface_jax.models import dlib_resnet
 from reporting import attack_tables
@@ -25,11 +26,11 @@ def test_judge_defaults_and_names():
   scfg = sweep_configs.sweep_config("synthetic", variant="tiny", judge="both")
   config = sweep_configs.point_config(scfg, sweep_configs.base_point(scfg), 0)
   assert config.attack.judge == "both"
-  assert pipeline.judge_names("both") == ("model", "dlib")
-  assert pipeline.judge_keys("model") == ("similarity", "rank1")
-  assert pipeline.judge_keys("dlib") == ("similarity_dlib", "rank1_dlib")
+  assert judges_lib.judge_names("both") == ("model", "dlib")
+  assert judges_lib.judge_keys("model") == ("similarity", "rank1")
+  assert judges_lib.judge_keys("dlib") == ("similarity_dlib", "rank1_dlib")
   with pytest.raises(ValueError, match="judge"):
-    pipeline.judge_names("arcface")
+    judges_lib.judge_names("arcface")
   # Tables name the judge in their column headers.
   rows = [{"name": "x: raw", "summary": {"psnr": 10.0, "ssim": 0.1, "reference_ssim": 0.1,
                                          "similarity_dlib": 0.5, "rank1_dlib": 0.25,
@@ -60,7 +61,7 @@ def test_dlib_judge_identifies_real_photos_not_noise(celeba_root):
   num_ids, per_id = 6, 5
   images, labels = _identities(celeba_root, num_ids, per_id)
   query = np.arange(labels.size) % per_id == per_id - 1   # last photo of each identity
-  judge = pipeline.make_judge("dlib", images[~query], labels[~query])
+  judge = judges_lib.make_judge("dlib", images[~query], labels[~query])
   real = judge.score(images[query].astype(np.float32) / 255.0, labels[query])
   assert real["chance"] == pytest.approx(1 / num_ids)
   assert real["rank1"] >= 4 / num_ids, real   # "most" identities: measured 6/6
@@ -85,7 +86,7 @@ def _faces(num_ids, per_id=5, size=32, seed=0):
 
 
 def test_score_reports_every_judge():
-  """`pipeline.score` with two judges (toy embedders): each judge's keys, one chance."""
+  """`attack.judges.score` with two judges (toy embedders): each judge's keys, one chance."""
   rng = np.random.default_rng(0)
   centers = rng.normal(size=(4, 8))
   # Toy embedders read the identity off the image's mean colour; "b" is the same but shifted.
@@ -95,18 +96,18 @@ def test_score_reports_every_judge():
   gallery = np.repeat(np.arange(4), 2)
   flat = lambda ids: np.broadcast_to(ids[:, None, None, None] / 3.0, (ids.size, 16, 16, 3))
   gal_images = flat(gallery)
-  judges = {"model": pipeline.Judge("model", embed_a, embed_a(gal_images), gallery),
-            "dlib": pipeline.Judge("dlib", embed_b, embed_b(gal_images), gallery)}
+  judges = {"model": judges_lib.Judge("model", embed_a, embed_a(gal_images), gallery),
+            "dlib": judges_lib.Judge("dlib", embed_b, embed_b(gal_images), gallery)}
   victims = np.array([1, 2])
   images = np.array(flat(victims), np.float32)
-  out = pipeline.score(images, images, victims, judges)
+  out = judges_lib.score(images, images, victims, judges)
   s = out["summary"]
   assert s["judges"] == ["model", "dlib"]
   assert s["rank1"] == s["rank1_dlib"] == 1.0 and s["chance_rank1"] == 0.25
   np.testing.assert_allclose([s["similarity"], s["similarity_dlib"]], 1.0, atol=1e-6)
   assert set(out["per_image"]) == {"psnr", "ssim", "reference_ssim", "similarity",
                                    "rank1_correct", "similarity_dlib", "rank1_dlib_correct"}
-  wrong = pipeline.score(images, images, victims[::-1], judges)["summary"]
+  wrong = judges_lib.score(images, images, victims[::-1], judges)["summary"]
   assert wrong["rank1"] == wrong["rank1_dlib"] == 0.0
 
 
