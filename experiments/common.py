@@ -133,8 +133,8 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
 
 # The run arguments of a FedFace study config (`launch.fedface_study`), with their defaults.
 STUDY_ARGS = dict(method="fedface", class_embedding="frozen", public_negatives=0,
-                  reduction="row_sum", server_momentum=0.0, server_lr=1.0, seed=0,
-                  train_split="pretrain")
+                  reduction="row_sum", server_momentum=0.0, server_lr=1.0, client_lr=0.0,
+                  seed=0, train_split="pretrain")
 
 
 def apply_study_args(federated, arg):
@@ -142,6 +142,8 @@ def apply_study_args(federated, arg):
   federated.class_embedding = arg.class_embedding
   federated.client.public_negatives.enabled = bool(int(arg.public_negatives))
   federated.spreadout.reduction = arg.reduction
+  if float(arg.client_lr) > 0:   # 0 keeps the config's own client learning rate
+    federated.client.optimizer.learning_rate = float(arg.client_lr)
   return server_step(federated, float(arg.server_momentum), float(arg.server_lr))
 
 

@@ -1,0 +1,33 @@
+"""The study's per-run arguments: which step sizes every method and the oracle share.
+
+A fair final table gives FedAvg, FedAwS, the no-spreadout row and oracle_finetune the chosen
+FedFace variant's step sizes; if `step_args` dropped one, a baseline would silently run at
+another learning rate than FedFace.
+"""
+
+from experiments import fedface_study_synthetic
+from reporting import fedface_study
+
+
+def test_client_lr_sets_the_client_optimizer_and_zero_keeps_the_config():
+  default = fedface_study_synthetic.get_config("")
+  tuned = fedface_study_synthetic.get_config("client_lr=0.1")
+  assert default.federated.client.optimizer.learning_rate == 0.03
+  assert tuned.federated.client.optimizer.learning_rate == 0.1
+  assert tuned.federated.server.optimizer == default.federated.server.optimizer
+
+
+def test_every_method_shares_the_variants_server_and_client_steps():
+  arg = fedface_study.VARIANTS["frozen+row_sum+m0.9+lr2+clr0.1"]
+  assert fedface_study.step_args(arg) == "server_momentum=0.9,server_lr=2.0,client_lr=0.1"
+  assert fedface_study.client_args(arg) == "client_lr=0.1"
+  assert fedface_study.step_args(fedface_study.VARIANTS["frozen+row_sum"]) == ""
+  cfg = fedface_study_synthetic.get_config(
+      "method=fedavg," + fedface_study.step_args(arg))
+  assert cfg.federated.client.optimizer.learning_rate == 0.1
+  assert cfg.federated.server.optimizer.learning_rate == 2.0
+
+
+def test_every_variant_parses_into_a_config():
+  for name, arg in fedface_study.VARIANTS.items():
+    assert fedface_study_synthetic.get_config(arg).federated.method, name
