@@ -31,3 +31,16 @@ def test_every_method_shares_the_variants_server_and_client_steps():
 def test_every_variant_parses_into_a_config():
   for name, arg in fedface_study.VARIANTS.items():
     assert fedface_study_synthetic.get_config(arg).federated.method, name
+
+
+def test_the_attacks_defence_cost_runs_the_variant_the_study_chose():
+  """experiments/ cannot import reporting/, so the chosen variant is copied: keep them equal."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from experiments import attack_sweeps  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "..", "results",
+                      "fedface-study-synthetic-selection.json")
+  with open(path) as f:
+    chosen = next(r["variant"] for r in json.load(f)["rows"]
+                  if r["method"] == "fedface" and "nosp" not in r["variant"])
+  assert attack_sweeps.STUDY_FEDFACE == fedface_study.VARIANTS[chosen]
