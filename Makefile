@@ -58,7 +58,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 ## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
-## The FedFace study (gate, 8-variant selection on validation, final table with CIs) took 83 min on 2 cores.
+## The FedFace study (gate, 5-variant selection on validation, final table with CIs) took 62 min on 2 cores.
 # The variants the committed selection block compared (all of them: STUDY_VARIANTS=). The
 # server-lr grid's two best on validation (an earlier 8-variant selection, commit 91bfcc8) and
 # the client-lr variants added after it.
