@@ -45,8 +45,9 @@ SPREAD_MARGIN = 0.9
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
-      arg, variant="study", pretrained="runs/study_celeba_dlib/pretrain", **common.STUDY_ARGS,
-      margin=MARGIN, client_lr=CLIENT_LR, spread_margin=SPREAD_MARGIN, rounds=12,
+      arg, variant="study", pretrained="runs/study_celeba_dlib/pretrain",
+      **dict(common.STUDY_ARGS, client_lr=CLIENT_LR),
+      margin=MARGIN, spread_margin=SPREAD_MARGIN, rounds=12,
       root=os.path.normpath(eval_celeba_dlib.DEFAULT_ROOT))
   if arg.variant not in ("study", "tiny"):
     raise ValueError(f"unknown variant {arg.variant!r}; valid: study, tiny")
