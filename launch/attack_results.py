@@ -14,21 +14,23 @@ from `make demo`).
 Per-point outputs (grids of faces: never commit them) go under --workdir.
 """
 
-import json
 import os
 
 from absl import flags
 
 flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
-flags.DEFINE_string("workdir", None, "Root of the per-point runs (default runs/attack_results/<suite>).")
-flags.DEFINE_string("pretrained", None, "launch.pretrain workdir with backbone/ (default per suite).")
+flags.DEFINE_string("workdir", None,
+                    "Root of the per-point runs (default runs/attack_results/<suite>).")
+flags.DEFINE_string("pretrained", None,
+                    "launch.pretrain workdir with backbone/ (default per suite).")
 flags.DEFINE_list("sweeps", "victims,images,tau,dp,secure_aggregation,class_embedding",
                   "Sweeps to run; empty: reuse the last run's JSON for the tables.")
 flags.DEFINE_list("victims", None, "Victim counts V (K = V + 1).")
 flags.DEFINE_list("images", None, "Photos per client.")
 flags.DEFINE_list("taus", None, "Local steps.")
 flags.DEFINE_list("noise", None, "DP noise multipliers z of the attack sweep.")
-flags.DEFINE_float("clip_norm", None, "DP clip S of the attack sweep (0: median victim delta norm).")
+flags.DEFINE_float("clip_norm", None,
+                   "DP clip S of the attack sweep (0: median victim delta norm).")
 flags.DEFINE_list("seeds", None, "Seeds of every sweep point but the base (default 0,1,2).")
 flags.DEFINE_list("base_seeds", None, "Seeds of the base point (default 0,1,2,3,4).")
 flags.DEFINE_enum("judge", None, ["model", "dlib", "both"],
@@ -47,13 +49,6 @@ flags.DEFINE_string("results_dir", "results", "Where results/attack-<suite>.json
 FLAGS = flags.FLAGS
 
 
-def _load(path):
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
@@ -62,7 +57,6 @@ def main(argv):
   from reporting import attack_sweeps
   from reporting import attack_tables
   from reporting import defence_cost
-  from reporting import results_md
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
   overrides = {"sweeps": tuple(s for s in FLAGS.sweeps if s)}
@@ -76,32 +70,15 @@ def main(argv):
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)
   workdir = FLAGS.workdir or os.path.join("runs", "attack_results", FLAGS.suite)
-  sweep_json = os.path.join(workdir, "attack_results.json")
-  cost_json = os.path.join(workdir, "defence_cost.json")
-
   command = common.invocation("launch.attack_results")
-  result = None
-  if scfg.sweeps:
-    result = attack_sweeps.run_sweeps(scfg, workdir)
-    result["command"] = command
-    attack_tables.save_json(sweep_json, result)
-  else:
-    result = _load(sweep_json)
-  cost = None
-  if FLAGS.defence_cost:
-    cost = defence_cost.defence_cost(scfg, os.path.join(workdir, "defence"),
-                                     baseline_workdir=FLAGS.defence_baseline)
-    cost["command"] = command
-    attack_tables.save_json(cost_json, cost)
-  else:
-    cost = _load(cost_json)
+  result = attack_sweeps.run_or_reuse(scfg, workdir, command)
+  cost = defence_cost.run_or_reuse(scfg, workdir, command, FLAGS.defence_cost,
+                                   baseline_workdir=FLAGS.defence_baseline)
   section = attack_tables.markdown_section(FLAGS.suite, command, result, cost)
   print(section)
   if FLAGS.update_results_md:
-    results_md.update_results_md("RESULTS.md", f"attack-{FLAGS.suite}", section)
-    if result is not None:
-      path = attack_tables.write_results_json(FLAGS.results_dir, FLAGS.suite,
-                                              result.get("command", command), result)
+    path = attack_tables.write_block(FLAGS.suite, command, section, result, FLAGS.results_dir)
+    if path is not None:
       print(f"wrote {path}")
 
 

@@ -43,6 +43,7 @@ from fedface_jax.evaluation import bootstrap
 from fedface_jax.federated import privacy
 from fedface_jax.federated import secure_aggregation as sa_lib
 from reporting import attack_tables
+from reporting import results_md
 
 # The keys every sweep row carries (the acceptance table's columns) under the model judge; other
 # judges add theirs (`attack.judges.judge_keys`: similarity_dlib, rank1_dlib).
@@ -294,3 +295,18 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
           "sweep_config": scfg.to_dict(), "attacks": len(runner.cache),
           "points": len({p for p, _ in runner.cache}),
           "timing_s": time.time() - t_start, "date": datetime.date.today().isoformat()}
+
+
+def run_or_reuse(scfg: mlc.ConfigDict, workdir: str, command: str) -> dict | None:
+  """Runs `scfg.sweeps` under `workdir` and saves `<workdir>/attack_results.json`.
+
+  With no sweeps, re-reads that file from the last run instead (None when there is none), so the
+  tables can be rebuilt without a rerun. `command` is recorded in the saved result.
+  """
+  path = os.path.join(workdir, "attack_results.json")
+  if not scfg.sweeps:
+    return results_md.load_json(path)
+  result = run_sweeps(scfg, workdir)
+  result["command"] = command
+  results_md.save_json(path, result)
+  return result

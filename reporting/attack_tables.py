@@ -360,6 +360,19 @@ def write_results_json(results_dir: str, suite: str, command: str, result: dict)
                                        results_rows(result), note, extra)
 
 
+def write_block(suite: str, command: str, section: str, result: dict | None,
+                results_dir: str, results_md_path: str = "RESULTS.md") -> str | None:
+  """Writes `section` as RESULTS.md's `attack-<suite>` block and, with sweep results, their JSON.
+
+  The JSON (`write_results_json`) carries the command that ran the sweeps (`result["command"]`,
+  else `command`). Returns its path, or None without sweep results.
+  """
+  results_md.update_results_md(results_md_path, f"attack-{suite}", section)
+  if result is None:
+    return None
+  return write_results_json(results_dir, suite, result.get("command", command), result)
+
+
 def _base_noise(result, key):
   for r in result["rows"]:
     sc = result["sweep_config"]
@@ -368,5 +381,3 @@ def _base_noise(result, key):
       return r.get(key)
   return None
 
-
-save_json = results_md.save_json   # a sweep's or defence cost's result

@@ -28,6 +28,7 @@ from fedface_jax.federated import engine
 from fedface_jax.federated import privacy
 from fedface_jax.federated import run as run_lib
 from reporting import attack_sweeps
+from reporting import results_md
 
 
 def _median_metric(workdir: str, key: str) -> float | None:
@@ -136,3 +137,19 @@ def defence_cost(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None
                      report=out["final"], round_0_report=None))
   return {"rows": rows, "clip_norm": clip, "timing_s": time.time() - t_start,
           "fars": (1e-3, 1e-2)}
+
+
+def run_or_reuse(scfg: mlc.ConfigDict, workdir: str, command: str, run: bool,
+                 baseline_workdir: str = "") -> dict | None:
+  """With `run`, `defence_cost` under `<workdir>/defence`, saved to `<workdir>/defence_cost.json`.
+
+  Without it, re-reads that file from the last run (None when there is none). `command` is
+  recorded in the saved result.
+  """
+  path = os.path.join(workdir, "defence_cost.json")
+  if not run:
+    return results_md.load_json(path)
+  cost = defence_cost(scfg, os.path.join(workdir, "defence"), baseline_workdir=baseline_workdir)
+  cost["command"] = command
+  results_md.save_json(path, cost)
+  return cost

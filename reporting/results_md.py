@@ -47,6 +47,14 @@ def save_json(path: str, obj: dict):
     json.dump(obj, f, indent=1, default=str)
 
 
+def load_json(path: str) -> dict | None:
+  """A result file written by `save_json`, or None when there is none yet."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def machine_line() -> str:
   cpu = cpu_name()
   return (f"{socket.gethostname()}: {cpu}, {os.cpu_count()} cores, "

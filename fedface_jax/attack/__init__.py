@@ -1,9 +1,10 @@
 """Curious-client gradient inversion (Wilson et al., arXiv 2410.04661; spec in docs ATTACK.md).
 
-One honest-but-curious FedAvg client sees w_t and w_{t+1}; from their difference (``updates``) it reconstructs the
-other clients' images by matching an unrolled simulation of local training (``unroll``, ``objectives``,
-``inversion``), then scores them (``metrics``, ``matching``) and draws them (``grids``). ``lenet`` is the reference
-victim model. Everything takes plain ``apply_fn(params, x)`` callables, so any linen model plugs in.
+One honest-but-curious FedAvg client sees w_t and w_{t+1}; from their difference (``updates``) it
+reconstructs the other clients' images by matching an unrolled simulation of local training
+(``unroll``, ``objectives``, ``inversion``), then scores them (``metrics``, ``matching``) and draws
+them (``grids``). ``lenet`` is the reference victim model. Everything takes plain
+``apply_fn(params, x)`` callables, so any linen model plugs in.
 """
 
 from fedface_jax.attack.inversion import fedface_attack_config

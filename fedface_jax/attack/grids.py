@@ -1,7 +1,8 @@
-"""PNG figures of an attack: one labelled row per stage (original / reconstruction / enhanced), one column per image.
+"""PNG figures of an attack: a labelled row per stage (original / reconstruction / enhanced).
 
-Qualitative grids are how the paper argues recognisability (ATTACK.md 7.2), so every run saves one. Pillow only
-(no display needed); images are nearest-upsampled to a common cell size so low-res latents stay visibly blocky.
+One column per image. Qualitative grids are how the paper argues recognisability (ATTACK.md 7.2),
+so every run saves one. Pillow only (no display needed); images are nearest-upsampled to a common
+cell size so low-res latents stay visibly blocky.
 """
 
 from collections.abc import Sequence
@@ -27,7 +28,8 @@ def save_grid(path: str | os.PathLike, rows: Sequence[Any], row_labels: Sequence
 
   Args:
     path: output file (parent folders are created).
-    rows: arrays [N, h, w, 3] (uint8, or float in [0, 1]); all rows need the same N, sizes may differ.
+    rows: arrays [N, h, w, 3] (uint8, or float in [0, 1]); all rows need the same N, sizes may
+      differ.
     row_labels: one label per row, drawn on the left.
     col_labels: optional label per column (e.g. PSNR), drawn under the last row.
     cell: cell side in pixels (default: the largest image side among the rows, at least 32).
@@ -64,9 +66,13 @@ def save_grid(path: str | os.PathLike, rows: Sequence[Any], row_labels: Sequence
   return np.asarray(canvas)
 
 
-def save_attack_grid(path: str | os.PathLike, originals: Any, reconstructions: Any, enhanced: Any | None = None,
-                     psnr_values: Sequence[float] | None = None, max_columns: int = 16) -> np.ndarray:
-  """Original / reconstruction (/ enhanced) rows for the first ``max_columns`` images, with optional PSNR labels."""
+def save_attack_grid(path: str | os.PathLike, originals: Any, reconstructions: Any,
+                     enhanced: Any | None = None, psnr_values: Sequence[float] | None = None,
+                     max_columns: int = 16) -> np.ndarray:
+  """Original / reconstruction (/ enhanced) rows for the first ``max_columns`` images.
+
+  Columns get PSNR labels when ``psnr_values`` is given.
+  """
   rows = [np.asarray(originals)[:max_columns], np.asarray(reconstructions)[:max_columns]]
   labels = ["original", "reconstruction"]
   if enhanced is not None:

@@ -15,19 +15,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedface_jax import progress as progress_lib
 from fedface_jax.attack import inversion
 from fedface_jax.attack import matching
 from fedface_jax.attack import metrics
 
 
-def _batched_embedder(fn, batch: int = 64):
+# An embedding call of at least this many batches shows a progress bar: the gallery (every
+# federated image, ~a minute for the dlib judge on 2 CPU cores), not a set of reconstructions.
+_PROGRESS_MIN_BATCHES = 20
+
+
+def _batched_embedder(fn, batch: int = 64, desc: str = "embed"):
   """uint8 or [0, 1] float images -> embeddings by `fn` on fixed-size batches (one compilation)."""
 
   def embed(images):
     x = np.asarray(images)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     out = []
-    for i in range(0, len(x), batch):
+    starts = range(0, len(x), batch)
+    show = len(starts) >= _PROGRESS_MIN_BATCHES
+    for i in progress_lib.progress(starts, desc, unit="batch", disable=None if show else True):
       chunk = x[i:i + batch]
       padded = np.zeros((batch,) + chunk.shape[1:], np.float32)
       padded[:len(chunk)] = chunk
@@ -40,7 +48,7 @@ def make_face_embedder(face_model, face_params, input_size: int):
   """float [N, h, w, 3] in [0, 1] -> L2-normalised embeddings, via the face backbone."""
   fn = jax.jit(lambda x: face_model.apply({"params": face_params}, inversion.fedface_input(
       jax.image.resize(x, (x.shape[0], input_size, input_size, 3), "linear"))))
-  return _batched_embedder(fn)
+  return _batched_embedder(fn, desc="model judge embeddings")
 
 
 _DLIB_MODEL = None
@@ -61,7 +69,7 @@ def make_dlib_embedder():
   size = dlib_resnet.DLIB_INPUT_SIZE
   fn = jax.jit(lambda x: module.apply({"params": params}, inversion.fedface_input(
       jax.image.resize(x, (x.shape[0], size, size, 3), "linear"))))
-  return _batched_embedder(fn, batch=32)
+  return _batched_embedder(fn, batch=32, desc="dlib judge embeddings")
 
 
 JUDGES = ("model", "dlib")

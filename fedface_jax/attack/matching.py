@@ -1,9 +1,10 @@
 """Pairing reconstructions with originals when the attack does not fix the order.
 
-The paper-faithful attack ties dummy image i to label i, so the reference scores by index (ATTACK.md 6). Attacks
-without that tie (unknown labels, repeated labels, FedFace victims whose images are interchangeable within a
-victim) can return the right images in a different order; breaching re-orders by Hungarian matching before
-scoring (ATTACK.md 8). Matching always *raises* average scores, so report which pairing was used.
+The paper-faithful attack ties dummy image i to label i, so the reference scores by index
+(ATTACK.md 6). Attacks without that tie (unknown labels, repeated labels, FedFace victims whose
+images are interchangeable within a victim) can return the right images in a different order;
+breaching re-orders by Hungarian matching before scoring (ATTACK.md 8). Matching always *raises*
+average scores, so report which pairing was used.
 """
 
 from collections.abc import Callable
@@ -15,9 +16,12 @@ from scipy.optimize import linear_sum_assignment
 from fedface_jax.attack import metrics
 
 
-def cost_matrix(originals: Any, reconstructions: Any, cost: str | Callable[[np.ndarray, np.ndarray], float] = "mse",
-                ) -> np.ndarray:
-  """[N_orig, N_rec] pairwise cost on uint8-rounded images: 'mse', 'neg_psnr', or a callable(orig, rec) -> float."""
+def cost_matrix(originals: Any, reconstructions: Any,
+                cost: str | Callable[[np.ndarray, np.ndarray], float] = "mse") -> np.ndarray:
+  """[N_orig, N_rec] pairwise cost on uint8-rounded images.
+
+  ``cost`` is 'mse', 'neg_psnr', or a callable(orig, rec) -> float.
+  """
   a, b = metrics.to_uint8(originals), metrics.to_uint8(reconstructions)
   if a.shape[1:] != b.shape[1:]:
     raise ValueError(f"image shapes differ: {a.shape[1:]} vs {b.shape[1:]}")
@@ -45,7 +49,8 @@ def match_reconstructions(originals: Any, reconstructions: Any,
   """
   c = cost_matrix(originals, reconstructions, cost)
   if c.shape[1] < c.shape[0]:
-    raise ValueError(f"{c.shape[1]} reconstructions cannot be matched one-to-one to {c.shape[0]} originals")
+    raise ValueError(
+        f"{c.shape[1]} reconstructions cannot be matched one-to-one to {c.shape[0]} originals")
   rows, cols = linear_sum_assignment(c)
   perm = np.empty(c.shape[0], dtype=np.int64)
   perm[rows] = cols

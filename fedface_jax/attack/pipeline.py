@@ -1,12 +1,12 @@
-"""The curious-client attack end to end: one honest round of the federated engine, inversion, scoring.
+"""The curious-client attack end to end: one honest round of the engine, inversion, scoring.
 
 Why a pipeline: the attack is only meaningful against the exact update the protocol produces, so the
 honest round here is run by the same engine as FedFace (`federated.run.build_run`: the
 client updates of `client_update.py`, FedAvg weighting, the server optimiser, and whatever DP or
 secure-aggregation options `config.federated` switches on), not by a separate toy loop. The attacker
-is client 0 of the round: it saves w_t before the round and reads w_{t+1} after it, forms the diluted
-update `(w_t - w_{t+1}) / eta` and, if it knows K (`attack.knows_num_clients`), removes its own
-update, which it recomputes locally with the same client code (ATTACK.md 1, 2.1).
+is client 0 of the round: it saves w_t before the round and reads w_{t+1} after it, forms the
+diluted update `(w_t - w_{t+1}) / eta` and, if it knows K (`attack.knows_num_clients`), removes its
+own update, which it recomputes locally with the same client code (ATTACK.md 1, 2.1).
 
 Victim models (`attack.objective`):
   * "paper_faithful" / "inverting_gradients": the reference's untrained LeNet classifier
@@ -193,8 +193,8 @@ def attack_target(seen: dict, config: mlc.ConfigDict):
   g_bar = updates.diluted_update(seen["w_t"], seen["w_t1"], float(a.eta))
   if a.knows_num_clients:
     g_own = seen["g_own"]
-    dp = config.federated.get("dp")
-    if dp is not None and dp.get("enabled", False):
+    dp = config.federated.dp
+    if dp.enabled:
       delta_norm = float(a.eta) * float(updates.tree_l2_norm(g_own))
       scale = min(1.0, float(dp.clip_norm) / max(delta_norm, 1e-30))
       g_own = jax.tree.map(lambda g: np.asarray(g) * scale, g_own)
@@ -221,7 +221,8 @@ def _inversion_config(config: mlc.ConfigDict, image_size: int) -> mlc.ConfigDict
     c.margin = float(config.federated.client.margin)
     c.tv_weight = float(a.tv_weight)
   c.tau, c.eta, c.image_size = int(a.tau), float(a.eta), int(image_size)
-  c.iterations, c.lr, c.matching, c.seed = int(a.iterations), float(a.lr), str(a.matching), int(a.attack_seed)
+  c.iterations, c.lr, c.matching, c.seed = (int(a.iterations), float(a.lr), str(a.matching),
+                                            int(a.attack_seed))
   if "lr_min" in c:
     c.lr_min = float(a.lr_min)
   if "sf" in c:
@@ -421,7 +422,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       client_delta_norms.append(float(a.eta) * float(updates.tree_l2_norm(gs[-1])))
     true_mean = updates.aggregate(gs)
     diff = jax.tree.map(lambda x, y: np.asarray(x) - np.asarray(y), target, true_mean)
-    true_rel = float(updates.tree_l2_norm(diff) / max(float(updates.tree_l2_norm(true_mean)), 1e-30))
+    true_rel = float(
+        updates.tree_l2_norm(diff) / max(float(updates.tree_l2_norm(true_mean)), 1e-30))
 
   # Scoring set-up: all enrolled (federated) identities form the gallery; the participants'
   # templates come from their held-out photos only.
@@ -429,7 +431,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   gal_mask[round_idx] = False
   gallery_labels = fed.labels[gal_mask]
   judges = {}
-  for name in judges_lib.judge_names(str(a.get("judge", "model"))):
+  for name in judges_lib.judge_names(str(a.judge)):
     # Every federated image's embedding, once per (splits, backbone) when the caller keeps a
     # cache (sweeps): the dlib judge costs ~a minute on 2 CPU cores for a thousand images.
     embed = judges_lib.make_judge_embedder(name, face_model, face_params, data_size)

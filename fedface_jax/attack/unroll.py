@@ -1,16 +1,19 @@
 """Differentiable simulation of a client's local training: tau full-batch GD steps, unrolled.
 
-The attacker's forward model (ATTACK.md 2.3) is g_hat(x) = (w_t - Phi_tau(w_t; x)) / eta, where Phi_tau runs tau
-full-batch gradient-descent steps on the dummy data x. Inverting it needs d g_hat / d x, i.e. gradients *through*
-the local optimisation (second order: the inner step contains a gradient). ``jax.lax.scan`` keeps the compiled
-program size independent of tau, and ``jax.checkpoint`` on the step stores only the params between steps and
-recomputes each step's activations during the backward pass; for the reference LeNet at 128x128 the fc1 layer
-(65,536 x 512) dominates memory, so without remat the memory grows with tau times the batch activations.
+The attacker's forward model (ATTACK.md 2.3) is g_hat(x) = (w_t - Phi_tau(w_t; x)) / eta, where
+Phi_tau runs tau full-batch gradient-descent steps on the dummy data x. Inverting it needs
+d g_hat / d x, i.e. gradients *through* the local optimisation (second order: the inner step
+contains a gradient). ``jax.lax.scan`` keeps the compiled program size independent of tau, and
+``jax.checkpoint`` on the step stores only the params between steps and recomputes each step's
+activations during the backward pass; for the reference LeNet at 128x128 the fc1 layer
+(65,536 x 512) dominates memory, so without remat the memory grows with tau times the batch
+activations.
 
-``per_client_unrolled_pseudograd`` simulates the real protocol (each client trains on its own data, the server
-averages) and exists to measure the *super-client* approximation used by the attack: for tau = 1 and equal client
-sizes, the mean of per-client mean-loss gradients equals the gradient of the mean loss over the union, exactly;
-for tau > 1 the two differ by O(eta^2 tau^2) (ATTACK.md 2.2, DERIVED).
+``per_client_unrolled_pseudograd`` simulates the real protocol (each client trains on its own data,
+the server averages) and exists to measure the *super-client* approximation used by the attack: for
+tau = 1 and equal client sizes, the mean of per-client mean-loss gradients equals the gradient of
+the mean loss over the union, exactly; for tau > 1 the two differ by O(eta^2 tau^2) (ATTACK.md 2.2,
+DERIVED).
 """
 
 from collections.abc import Callable, Sequence
@@ -26,17 +29,21 @@ LossFn = Callable[[PyTree, PyTree], jax.Array]  # (params, batch) -> scalar
 
 def _check_tau_eta(tau: int, eta: float) -> None:
   if not isinstance(tau, (int, np.integer)) or tau < 1:
-    raise ValueError(f"tau must be a positive Python int (the number of unrolled steps), got {tau!r}")
+    raise ValueError(
+        f"tau must be a positive Python int (the number of unrolled steps), got {tau!r}")
   if isinstance(eta, (int, float)) and eta <= 0:
     raise ValueError(f"eta must be positive, got {eta}")
 
 
-def gd_steps(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: int, remat: bool = True,
-             momentum: float = 0.0) -> PyTree:
-  """Phi_tau: tau full-batch (heavy-ball) GD steps from ``params0``; differentiable in params0 and batch.
+def gd_steps(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: int,
+             remat: bool = True, momentum: float = 0.0) -> PyTree:
+  """Phi_tau: tau full-batch (heavy-ball) GD steps from ``params0``.
 
-  ``momentum`` follows ``torch.optim.SGD`` (buf = mu * buf + g, p -= eta * buf, buf starting at 0). The reference
-  uses plain GD (momentum 0); FedFace's client code uses momentum 0.9 (FEDFACE.md 2.2), so it is a knob here.
+  Differentiable in params0 and batch.
+
+  ``momentum`` follows ``torch.optim.SGD`` (buf = mu * buf + g, p -= eta * buf, buf starting at 0).
+  The reference uses plain GD (momentum 0); FedFace's client code uses momentum 0.9
+  (FEDFACE.md 2.2), so it is a knob here.
   """
   _check_tau_eta(tau, eta)
 
@@ -59,21 +66,25 @@ def gd_steps(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: i
 
 def unrolled_pseudograd(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: int,
                         remat: bool = True, momentum: float = 0.0) -> PyTree:
-  """(w_t - Phi_tau(w_t)) / eta for one (super-)client holding ``batch``; tau = 1 gives grad(loss_fn)."""
+  """(w_t - Phi_tau(w_t)) / eta for one (super-)client holding ``batch``.
+
+  tau = 1 gives grad(loss_fn).
+  """
   params_tau = gd_steps(loss_fn, params0, batch, eta, tau, remat=remat, momentum=momentum)
   return jax.tree.map(lambda a, b: (a - b) / eta, params0, params_tau)
 
 
-def per_client_unrolled_pseudograd(loss_fn: LossFn, params0: PyTree, client_batches: PyTree, eta: float,
-                                   tau: int, weights: Sequence[float] | np.ndarray | jax.Array | None = None,
-                                   remat: bool = True, momentum: float = 0.0,
-                                   return_per_client: bool = False) -> PyTree | tuple[PyTree, PyTree]:
-  """FedAvg of per-client pseudo-gradients, each client training on its own batch (leading axis = clients).
+def per_client_unrolled_pseudograd(
+    loss_fn: LossFn, params0: PyTree, client_batches: PyTree, eta: float, tau: int,
+    weights: Sequence[float] | np.ndarray | jax.Array | None = None, remat: bool = True,
+    momentum: float = 0.0, return_per_client: bool = False) -> PyTree | tuple[PyTree, PyTree]:
+  """FedAvg of per-client pseudo-gradients, each client on its own batch (leading axis = clients).
 
   Args:
     loss_fn: (params, batch) -> scalar, the client's mean loss.
     params0: the global model w_t.
-    client_batches: pytree whose leaves have a leading client axis [K, ...]; client k gets the k-th slice.
+    client_batches: pytree whose leaves have a leading client axis [K, ...]; client k gets the k-th
+      slice.
     eta: local learning rate.
     tau: local full-batch steps.
     weights: aggregation weights [K] (normalised inside); equal if None.
