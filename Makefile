@@ -13,7 +13,7 @@ ifeq ($(ACCEL),cpu)
 export JAX_PLATFORMS ?= cpu
 endif
 
-.PHONY: venv demo test test-gpu test-slow test-all check-commands results-synthetic results-celeba benchmark clean
+.PHONY: venv demo test test-gpu test-slow test-all check-commands results-synthetic results-celeba benchmark attack-peer clean
 
 venv: $(ACCEL_STAMP)
 
@@ -90,6 +90,13 @@ results-celeba: $(STAMP)
 ## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~15-25 min).
 benchmark: $(STAMP)
 	PY=$(BIN)/python bash scripts/run_benchmarks.sh
+
+## breaching's Inverting Gradients on our attacker's update, next to ours -> RESULTS.md
+## attack-peer-breaching (its own venv, .peer_venvs/breaching; the demo's backbone).
+attack-peer: $(STAMP)
+	bash scripts/setup_peer_venvs.sh breaching
+	nice -n 19 $(BIN)/python -m launch.attack_peer --suite=synthetic --seeds=0,1,2 \
+	    --iterations=200 --peer_iterations=200,1000,3000
 
 clean:
 	rm -rf runs .pytest_cache

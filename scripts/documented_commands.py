@@ -366,7 +366,7 @@ def _commands_from_json(text: str) -> list[Command]:
 # runs/.../pretrain, the prior under runs/prior/..., the sweep JSON of attack_results).
 STAGES = ("launch.pretrain", "launch.train_prior", "launch.fedface", "launch.evaluate",
           "launch.attack", "launch.attack_results", "launch.results", "launch.fedface_study",
-          "launch.demo", "launch.benchmark")
+          "launch.demo", "launch.benchmark", "launch.attack_peer")
 FAKE_DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
 # Sizes of the tree generated for an external dataset root (`root=/data/casia`).
 GEN_IDENTITIES, GEN_IMAGES = 16, 4
@@ -564,6 +564,14 @@ def plan(command: Command, workspace: pathlib.Path, documented: list[Command]) -
       # Its default backbone is make demo's (runs/demo/pretrain, the full demo); the documented
       # pretraining of the same config writes runs/synthetic/pretrain.
       extra.append("--pretrained=runs/synthetic/pretrain")
+  elif module == "launch.attack_peer":
+    if not (REPO_ROOT / ".peer_venvs" / "breaching" / "bin" / "python").exists():
+      p.skip = "needs the breaching venv (bash scripts/setup_peer_venvs.sh breaching)"
+      return p
+    suite = flag_value(p.args, "suite") or "synthetic"
+    extra += ["--seeds=0", "--iterations=1", "--peer_iterations=1", "--noupdate_results_md"]
+    if suite == "synthetic" and flag_value(p.args, "pretrained") is None:
+      extra.append("--pretrained=runs/synthetic/pretrain")   # as launch.attack_results
   elif module == "launch.results":
     if (flag_value(p.args, "dataset") or "synthetic") != "synthetic":
       p.skip = ("launch.results has no size flag for celeba (pretraining + 4 methods + oracle "

@@ -7,11 +7,13 @@
 #
 #   .peer_venvs/fedjax : fedjax==0.0.17, jax/jaxlib==0.4.35, dm-haiku==0.0.13, optax 0.2.4, numpy<2
 #   .peer_venvs/flower : flwr[simulation] (Ray) + torch CPU
+#   .peer_venvs/breaching : breaching 0.1.2 + torch CPU (scripts/peers/requirements-breaching.txt),
+#       the peer attack of launch.attack_peer (not a benchmark peer)
 #
 # Idempotent: an existing venv whose pinned packages import with the pinned versions is left alone
 # (set FORCE=1 to rebuild). Prints the versions at the end.
 #
-# Usage: bash scripts/setup_peer_venvs.sh [fedjax|flower|all]   (default: all)
+# Usage: bash scripts/setup_peer_venvs.sh [fedjax|flower|breaching|all]   (default: all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +47,8 @@ FLOWER_PINS=(
   "torch==2.13.0"
   "numpy"
 )
+
+BREACHING_REQS="${ROOT}/scripts/peers/requirements-breaching.txt"
 
 log() { echo "[setup_peer_venvs] $*" >&2; }
 
@@ -87,6 +91,31 @@ assert version("torch").startswith("2.13.0"), version("torch")
 PY
 }
 
+breaching_ok() {
+  local py="${VENVS}/breaching/bin/python"
+  [[ -x "${py}" ]] && "${py}" - <<'PY' 2>/dev/null
+import sys, types
+from importlib.metadata import version
+# The stand-in breaching_attack.py uses for torchvision's fake-kernel module (see its comment).
+sys.modules.setdefault("torchvision._meta_registrations",
+                       types.ModuleType("torchvision._meta_registrations"))
+import torch, breaching  # noqa: F401  (both must import)
+assert version("breaching") == "0.1.2", version("breaching")
+assert version("torch").startswith("2.13.0"), version("torch")
+PY
+}
+
+setup_breaching() {
+  if breaching_ok; then
+    log "breaching venv already up to date"
+    return
+  fi
+  make_venv "${VENVS}/breaching"
+  log "installing -r ${BREACHING_REQS}"
+  "${VENVS}/breaching/bin/python" -m pip install --quiet -r "${BREACHING_REQS}"
+  breaching_ok || { log "breaching venv failed its import check"; exit 1; }
+}
+
 setup_fedjax() {
   if fedjax_ok; then
     log "fedjax venv already up to date"
@@ -115,8 +144,9 @@ mkdir -p "${VENVS}"
 case "${WHICH}" in
   fedjax) setup_fedjax ;;
   flower) setup_flower ;;
-  all) setup_fedjax; setup_flower ;;
-  *) echo "usage: $0 [fedjax|flower|all]" >&2; exit 2 ;;
+  breaching) setup_breaching ;;
+  all) setup_fedjax; setup_flower; setup_breaching ;;
+  *) echo "usage: $0 [fedjax|flower|breaching|all]" >&2; exit 2 ;;
 esac
 
 echo "== peer venv versions"
@@ -135,4 +165,12 @@ from importlib.metadata import version
 pkgs = ['flwr', 'ray', 'torch', 'numpy']
 vers = ' | '.join(p + ' ' + version(p) for p in pkgs)
 print('flower venv: python', sys.version.split()[0], '|', vers)"
+fi
+if [[ -x "${VENVS}/breaching/bin/python" ]]; then
+  "${VENVS}/breaching/bin/python" -c "
+import sys
+from importlib.metadata import version
+pkgs = ['breaching', 'torch', 'torchvision', 'numpy', 'hydra-core', 'omegaconf']
+vers = ' | '.join(p + ' ' + version(p) for p in pkgs)
+print('breaching venv: python', sys.version.split()[0], '|', vers)"
 fi

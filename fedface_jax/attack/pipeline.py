@@ -339,7 +339,7 @@ def load_face_backbone(config, image_shape, backbone_params=None):
 def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None,
                splits: dict | None = None, mesh=None,
                return_target: bool = False, return_images: bool = False,
-               judge_cache: dict | None = None) -> dict[str, Any]:
+               judge_cache: dict | None = None, return_case: bool = False) -> dict[str, Any]:
   """Runs one attack and writes `workdir/{metrics.json, grid_*.png}`.
 
   The markdown table of `rows` (and `table.md`) is written by `reporting/attack_tables.py`.
@@ -358,6 +358,11 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       use and reused (valid for one splits and one backbone: sweeps pass one dict).
     return_images: also return the paired reconstructions, float [V * n, s, s, 3] in [0, 1] per
       method, as `out["reconstructions"]` (tests compare seeds; never written to metrics.json).
+    return_case: also return `out["case"]`, what a peer attack needs to attack the same update
+      and be scored by the same judges: w_t, w_{t+1}, the target, the attacker's own
+      pseudo-gradient, the round's images [K * n] (client-major, at the attack resolution) and
+      labels, the victims' true mean pseudo-gradient (None unless the attacker knows K) and
+      `score(recon01)` (pairing within victims, then the scores of `rows`).
 
   Returns:
     {"rows": [{"name", "summary"}], "results", "loss_first", "loss_last",
@@ -410,7 +415,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
 
   # Sanity: how close is the attacker's target to the victims' true mean pseudo-gradient?
   # (exact without DP; only the simulation can compute this.)
-  true_rel = None
+  true_rel = true_mean = None
   client_delta_norms = []   # the victims' ||delta_k|| (what DP's clip norm S is compared with)
   if a.knows_num_clients:
     upd = seen["client_update"]
@@ -508,4 +513,14 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     out["target"] = jax.device_get(target)
   if return_images:
     out["reconstructions"] = {name: im["recon"] for name, im in images_out.items()}
+  if return_case:   # kept out of metrics.json: arrays and a closure over this run's judges
+
+    def score_any(recon01):
+      recon01 = np.asarray(recon01, np.float32)
+      return ev(recon01[judges_lib.pair_within_victims(originals01, recon01, k - 1, n)])
+
+    out["case"] = {"w_t": seen["w_t"], "w_t1": seen["w_t1"], "target": jax.device_get(target),
+                   "g_own": seen["g_own"], "images": np.asarray(round_faces.images),
+                   "labels": np.asarray(round_faces.labels), "victims_mean": true_mean,
+                   "score": score_any}
   return out

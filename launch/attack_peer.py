@@ -1,0 +1,58 @@
+"""A peer attack on the same update: breaching's Inverting Gradients next to our attack.
+
+  python -m launch.attack_peer --suite=synthetic --seeds=0,1,2 --iterations=200 \
+      --peer_iterations=200,1000,3000
+  python -m launch.attack_peer --suite=celeba --seeds=0,1,2   # real faces: numbers only
+
+Needs the breaching venv (scripts/peers/README.md: `bash scripts/setup_peer_venvs.sh breaching`)
+and the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`). For each seed:
+our honest round and attack at the attack sweeps' base point, the case written as an .npz under
+--workdir, breaching's attack on it in its venv (after checking that its torch LeNet reproduces our
+logits and our round's update), both scored by our metrics and judges. Writes RESULTS.md's
+`attack-peer-breaching` block and results/attack-peer-breaching.json (celeba: `-celeba` suffix;
+numbers only, the cases and reconstructions stay under --workdir).
+"""
+
+import os
+
+from absl import flags
+
+flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (participants, round seed, attack init).")
+flags.DEFINE_integer("iterations", 200, "Our attack's iterations (paper_faithful, Adam).")
+flags.DEFINE_list("peer_iterations", ["200"], "breaching's max_iterations (one run each).")
+flags.DEFINE_string("pretrained", None, "launch.pretrain workdir with backbone/ (suite default).")
+flags.DEFINE_enum("judge", "", ["", "model", "dlib", "both"], "Identity judge ('' = suite's).")
+flags.DEFINE_string("peer_python", None, "The breaching venv's python.")
+flags.DEFINE_integer("threads", 1, "torch threads of the peer.")
+flags.DEFINE_string("workdir", None,
+                    "Per-seed cases and outputs (default runs/attack_peer/<suite>).")
+flags.DEFINE_bool("update_results_md", True,
+                  "Write the suite's RESULTS.md block and its JSON (numbers only).")
+flags.DEFINE_string("results_dir", "results", "Where results/attack-peer-breaching*.json goes.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  # pylint: disable=g-import-not-at-top
+  from launch import common
+  from reporting import attack_peer
+  # pylint: enable=g-import-not-at-top
+  common.quiet_library_logs()
+  workdir = FLAGS.workdir or os.path.join("runs", "attack_peer", FLAGS.suite)
+  result = attack_peer.run(
+      FLAGS.suite, tuple(int(s) for s in FLAGS.seeds), workdir,
+      common.invocation("launch.attack_peer"), iterations=FLAGS.iterations,
+      peer_iterations=tuple(int(i) for i in FLAGS.peer_iterations),
+      pretrained=FLAGS.pretrained, judge=FLAGS.judge,
+      peer_python=FLAGS.peer_python or attack_peer.DEFAULT_PEER_PYTHON, threads=FLAGS.threads)
+  print(attack_peer.markdown_section(result))
+  attack_peer.save_result(result, workdir)
+  if FLAGS.update_results_md:
+    print("wrote", attack_peer.write_block(result, FLAGS.results_dir))
+
+
+if __name__ == "__main__":
+  from launch import common  # pylint: disable=g-import-not-at-top
+  common.run(main)
