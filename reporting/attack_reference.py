@@ -125,8 +125,8 @@ def markdown(summary: dict) -> str:
     lines.append(f"| {label} (mean over seeds) | " + " | ".join(
         f"{b[k]:.{d}f}" if k in b else "–" for k, _, d in COLUMNS) + " | – |")
   q = REFERENCE_QUOTED
-  lines.append(f"| *{QUOTED_LABEL}* | {q['psnr']:.3f} | – | {q['reference_ssim']:.3f} | – | – "
-               f"| {q['lpips_alex']:.3f} |")
+  lines.append(f"| *{QUOTED_LABEL}* | {q['psnr']:.3f} | – | {q['reference_ssim']:.3f} | – "
+               f"| – | {q['lpips_alex']:.3f} |")
   return "\n".join(lines)
 
 
