@@ -387,8 +387,12 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   fed = splits["federated"]
   k, n = int(a.num_clients), int(a.images_per_client)
   data_size = fed.image_shape[0]
-  face_model, face_params = load_face_backbone(config, fed.image_shape, backbone_params)
   classifier = a.objective in CLASSIFIER_OBJECTIVES
+  # The face backbone is the fedface objective's victim model and the "model" judge; a LeNet attack
+  # judged by dlib alone never touches it, so it is not required (nor loaded) then.
+  face_model, face_params = None, None
+  if not classifier or "model" in judges_lib.judge_names(str(a.judge)):
+    face_model, face_params = load_face_backbone(config, fed.image_shape, backbone_params)
   image_size = int(a.image_size) if classifier else data_size
 
   # Participants: attacker (0) and victims; their round photos and their held-out photos.

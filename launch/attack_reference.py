@@ -1,0 +1,43 @@
+"""The curious-client attack in the reference setting on the CelebA crops, over seeds.
+
+  python -m launch.attack_reference --seeds=0,1,2,3,4
+  python -m launch.attack_reference --seeds=0,1,2 --workdir=runs/attack/celeba_reference128
+
+The config is `experiments/attack_celeba.py:variant=reference128` (ATTACK.md 3: 128 px, sf=4, K=4,
+B=16, tau=3, eta=0.003, 100 Adam iterations, untrained LeNet; judge dlib, so no face backbone is
+needed). One attack per seed under --workdir/seed<s> (finished seeds are reused unless --rerun);
+writes results/attack-celeba-reference.json and the RESULTS.md block `attack-celeba-reference`.
+Reconstructions of real faces stay under --workdir (runs/, gitignored): never commit them.
+"""
+
+from absl import flags
+
+from launch import common
+
+common.define_flags("experiments/attack_celeba.py:variant=reference128")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (participants, round, attack init).")
+flags.DEFINE_bool("rerun", False, "Rerun seeds whose metrics.json already exists.")
+flags.DEFINE_bool("update_results_md", True,
+                  "Write results/attack-celeba-reference.json and the RESULTS.md block.")
+flags.DEFINE_string("results_dir", "results", "Where the JSON goes.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  common.setup_runtime()
+  from reporting import attack_reference  # pylint: disable=g-import-not-at-top
+  workdir = FLAGS.workdir or "runs/attack/celeba_reference128"
+  outs = attack_reference.run_seeds(FLAGS.config, [int(s) for s in FLAGS.seeds], workdir,
+                                    rerun=FLAGS.rerun)
+  summary = attack_reference.summarize(outs)
+  print(attack_reference.markdown(summary))
+  print("\n".join(attack_reference.facts(summary)))
+  if FLAGS.update_results_md:
+    path = attack_reference.write(summary, common.invocation("launch.attack_reference"),
+                                  FLAGS.results_dir)
+    print(f"wrote {path} and RESULTS.md block {attack_reference.BLOCK}")
+
+
+if __name__ == "__main__":
+  common.run(main)
