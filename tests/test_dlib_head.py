@@ -12,7 +12,6 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
 
 from fedface_jax import data
@@ -83,22 +82,10 @@ def test_pretrained_head_is_dlibs_fc(dlib_loaded):
     models.load_pretrained_params("dlib_head", models.create_model("dlib_resnet", 128))
 
 
-def _chips(root, n):
-  dirs = sorted(p for p in root.iterdir() if p.is_dir())
-  files = []
-  for d in dirs[::max(1, len(dirs) // n)]:
-    files.extend(sorted(d.glob("*.jpg"))[:1])
-  files = files[:n]
-  if len(files) < n:
-    pytest.skip(f"only {len(files)} images under {root}")
-  return np.stack([
-      np.asarray(Image.open(f).convert("RGB").resize((150, 150), Image.Resampling.BILINEAR))
-      for f in files])
 
-
-def test_head_on_cached_features_equals_the_full_network(dlib_loaded, celeba_root):
+def test_head_on_cached_features_equals_the_full_network(dlib_loaded, celeba_chips):
   module, params = dlib_loaded
-  chips = _chips(celeba_root, NUM_CHIPS)
+  chips = celeba_chips(NUM_CHIPS)
   feats, mirrored = dlib_head.trunk_features(module, params, chips, batch_size=8)
   boxes = dlib_head.pack_features(feats, mirrored)
   head, head_params = dlib_head.load_dlib_head()

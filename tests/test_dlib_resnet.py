@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from fedface_jax import models
 from fedface_jax.models import dlib_resnet
@@ -188,23 +187,10 @@ def test_loaded_params_match_the_module_structure(loaded):
     assert got.shape == want.shape and got.dtype == jnp.float32
 
 
-def _chips(root, n):
-  """n real faces, one per identity spread over the folder, resized to dlib's 150x150."""
-  dirs = sorted(p for p in root.iterdir() if p.is_dir())
-  files = []
-  for d in dirs[::max(1, len(dirs) // n)]:
-    files.extend(sorted(d.glob("*.jpg"))[:1])
-  files = files[:n]
-  if len(files) < n:
-    pytest.skip(f"only {len(files)} images under {root}")
-  return np.stack([
-      np.asarray(Image.open(f).convert("RGB").resize((150, 150), Image.Resampling.BILINEAR))
-      for f in files])
 
-
-def test_descriptors_equal_dlib(loaded, model_path, celeba_root):
+def test_descriptors_equal_dlib(loaded, model_path, celeba_chips):
   dlib = pytest.importorskip("dlib")
-  chips = _chips(celeba_root, NUM_CHIPS)
+  chips = celeba_chips(NUM_CHIPS)
   reference = dlib.face_recognition_model_v1(str(model_path))
   want = np.stack([np.asarray(reference.compute_face_descriptor(c)) for c in chips])
   module, params = loaded
