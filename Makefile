@@ -86,6 +86,8 @@ results-celeba: $(STAMP)
 	$(BIN)/python -m launch.evaluate --config experiments/eval_celeba_dlib.py \
 	    --workdir runs/celeba/dlib --num_resamples=1000 --results_md_key=evaluate-celeba-dlib
 	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=victims --victims=1,2,4 --iterations=100
+	$(BIN)/python -m launch.attack_reference --seeds=0,1,2,3,4 \
+	    --config experiments/attack_celeba.py:variant=reference128,judge=both
 
 ## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~15-25 min).
 benchmark: $(STAMP)

@@ -1,16 +1,19 @@
 """The curious-client attack in the reference setting on the CelebA crops, over seeds.
 
-  python -m launch.attack_reference --seeds=0,1,2,3,4
+  python -m launch.attack_reference --seeds=0,1,2,3,4 \\
+      --config=experiments/attack_celeba.py:variant=reference128,judge=both
   python -m launch.attack_reference --seeds=0,1,2 --workdir=runs/attack/celeba_reference128
 
 The config is `experiments/attack_celeba.py:variant=reference128` (ATTACK.md 3: 128 px, sf=4, K=4,
-B=16, tau=3, eta=0.003, 100 Adam iterations, untrained LeNet; judge dlib, so no face backbone is
-needed). One attack per seed under --workdir/seed<s> (finished seeds are reused unless --rerun);
-writes results/attack-celeba-reference.json and the RESULTS.md block `attack-celeba-reference`.
+B=16, tau=3, eta=0.003, 100 Adam iterations, untrained LeNet). judge=dlib by default (no face
+backbone needed); judge=both adds the model judge (needs runs/celeba/pretrain/backbone). One
+attack per seed under --workdir/seed<s> (finished seeds are reused unless --rerun); writes
+results/attack-celeba-reference.json and the RESULTS.md block `attack-celeba-reference`.
 Reconstructions of real faces stay under --workdir (runs/, gitignored): never commit them.
 Cost: 48 victim photos at 128 px through a 3-step unroll of the 34M-parameter LeNet, 100 times.
-On the 2 shared CPU cores of the dev VM (load ~9, nice 19) one seed's first 10 iterations had not
-finished after 45 min (setup 12 s, honest round 98 s, dlib gallery 400 s): run it on a GPU.
+On the 2 shared CPU cores of the dev VM (load ~9, nice 19) one Adam iteration costs ~15 s per
+photo (0.8 s at 32 px, 3 s at 64), and one seed's first 10 iterations had not finished after
+45 min (setup 12 s, honest round 98 s, dlib gallery 400 s): run it on a GPU.
 """
 
 from absl import flags

@@ -89,8 +89,8 @@ def test_tiny_run_at_128px_writes_the_block(tmp_path):
 
   splits = {"pretrain": faces(2, 1), "federated": faces(3, 0), "evaluation": faces(2, 2)}
   config = attack_celeba.get_config("variant=reference128,judge=model")
-  config.attack.update(dict(num_clients=2, images_per_client=1, holdout_images=2, iterations=2, tau=1,
-                            progress=False))
+  config.attack.update(dict(num_clients=2, images_per_client=1, holdout_images=2, iterations=2,
+                            tau=1, progress=False))
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.kwargs)
   params = models.init_params(model, jax.random.key(0), (128, 128, 3))
