@@ -49,8 +49,9 @@ BLOCK = "attack-peer-breaching"   # the synthetic suite's; celeba's is BLOCK + "
 CASE_FORMAT = "fedface-attack-case/1"
 LAYERS = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "fc1/kernel", "fc2/kernel")
 TREES = ("w_t", "w_t1", "target", "g_own", "victims_mean")
-PEER_SCRIPT = os.path.join("scripts", "peers", "breaching_attack.py")
-DEFAULT_PEER_PYTHON = os.path.join(".peer_venvs", "breaching", "bin", "python")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SCRIPT = os.path.join(_REPO, "scripts", "peers", "breaching_attack.py")
+DEFAULT_PEER_PYTHON = os.path.join(_REPO, ".peer_venvs", "breaching", "bin", "python")
 
 # The case .npz, one entry per key (np.savez, no pickles). <tree> is one of TREES; <leaf> one of
 # LAYERS.
