@@ -62,6 +62,7 @@ def get_config(arg=None):
   config.enhance = common.enhance_section(
       enabled=arg.enhance, prior_variant="demo", prior_workdir="runs/prior/celeba_demo",
       train_if_missing=False)
-  if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py
+  # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py.
+  if arg.noise >= 0:
     config.federated.dp.update(dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise))
   return config

@@ -23,7 +23,8 @@ from experiments import fedface_study_synthetic
 
 SUITES = ("synthetic", "celeba")
 SWEEPS = ("victims", "images", "tau", "dp", "secure_aggregation", "class_embedding")
-# The FedFace variant chosen on validation by the synthetic study (fedface-study-synthetic-selection).
+# The FedFace variant chosen on validation by the synthetic study
+# (fedface-study-synthetic-selection).
 STUDY_FEDFACE = ("method=fedface,class_embedding=frozen,reduction=row_sum,server_momentum=0.9,"
                  "server_lr=2.0,client_lr=0.1")
 DEFAULT_PRETRAINED = {"synthetic": "runs/demo/pretrain", "celeba": "runs/celeba/pretrain"}

@@ -1,4 +1,4 @@
-"""Curious-client inversion attack on the synthetic faces (ATTACK.md), honest round by the FedFace engine.
+"""Curious-client inversion attack on the synthetic faces (ATTACK.md), honest round by FedFace.
 
   python -m launch.pretrain --config experiments/pretrain_synthetic.py \
       --workdir runs/synthetic/pretrain
@@ -62,6 +62,7 @@ def get_config(arg=None):
   a.knows_num_clients = arg.knows_k
   a.participants_seed = arg.seed
   a.judge = arg.judge   # model | dlib | both (dlib: the independent judge, unaligned chips)
-  if arg.noise >= 0:   # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py
+  # DP-FedAvg of the engine (federated.dp), see fedface_jax/federated/privacy.py.
+  if arg.noise >= 0:
     config.federated.dp.update(dict(enabled=True, clip_norm=arg.clip, noise_multiplier=arg.noise))
   return config

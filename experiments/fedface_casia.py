@@ -3,8 +3,8 @@
 The setting of FedFace (FEDFACE.md sections 2-4): sphere64 (64-layer SphereFace-style residual net,
 no batch norm) on 112x96 faces, theta_0 pretrained with CosFace on 9,000 CASIA identities, then
 1,000 one-identity clients with the positive-only loss (m = 0.9) and server spreadout (cosine 0.3,
-10 steps, lr 0.01, momentum 0.9). Values marked UNCONFIRMED in FEDFACE.md (clients per round, rounds,
-local steps) take the reference code's values where it has them and are config arguments.
+10 steps, lr 0.01, momentum 0.9). Values marked UNCONFIRMED in FEDFACE.md (clients per round,
+rounds, local steps) take the reference code's values where it has them and are config arguments.
 
   # CASIA-WebFace aligned to 112x96 as <root>/<identity>/<image>.jpg (10,575 identities):
   python -m launch.pretrain --config experiments/fedface_casia.py:root=/data/casia \

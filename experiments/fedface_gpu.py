@@ -1,8 +1,8 @@
 """FedFace sized for one GPU: sphere20 on 112x96 faces, 1,000 clients per round, bf16 compute.
 
 The paper's client count per round on one accelerator, with the embedded synthetic faces so it runs
-with no dataset download (point `root=` at an aligned 112x96 image folder for real faces). Compute is
-bfloat16 (`model.dtype`; params, optimiser state, embeddings and losses stay float32) and each
+with no dataset download (point `root=` at an aligned 112x96 image folder for real faces). Compute
+is bfloat16 (`model.dtype`; params, optimiser state, embeddings and losses stay float32) and each
 sphere stage is rematerialised (`model.remat`), so a chunk of clients fits in memory.
 `clients_per_chunk` (clients trained at once by one vmapped program) trades memory for speed: sweep
 it with `launch.benchmark` on the target GPU and set the fastest that fits. No GPU has run this

@@ -1,11 +1,11 @@
-"""The FedFace study on the shared real faces (../shared/data/celeba_faces_112), from a model trained here.
+"""The FedFace study on the real faces of ../shared/data/celeba_faces_112, from a theta_0 of ours.
 
 The synthetic study's machinery (`launch.fedface_study`: theta_0, oracles, variants chosen on
-validation identities, 3 seeds, bootstrap CIs) on 239 real identities: 100 pretrain (theta_0's public
-identities), 60 one-identity clients, 20 validation and the remaining 59 for evaluation. theta_0 is
-a small CosFace model trained on 100 identities: a weak start on real faces (see the issue on a real
-pretrained encoder), so this block measures the method's mechanics on real images, not the paper's
-setting. Sized for 2 CPU cores at 64x64.
+validation identities, 3 seeds, bootstrap CIs) on 239 real identities: 100 pretrain (theta_0's
+public identities), 60 one-identity clients, 20 validation and the remaining 59 for evaluation.
+theta_0 is a small CosFace model trained on 100 identities: a weak start on real faces (see the
+issue on a real pretrained encoder), so this block measures the method's mechanics on real images,
+not the paper's setting. Sized for 2 CPU cores at 64x64.
 
   python -m launch.fedface_study --config experiments/fedface_study_celeba.py \\
       --workroot runs/study_celeba --block fedface-study-celeba

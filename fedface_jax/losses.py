@@ -1,14 +1,16 @@
 """Margin losses for face embeddings and FedFace's client / server objectives, as pure functions.
 
-Pure `jnp` functions of (embeddings, class weights, labels) rather than modules, so that the same code
-serves centralised pretraining, the per-client loss under `jax.vmap`, the server's spreadout step and
-the class-sharded CosFace in `sharding.py` (which reuses the `*_logits` helpers on its shard of cosines).
+Pure `jnp` functions of (embeddings, class weights, labels) rather than modules, so that the same
+code serves centralised pretraining, the per-client loss under `jax.vmap`, the server's spreadout
+step and the class-sharded CosFace in `sharding.py` (which reuses the `*_logits` helpers on its
+shard of cosines).
 
 Conventions (see docs/FEDFACE.md 2.1 and 5.5):
 * Embeddings are expected L2-normalised (the models do it), class weights are raw; both are
   (re-)normalised here. Re-normalising a unit vector is the identity, and its Jacobian is the same
   tangent projection the model's own normalisation already applied, so callers lose nothing, and
-  un-normalised inputs cannot silently give wrong cosines. FedFace's TF code normalises both as well.
+  un-normalised inputs cannot silently give wrong cosines. FedFace's TF code normalises both as
+  well.
 * Everything is computed in float32, and cosine matmuls use `Precision.HIGHEST`: at scale 64 a
   reduced-precision (bf16/TF32) cosine error of 1e-3 is a 0.06 logit error, comparable to what the
   margin is trying to teach. The class head is a small fraction of a step's FLOPs.
@@ -27,7 +29,8 @@ import jax.numpy as jnp
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Floor for sin^2(theta) in ArcFace: sqrt has an infinite derivative at 0 (cos = +-1).
 _ARCFACE_SIN2_FLOOR = 1e-12
-# Stands in for -inf when a logit is excluded, so that logsumexp over an all-excluded row stays finite.
+# Stands in for -inf when a logit is excluded, so that logsumexp over an all-excluded row stays
+# finite.
 _EXCLUDED_LOGIT = -1e30
 
 
@@ -59,7 +62,8 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def cosine_logits(embeddings: jax.Array, class_weights: jax.Array) -> jax.Array:
   """Cosines `[B, C]` between embeddings `[B, D]` and the rows of `class_weights` `[C, D]`.
 
-  Both inputs are L2-normalised here (rows of `class_weights`; embeddings again, see module docstring).
+  Both inputs are L2-normalised here (rows of `class_weights`; embeddings again, see module
+  docstring).
   """
   e = l2_normalize(embeddings.astype(jnp.float32))
   w = l2_normalize(class_weights.astype(jnp.float32))
@@ -70,15 +74,15 @@ def cosface_logits(cosines: jax.Array, labels: jax.Array, scale: float = 64.0,
                    margin: float = 0.35) -> jax.Array:
   """CosFace logits `s * (cos_j - m [j = y])` from cosines `[B, C]`.
 
-  A label outside [0, C) leaves its row without margin (one-hot of zeros), which is what a class shard
-  needs for examples whose class lives on another shard (pass `labels - shard_offset`).
+  A label outside [0, C) leaves its row without margin (one-hot of zeros), which is what a class
+  shard needs for examples whose class lives on another shard (pass `labels - shard_offset`).
   """
   one_hot = jax.nn.one_hot(labels, cosines.shape[-1], dtype=cosines.dtype)
   return scale * (cosines - margin * one_hot)
 
 
 def arcface_target(cos_y: jax.Array, margin: float = 0.5) -> jax.Array:
-  """ArcFace's target cosine: cos(theta + m), or cos(theta) - m sin(pi - m) when cos(theta) <= cos(pi - m).
+  """ArcFace's target cosine: cos(theta + m); cos(theta) - m sin(pi - m) if theta >= pi - m.
 
   The fallback (insightface's `easy_margin=False` branch) keeps the target logit monotonically
   decreasing in theta once theta + m would pass pi. sin(theta) = sqrt(max(1 - cos^2, 1e-12)): finite
@@ -142,9 +146,9 @@ def am_softmax_hinge_loss(embeddings: jax.Array, class_weights: jax.Array, label
                           mask: Optional[jax.Array] = None) -> jax.Array:
   """The AM-softmax variant in FedFace's baseline config (FEDFACE.md 2.1(c), `losses.am_softmax`).
 
-  `mean_x max(0, m + logsumexp_{j != y}(s cos_j) - s cos_y)`: a hinge on the log-sum-exp of the negative
-  logits, with the margin in *logit* units (m = 10 at s = 30 is a cosine gap of 1/3), not textbook
-  CosFace. With a single class there are no negatives and the loss is 0.
+  `mean_x max(0, m + logsumexp_{j != y}(s cos_j) - s cos_y)`: a hinge on the log-sum-exp of the
+  negative logits, with the margin in *logit* units (m = 10 at s = 30 is a cosine gap of 1/3), not
+  textbook CosFace. With a single class there are no negatives and the loss is 0.
 
   Arguments as `cosface_loss`.
   """
@@ -172,9 +176,11 @@ def positive_only_loss(embeddings: jax.Array, class_embedding: jax.Array, margin
 
   Args:
     embeddings: `[B, D]` embeddings.
-    class_embedding: `[D]` class embedding of the client (or `[B, D]`, one per example); normalised here.
+    class_embedding: `[D]` class embedding of the client (or `[B, D]`, one per example); normalised
+      here.
     margin: m_pos (cosine units; FedFace code: 0.9).
-    mask: optional `[B]` validity mask (padded client batches); the mean is over valid examples only.
+    mask: optional `[B]` validity mask (padded client batches); the mean is over valid examples
+      only.
 
   Returns:
     Scalar loss.
@@ -188,9 +194,9 @@ def positive_only_loss(embeddings: jax.Array, class_embedding: jax.Array, margin
 def spreadout_loss(class_weights: jax.Array, margin: float = 0.3) -> jax.Array:
   """Dense spreadout regulariser: mean over ordered pairs i != j of `max(0, cos_ij - m)^2`.
 
-  FEDFACE.md 2.1(b) (`spreadout_regularizer(margin=-0.3)` on row-normalised W). Materialises the C x C
-  cosine matrix, so it is the reference for `spreadout_rows_loss` and fine for small C only. Fewer than
-  two classes give 0.
+  FEDFACE.md 2.1(b) (`spreadout_regularizer(margin=-0.3)` on row-normalised W). Materialises the
+  C x C cosine matrix, so it is the reference for `spreadout_rows_loss` and fine for small C only.
+  Fewer than two classes give 0.
   """
   w = l2_normalize(class_weights.astype(jnp.float32))
   num_classes = w.shape[0]
@@ -224,9 +230,10 @@ def spreadout_rows_loss(query_rows: jax.Array,
   """Blockwise spreadout of some query rows against all rows, as `SpreadoutSums`.
 
   The server regularises the class embeddings touched this round against the whole table. With C in
-  the thousands to millions a `[Q, C]` (let alone `C x C`) cosine matrix is too big, so `all_rows` is
-  visited in blocks of `block_size` rows with `lax.scan`; the largest intermediate is `[Q, block]`, and
-  the block body is rematerialised (`jax.checkpoint`) so reverse mode does not store one per block.
+  the thousands to millions a `[Q, C]` (let alone `C x C`) cosine matrix is too big, so `all_rows`
+  is visited in blocks of `block_size` rows with `lax.scan`; the largest intermediate is
+  `[Q, block]`, and the block body is rematerialised (`jax.checkpoint`) so reverse mode does not
+  store one per block.
 
   Convention: ordered pairs (q, j) with q a query and j any row of `all_rows` other than q itself
   (identified by id: `query_ids[q] != row_offset + j`), contributing `max(0, cos_qj - m)^2`. Two

@@ -1,9 +1,10 @@
-"""The privacy-utility picture: what each DP-FedAvg noise level costs FedFace and buys against the attack.
+"""Privacy vs utility: what each DP-FedAvg noise level costs FedFace and buys against the attack.
 
-Why: the attack sweep (`attack_sweeps`) says how much DP noise blunts the curious client, the defence
-cost (`defence_cost`) says what the same noise multipliers cost the face recogniser; neither alone
-answers "which setting to deploy". This joins the two committed/run outputs by noise multiplier z
-and draws FedFace TAR@FAR (x) against the attack's rank-1 identification (y), one point per z.
+Why: the attack sweep (`attack_sweeps`) says how much DP noise blunts the curious client, the
+defence cost (`defence_cost`) says what the same noise multipliers cost the face recogniser;
+neither alone answers "which setting to deploy". This joins the two committed/run outputs by noise
+multiplier z and draws FedFace TAR@FAR (x) against the attack's rank-1 identification (y), one
+point per z.
 
 The two sides share z (noise std = z * clip S, so the noise relative to a clipped update), not S:
 the attack's S is the median victim update norm of its own (LeNet) round, the defence's S the mean

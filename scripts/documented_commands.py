@@ -212,7 +212,8 @@ def extract_all(root: pathlib.Path = REPO_ROOT) -> list[Command]:
   """Every documented command, in source order (README, docs, experiments, launch)."""
   out = []
   for f in source_files(root):
-    out.extend(extract_markdown(f, root) if f.suffix == ".md" else extract_python_docstring(f, root))
+    out.extend(extract_markdown(f, root) if f.suffix == ".md"
+               else extract_python_docstring(f, root))
   return out
 
 

@@ -1,7 +1,8 @@
-"""End-to-end gradient inversion on tiny models, plus the reference LeNet and the bicubic parametrisation.
+"""End-to-end gradient inversion on tiny models, the reference LeNet, the bicubic parametrisation.
 
-The attacks are run at toy scale (16x16 images, 2-4 images, tau = 1, a few dozen iterations). They must lower
-their matching loss, and the paper-faithful one must beat random images on PSNR by a wide margin.
+The attacks are run at toy scale (16x16 images, 2-4 images, tau = 1, a few dozen iterations). They
+must lower their matching loss, and the paper-faithful one must beat random images on PSNR by a wide
+margin.
 """
 
 import flax.linen as nn
@@ -15,13 +16,13 @@ from fedface_jax.attack import lenet
 from fedface_jax.attack import metrics
 from fedface_jax.attack import unroll
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Bicubic upsampling = torch.nn.functional.interpolate(mode="bicubic", align_corners=False)
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _torch_bicubic_1d_weights(in_size, out_size, a=-0.75):
-  """Independent port of ATen's upsample_bicubic2d index/weight computation (align_corners=False)."""
+  """Independent port of ATen's upsample_bicubic2d index/weights (align_corners=False)."""
 
   def cubic(x):
     x = abs(x)
@@ -49,18 +50,20 @@ def test_upsample_is_torch_bicubic():
   got = np.asarray(inversion.upsample(jnp.asarray(z), 3))
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # The pitfall the implementation avoids: with antialias=True JAX silently uses the A=-0.5 kernel.
-  keys = np.asarray(jax.image.resize(jnp.asarray(z), (2, 12, 15, 3), "bicubic-pytorch", antialias=True))
+  keys = np.asarray(
+      jax.image.resize(jnp.asarray(z), (2, 12, 15, 3), "bicubic-pytorch", antialias=True))
   assert np.abs(keys - expected).max() > 1e-3
   np.testing.assert_array_equal(inversion.nearest_upsample(z, 2)[:, ::2, ::2], z)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The reference LeNet
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_lenet_shapes_and_parameter_count():
-  shapes = jax.eval_shape(lenet.LeNet5(1000).init, jax.random.PRNGKey(0), jnp.zeros((1, 128, 128, 3)))["params"]
+  shapes = jax.eval_shape(lenet.LeNet5(1000).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 128, 128, 3)))["params"]
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
   assert n == 3 * 25 * 32 + 32 + 32 * 25 * 64 + 64 + 65536 * 512 + 512 * 1000   # ~34.1M
   assert shapes["fc1"]["kernel"].shape == (65536, 512) and "bias" not in shapes["fc1"]
@@ -79,24 +82,26 @@ def test_lenet_torch_default_init_bounds():
         assert v.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), (layer, name)
         assert np.abs(v).max() > 0.95 * bound
   k = np.asarray(lenet.torch_default_kernel_init()(jax.random.PRNGKey(1), (5, 5, 3, 64)))
-  assert np.abs(k).max() <= 1 / np.sqrt(75) and k.std() == pytest.approx(1 / np.sqrt(75 * 3), rel=0.1)
+  assert (np.abs(k).max() <= 1 / np.sqrt(75)
+          and k.std() == pytest.approx(1 / np.sqrt(75 * 3), rel=0.1))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Paper-faithful and Inverting-Gradients attacks on a tiny LeNet
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def lenet_case():
-  """2 victim images of 16x16 (smooth: bicubic x2 of 8x8 noise) with labels, and their pseudo-gradient."""
+  """2 victim images of 16x16 (bicubic x2 of 8x8 noise) with labels, and their pseudo-gradient."""
   model, params = lenet.init_lenet(jax.random.PRNGKey(0), 16, num_classes=10)
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   low = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
   images = np.clip(np.asarray(inversion.upsample(jnp.asarray(low), 2)), 0.0, 1.0)
   labels = inversion.onehot(np.array([3, 7]), 10)
   loss = lambda p, b: inversion.cross_entropy_onehot(apply_fn(p, b[0]), b[1])
-  target = jax.jit(lambda p, x: unroll.unrolled_pseudograd(loss, p, (x, labels), 0.003, 1))(params, images)
+  target = jax.jit(lambda p, x: unroll.unrolled_pseudograd(loss, p, (x, labels), 0.003, 1))(
+      params, images)
   return apply_fn, params, images, labels, target
 
 
@@ -110,8 +115,8 @@ def test_paper_faithful_attack_lowers_loss_and_beats_random(lenet_case):
   assert r.loss_history.shape == (40,)
   assert r.final_loss < 0.25 * r.loss_history[0], r.loss_history
   # The same U[0,1) init the attack starts from, upsampled, is the random baseline.
-  rand = np.clip(np.asarray(inversion.upsample(jax.random.uniform(jax.random.PRNGKey(c.seed), (2, 8, 8, 3)), 2)),
-                 0, 1)
+  rand = np.clip(np.asarray(inversion.upsample(
+      jax.random.uniform(jax.random.PRNGKey(c.seed), (2, 8, 8, 3)), 2)), 0, 1)
   psnr_rec, psnr_rand = metrics.psnr(images, r.images), metrics.psnr(images, rand)
   assert psnr_rec.mean() > psnr_rand.mean() + 8.0, (psnr_rec, psnr_rand)
   assert set(r.timing) >= {"total_s", "first_chunk_s", "per_iteration_s"}
@@ -133,9 +138,9 @@ def test_inverting_gradients_attack_restarts_and_box(lenet_case):
   assert r.final_matching < r.matching_history[0]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # FedFace: positive-only victims, class embeddings hidden from the attacker
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class _TinyEmbedder(nn.Module):
@@ -149,7 +154,7 @@ class _TinyEmbedder(nn.Module):
 
 
 def _fast_init(module, key, x):
-  """Normal(0, 1/fan_in) kernels and small biases from ONE draw (a threefry compile per initializer is slow)."""
+  """Normal(0, 1/fan_in) kernels and small biases from ONE draw (threefry compiles are slow)."""
   shapes = jax.eval_shape(module.init, key, x)["params"]
   leaves, treedef = jax.tree.flatten(shapes)
   sizes = [int(np.prod(s.shape)) for s in leaves]
@@ -170,15 +175,18 @@ def test_fedface_mean_feature_attack_lowers_loss():
   rng = np.random.default_rng(0)
   low = rng.uniform(size=(num_victims * per_victim, 8, 8, 3)).astype(np.float32)
   images = np.clip(np.asarray(inversion.upsample(jnp.asarray(low), 2)), 0.0, 1.0)
-  hidden = jnp.asarray(rng.normal(size=(num_victims, 16)), jnp.float32)   # the server's class embeddings
+  # The server's class embeddings.
+  hidden = jnp.asarray(rng.normal(size=(num_victims, 16)), jnp.float32)
 
   def victim_loss(p, batch):
     x, w = batch
     return inversion.positive_only_hinge(apply_fn(p, x), w, 0.9)
 
-  # Honest victims: each trains on its own images against its own class embedding; the server averages.
+  # Honest victims: each trains on its own images against its own class embedding; the server
+  # averages.
   xin = inversion.fedface_input(jnp.asarray(images)).reshape(num_victims, per_victim, 16, 16, 3)
-  target = jax.jit(lambda p: unroll.per_client_unrolled_pseudograd(victim_loss, p, (xin, hidden), 0.01, 1))(params)
+  target = jax.jit(lambda p: unroll.per_client_unrolled_pseudograd(
+      victim_loss, p, (xin, hidden), 0.01, 1))(params)
 
   c = inversion.fedface_attack_config()
   c.image_size, c.sf, c.iterations, c.tau, c.eta = 16, 2, 30, 1, 0.01
@@ -186,8 +194,9 @@ def test_fedface_mean_feature_attack_lowers_loss():
   with pytest.raises(ValueError):
     inversion.invert_fedface(apply_fn, params, target, num_victims=2, images_per_victim=2, config=c,
                              class_embedding_mode="known", progress=False)
-  r = inversion.invert_fedface(apply_fn, params, target, num_victims=num_victims, images_per_victim=per_victim,
-                               config=c, class_embedding_mode="mean_feature", progress=False)
+  r = inversion.invert_fedface(apply_fn, params, target, num_victims=num_victims,
+                               images_per_victim=per_victim, config=c,
+                               class_embedding_mode="mean_feature", progress=False)
   assert r.images.shape == (4, 16, 16, 3)
   assert r.final_loss < 0.6 * r.loss_history[0], r.loss_history
   np.testing.assert_array_equal(r.extras["victim_index"], [0, 0, 1, 1])

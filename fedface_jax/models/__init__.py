@@ -1,9 +1,9 @@
 """Face-embedding backbones behind one registry, so configs name a model by a string.
 
 Every model is a Flax linen module whose `apply({"params": p}, images)` maps preprocessed NHWC float
-images to float32 L2-normalised embeddings `[B, D]`, with no mutable collections (except iResNet with
-`norm="batch"`). Being a pure function of a params pytree is what lets the federated engine vmap one
-model over a leading client axis.
+images to float32 L2-normalised embeddings `[B, D]`, with no mutable collections (except iResNet
+with `norm="batch"`). Being a pure function of a params pytree is what lets the federated engine
+vmap one model over a leading client axis.
 """
 
 import dataclasses
@@ -171,7 +171,8 @@ def init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict[str, A
   image_shape = tuple(int(d) for d in image_shape)
   if len(image_shape) != 3:
     raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
-  # One jitted computation: eager init would dispatch (and compile) every op of a deep net one by one.
+  # One jitted computation: eager init would dispatch (and compile) every op of a deep net one by
+  # one.
   return jax.jit(model.init)(rng, jnp.zeros((1,) + image_shape, jnp.float32))
 
 

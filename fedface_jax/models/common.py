@@ -1,9 +1,10 @@
 """Building blocks shared by every face-embedding network.
 
-All backbones in this package end the same way (features -> linear bottleneck -> L2 normalisation) and
-all of them must stay *stateless* by default: the federated engine `jax.vmap`s a model over a leading
-client axis of its params, and per-client batch statistics would be both a privacy leak and an extra
-mutable collection to thread through every round. The helpers here keep those choices in one place.
+All backbones in this package end the same way (features -> linear bottleneck -> L2 normalisation)
+and all of them must stay *stateless* by default: the federated engine `jax.vmap`s a model over a
+leading client axis of its params, and per-client batch statistics would be both a privacy leak and
+an extra mutable collection to thread through every round. The helpers here keep those choices in
+one place.
 """
 
 import math
@@ -26,10 +27,10 @@ NORM_KINDS = ("batch", "group", "layer", "none")
 def preprocess(images_u8):
   """Maps uint8 pixels to FedFace's network input range, `(x - 127.5) / 128`.
 
-  Kept as a free function (not a layer) so that the host-side input pipeline and the jitted step agree
-  on one definition. NumPy input gives a NumPy float32 array (no device transfer), JAX input (including
-  tracers) gives a JAX array. Float input is accepted as pixel values in [0, 255], which the inversion
-  attack needs when it optimises images in pixel space.
+  Kept as a free function (not a layer) so that the host-side input pipeline and the jitted step
+  agree on one definition. NumPy input gives a NumPy float32 array (no device transfer), JAX input
+  (including tracers) gives a JAX array. Float input is accepted as pixel values in [0, 255], which
+  the inversion attack needs when it optimises images in pixel space.
 
   Args:
     images_u8: `[..., H, W, 3]` pixel values, usually uint8.
@@ -52,7 +53,8 @@ class PReLU(nn.Module):
   `parametric_relu`, so `alpha_init=0` starts out exactly as a ReLU.
 
   Attributes:
-    alpha_init: initial slope for negative inputs (FedFace SphereNet: 0.0; PyTorch/insightface: 0.25).
+    alpha_init: initial slope for negative inputs (FedFace SphereNet: 0.0; PyTorch/insightface:
+      0.25).
     dtype: computation dtype (None: that of the input).
     param_dtype: dtype of `alpha`.
   """
@@ -79,8 +81,8 @@ def scaled_width(width: int, multiplier: float) -> int:
 def group_count(channels: int, max_groups: int = 32, min_group_size: int = 4) -> int:
   """Number of GroupNorm groups for `channels`: the largest divisor that keeps groups >= 4 channels.
 
-  A fixed 32 groups (the GroupNorm paper default) does not divide the narrow widths used on CPU or the
-  shrunken widths used in tests; this picks the largest divisor of `channels` that is at most
+  A fixed 32 groups (the GroupNorm paper default) does not divide the narrow widths used on CPU or
+  the shrunken widths used in tests; this picks the largest divisor of `channels` that is at most
   `max_groups` and leaves at least `min_group_size` channels per group (1 group if none does).
   """
   limit = max(1, min(max_groups, channels // min_group_size))
@@ -91,7 +93,7 @@ def group_count(channels: int, max_groups: int = 32, min_group_size: int = 4) ->
 
 
 class Identity(nn.Module):
-  """No-op stand-in for a normalisation layer, so call sites need no special case for `norm="none"`."""
+  """No-op stand-in for a normalisation layer: call sites need no special case for `norm="none"`."""
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: Optional[bool] = None) -> jax.Array:
@@ -137,9 +139,9 @@ def make_norm(kind: str,
 class _LazyGroupNorm(nn.Module):
   """GroupNorm whose group count is chosen from the input's channel count by `group_count`.
 
-  Flax's `nn.GroupNorm` fixes the group count (or size) at construction, which does not fit nets whose
-  widths are scaled by a multiplier. Statistics are computed in float32 whatever the compute dtype.
-  Params are `scale` and `bias`, shape `[C]`, as in `nn.GroupNorm`.
+  Flax's `nn.GroupNorm` fixes the group count (or size) at construction, which does not fit nets
+  whose widths are scaled by a multiplier. Statistics are computed in float32 whatever the compute
+  dtype. Params are `scale` and `bias`, shape `[C]`, as in `nn.GroupNorm`.
   """
   epsilon: float = 1e-5
   use_scale: bool = True
@@ -173,15 +175,15 @@ def conv_out_size(size: int, stride: int) -> int:
 class EmbeddingHead(nn.Module):
   """Flatten (or average-pool) -> linear bottleneck -> float32 L2 normalisation.
 
-  The L2 normalisation is part of the model (as in FedFace's `sphere_net_rec`), so every consumer -- the
-  margin losses, the class-embedding initialisation from mean features, verification -- sees unit
-  vectors. It is computed in float32 whatever the compute dtype, because cosine margins of 0.35 at
-  scale 64 are too fine for bfloat16.
+  The L2 normalisation is part of the model (as in FedFace's `sphere_net_rec`), so every consumer --
+  the margin losses, the class-embedding initialisation from mean features, verification -- sees
+  unit vectors. It is computed in float32 whatever the compute dtype, because cosine margins of 0.35
+  at scale 64 are too fine for bfloat16.
 
   Attributes:
     embedding_dim: output dimension.
-    pooling: "flatten" keeps the spatial layout of aligned faces (SphereFace, iResNet); "avg" is global
-      average pooling (input-size independent, fewer params).
+    pooling: "flatten" keeps the spatial layout of aligned faces (SphereFace, iResNet); "avg" is
+      global average pooling (input-size independent, fewer params).
     use_bias: whether the bottleneck has a bias (SphereFace: no; insightface: yes).
     kernel_init: bottleneck initialiser.
     dtype: compute dtype of the bottleneck matmul.

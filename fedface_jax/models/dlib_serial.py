@@ -70,7 +70,7 @@ class Reader:
     return value
 
   def read_float(self) -> float:
-    """A float/double: mantissa then exponent (dlib's current binary format, not the old ASCII one)."""
+    """A float/double: mantissa then exponent (dlib's current binary format, not the old ASCII)."""
     start = self.pos
     if self.pos < len(self._data) and self._data[self.pos] & 0x70:
       raise DlibFormatError(f"old ASCII float encoding at byte {start} is not supported")

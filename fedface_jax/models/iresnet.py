@@ -2,27 +2,27 @@
 
 iResNet (Duta et al.; insightface `arcface_torch/backbones/iresnet.py`) is today's standard face
 backbone, so it is offered as the modern alternative to FedFace's SphereNet-64. Structure as in
-insightface: a 3x3 stem conv (stride 1) + norm + PReLU; four stages of [3, 4, 14, 3] IBasicBlocks with
-[64, 128, 256, 512] channels, the first block of each stage strided by 2 with a 1x1-conv + norm
-projection; IBasicBlock = norm -> conv3x3 -> norm -> PReLU -> conv3x3(stride) -> norm, + shortcut;
-then norm -> flatten (7x7x512) -> Dense(512, with bias) -> feature norm -> L2 normalise.
+insightface: a 3x3 stem conv (stride 1) + norm + PReLU; four stages of [3, 4, 14, 3] IBasicBlocks
+with [64, 128, 256, 512] channels, the first block of each stage strided by 2 with a 1x1-conv +
+norm projection; IBasicBlock = norm -> conv3x3 -> norm -> PReLU -> conv3x3(stride) -> norm,
++ shortcut; then norm -> flatten (7x7x512) -> Dense(512, with bias) -> feature norm -> L2 normalise.
 
 Normalisation (`norm`):
 * "group" (default): GroupNorm, stateless. The federated engine vmaps the model over clients; with
-  BatchNorm each client would carry (and leak, and need aggregating) its own running statistics, and a
-  client holding one identity has degenerate batch statistics anyway. The final 512-d feature
+  BatchNorm each client would carry (and leak, and need aggregating) its own running statistics, and
+  a client holding one identity has degenerate batch statistics anyway. The final 512-d feature
   BatchNorm of insightface has no stateless counterpart that means anything before an L2
   normalisation, so it is omitted for "group" and "none".
 * "batch": insightface's BatchNorm (momentum 0.9 in Flax terms = 0.1 in PyTorch terms, eps 1e-5, the
-  feature BatchNorm without a scale). Train with `train=True, mutable=["batch_stats"]`; evaluate with
-  `train=False` (running averages) and both `params` and `batch_stats` in the variables.
+  feature BatchNorm without a scale). Train with `train=True, mutable=["batch_stats"]`; evaluate
+  with `train=False` (running averages) and both `params` and `batch_stats` in the variables.
 * "none": no normalisation; the last conv of every block starts at zero (Fixup-style) so that the
   50-layer stack starts as the identity.
 
-Initialisation deviates from insightface (normal(0, 0.1) for every conv, harmless only under BatchNorm):
-He-normal (fan-out) for convs, PReLU slopes 0.25 (PyTorch default, as insightface), and the last norm's
-scale of each block at 0 (insightface's `zero_init_residual` option) so the stack starts near the
-identity whichever norm is used.
+Initialisation deviates from insightface (normal(0, 0.1) for every conv, harmless only under
+BatchNorm): He-normal (fan-out) for convs, PReLU slopes 0.25 (PyTorch default, as insightface), and
+the last norm's scale of each block at 0 (insightface's `zero_init_residual` option) so the stack
+starts near the identity whichever norm is used.
 """
 
 import functools

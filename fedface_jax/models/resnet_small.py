@@ -1,13 +1,13 @@
 """A CPU-sized residual face-embedding network for the demo and the tests.
 
-SphereNet-64 and iResNet-50 need a GPU to train in reasonable time; the demo must pretrain, run FedFace
-and attack on a laptop CPU in minutes. This net keeps the ingredients that matter for the algorithm --
-residual blocks, a flatten-to-bottleneck head that keeps the layout of aligned faces, an L2-normalised
-embedding -- at a width and depth that trains at 64x64 on two cores.
+SphereNet-64 and iResNet-50 need a GPU to train in reasonable time; the demo must pretrain, run
+FedFace and attack on a laptop CPU in minutes. This net keeps the ingredients that matter for the
+algorithm -- residual blocks, a flatten-to-bottleneck head that keeps the layout of aligned faces,
+an L2-normalised embedding -- at a width and depth that trains at 64x64 on two cores.
 
-It has no BatchNorm: the federated engine vmaps over clients, and a model with batch statistics would
-need a mutable collection per client. GroupNorm normalises each example on its own, so the model is a
-pure function of its params.
+It has no BatchNorm: the federated engine vmaps over clients, and a model with batch statistics
+would need a mutable collection per client. GroupNorm normalises each example on its own, so the
+model is a pure function of its params.
 """
 
 from typing import Any, Sequence
@@ -28,8 +28,8 @@ class BasicBlock(nn.Module):
   """Post-activation basic residual block: conv3x3-norm-relu-conv3x3-norm, + shortcut, relu.
 
   The second norm's scale starts at zero (Goyal et al., 2017), so every block is the identity at
-  initialisation; with no BatchNorm this is what keeps the signal scale stable through the stages. With
-  `norm="none"` the second conv itself starts at zero for the same reason.
+  initialisation; with no BatchNorm this is what keeps the signal scale stable through the stages.
+  With `norm="none"` the second conv itself starts at zero for the same reason.
   """
   features: int
   strides: int = 1
@@ -58,9 +58,9 @@ class BasicBlock(nn.Module):
 class ResNetSmall(nn.Module):
   """Small ResNet: stem conv3x3 -> 4 stages of basic blocks -> flatten -> Dense -> L2 normalise.
 
-  With the defaults a 64x64 input is reduced 64 -> 32 -> 16 -> 8 -> 4, and the 4x4x128 map is flattened
-  into the bottleneck (flattening, not pooling, keeps which-part-of-the-face information, as SphereFace
-  and iResNet do).
+  With the defaults a 64x64 input is reduced 64 -> 32 -> 16 -> 8 -> 4, and the 4x4x128 map is
+  flattened into the bottleneck (flattening, not pooling, keeps which-part-of-the-face information,
+  as SphereFace and iResNet do).
 
   Attributes:
     embedding_dim: output dimension D.
@@ -68,7 +68,8 @@ class ResNetSmall(nn.Module):
     blocks: residual blocks per stage.
     strides: stride of each stage's first block.
     stem_width: channels of the stem conv (default: widths[0]).
-    norm: "group" (default, stateless), "layer" or "none". "batch" is rejected: see module docstring.
+    norm: "group" (default, stateless), "layer" or "none". "batch" is rejected: see module
+      docstring.
     pooling: "flatten" (default) or "avg" before the bottleneck.
     dtype: compute dtype (e.g. jnp.bfloat16); params are always float32 and the output is float32.
     remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
@@ -104,7 +105,8 @@ class ResNetSmall(nn.Module):
     x = common.make_norm(self.norm, dtype=self.dtype, name="stem_norm")(x)
     x = nn.relu(x)
     block_cls = nn.remat(BasicBlock) if self.remat else BasicBlock
-    for stage, (width, num_blocks, stride) in enumerate(zip(self.widths, self.blocks, self.strides)):
+    for stage, (width, num_blocks, stride) in enumerate(
+        zip(self.widths, self.blocks, self.strides)):
       for block in range(num_blocks):
         x = block_cls(width, strides=stride if block == 0 else 1, norm=self.norm,
                        dtype=self.dtype, name=f"stage{stage + 1}_block{block + 1}")(x)

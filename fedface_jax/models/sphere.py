@@ -1,14 +1,16 @@
 """SphereFace/CosFace-style residual networks (SphereNet-20 / -64), FedFace's backbone.
 
-FedFace pretrains and federates the 64-layer net of its `nets/sphere_net_rec.py` (Yichun Shi's TF code),
-and this module follows that file rather than the Caffe SphereFace prototxt where they differ:
+FedFace pretrains and federates the 64-layer net of its `nets/sphere_net_rec.py` (Yichun Shi's TF
+code), and this module follows that file rather than the Caffe SphereFace prototxt where they
+differ:
 
 * 4 stages with [1, 2, 4, 1] (20 layers) or [3, 8, 16, 3] (64 layers) residual units and
   [64, 128, 256, 512] channels.
 * Each stage starts with a 3x3 stride-2 SAME conv (+bias, Glorot-uniform, zero bias) and a PReLU.
-* Each residual unit is two 3x3 convs without bias, each followed by a PReLU, added to the unit's input
-  with no activation after the sum. Their kernels start from a truncated normal with stddev 0.01, which
-  keeps every unit close to the identity at initialisation -- the net has no normalisation layers.
+* Each residual unit is two 3x3 convs without bias, each followed by a PReLU, added to the unit's
+  input with no activation after the sum. Their kernels start from a truncated normal with stddev
+  0.01, which keeps every unit close to the identity at initialisation -- the net has no
+  normalisation layers.
 * PReLU slopes are per channel and start at 0 (i.e. the net starts as a ReLU net).
 * The 7x6x512 map (for 112x96 input) is flattened into a Glorot-uniform Dense(512, no bias), then
   L2-normalised.
@@ -71,7 +73,8 @@ class SphereNet(nn.Module):
     embedding_dim: output dimension (FedFace: 512).
     widths: stage channels before `width_multiplier`.
     width_multiplier: scales every stage's channels (tests use e.g. 1/16).
-    residual_init_stddev: stddev of the truncated-normal init of residual-unit convs (FedFace: 0.01).
+    residual_init_stddev: stddev of the truncated-normal init of residual-unit convs (FedFace:
+      0.01).
     prelu_init: initial PReLU slope (FedFace: 0.0).
     dtype: compute dtype; params and output stay float32.
   """

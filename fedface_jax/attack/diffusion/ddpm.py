@@ -1,8 +1,8 @@
 """DDPM training objective and samplers (ancestral DDPM, DDIM) for the face prior.
 
-Everything is a pure function of (params, apply_fn, schedule, …) so that it jits, and the denoising
-loops are `jax.lax.scan`s: the U-Net is traced once whatever the number of steps. Images are in the
-[-1, 1] data scale here; the [0, 1] ↔ [-1, 1] mapping is done by the enhancers.
+Everything is a pure function of (params, apply_fn, schedule, …) so that it jits, and the
+denoising loops are `jax.lax.scan`s: the U-Net is traced once whatever the number of steps. Images
+are in the [-1, 1] data scale here; the [0, 1] ↔ [-1, 1] mapping is done by the enhancers.
 
 `apply_fn` is called as `apply_fn({"params": params}, x_t, t)` with t int32 [B] (see unet.py).
 """
@@ -55,9 +55,9 @@ def ddim_step(params, apply_fn: ApplyFn, schedule: schedule_lib.Schedule, x_t: j
               clip_x0: bool = True) -> tuple[jax.Array, jax.Array]:
   """One generalised DDIM step x_t -> x_{t_next} (Song et al. 2021, Eq. 12).
 
-  σ = η sqrt((1-ᾱ')/(1-ᾱ)) sqrt(1-ᾱ/ᾱ'); η = 0 is deterministic DDIM, η = 1 matches DDPM's
-  posterior variance. When x0 is clipped to [-1, 1], ε̂ is recomputed from the clipped x0 so that the
-  step stays on the line between them (as in guided-diffusion).
+  σ = η sqrt((1-ᾱ')/(1-ᾱ)) sqrt(1-ᾱ/ᾱ'); η = 0 is deterministic DDIM, η = 1 matches
+  DDPM's posterior variance. When x0 is clipped to [-1, 1], ε̂ is recomputed from the clipped x0
+  so that the step stays on the line between them (as in guided-diffusion).
 
   Returns:
     (x_{t_next}, x0 prediction).
@@ -109,8 +109,9 @@ def ddpm_sample(params, apply_fn: ApplyFn, schedule: schedule_lib.Schedule, shap
                 rng: jax.Array, clip_x0: bool = True) -> jax.Array:
   """Ancestral DDPM sampling over all T steps (Ho et al. 2020, Alg. 2) with the posterior variance.
 
-  Uses the posterior q(x_{t-1} | x_t, x̂0) with β̃_t = β_t (1-ᾱ_{t-1})/(1-ᾱ_t) ("fixedsmall"),
-  written in terms of x̂0 so that x̂0 can be clipped to [-1, 1]. No noise is added on the last step.
+  Uses the posterior q(x_{t-1} | x_t, x̂0) with β̃_t = β_t (1-ᾱ_{t-1})/(1-ᾱ_t)
+  ("fixedsmall"), written in terms of x̂0 so that x̂0 can be clipped to [-1, 1]. No noise is added
+  on the last step.
   """
   T = schedule.num_timesteps
   init_rng, loop_rng = jax.random.split(rng)

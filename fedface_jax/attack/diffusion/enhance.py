@@ -1,8 +1,8 @@
 """Diffusion post-processors for attack reconstructions: SDEdit and DDRM super-resolution.
 
-The inversion attack recovers low-resolution, noisy victim faces. A DDPM prior trained only on public
-faces can pull them back towards the face manifold (ATTACK.md §4). Two enhancers, both taking and
-returning batched NHWC images in [0, 1] and jitted (the U-Net is traced once per shape):
+The inversion attack recovers low-resolution, noisy victim faces. A DDPM prior trained only on
+public faces can pull them back towards the face manifold (ATTACK.md §4). Two enhancers, both
+taking and returning batched NHWC images in [0, 1] and jitted (the U-Net is traced once per shape):
 
 * `sdedit` (Meng et al. 2022): noise the reconstruction to an intermediate level t0 and denoise it
   with DDIM. Cheap and generic, but it does not keep the measurement: the block means drift.
@@ -62,7 +62,7 @@ def _sdedit_jit(params, apply_fn, schedule, images01, t0_fraction, rng, num_step
 def sdedit(params, apply_fn, images01: jax.Array, t0_fraction: float, rng: jax.Array,
            num_steps: int = 50, *, schedule: schedule_lib.Schedule | None = None,
            eta: float = 0.0, clip_x0: bool = True) -> jax.Array:
-  """SDEdit (Meng et al. 2022): x_{t0} = sqrt(ᾱ_{t0}) x + sqrt(1-ᾱ_{t0}) ε, then DDIM down to t = -1.
+  """SDEdit (Meng et al. 2022): x_{t0} = sqrt(ᾱ_{t0}) x + sqrt(1-ᾱ_{t0}) ε, DDIM to t = -1.
 
   t0_fraction trades fidelity for realism: ~0.2-0.4 cleans noise and artefacts while keeping the
   identity, → 1 samples an unrelated face, → 0 returns the input unchanged. It is traced, so
@@ -70,7 +70,8 @@ def sdedit(params, apply_fn, images01: jax.Array, t0_fraction: float, rng: jax.A
 
   Args:
     params: U-Net params.
-    apply_fn: `apply_fn({"params": params}, x_t, t)` -> ε̂ (e.g. `UNet(...).apply`); static for jit.
+    apply_fn: `apply_fn({"params": params}, x_t, t)` -> ε̂ (e.g. `UNet(...).apply`); static for
+      jit.
     images01: [B, H, W, C] float in [0, 1]; H, W must suit the U-Net (the prior's training size is
       where it is meaningful).
     t0_fraction: t0 / T in [0, 1].
@@ -121,7 +122,8 @@ def _ddrm_jit(params, apply_fn, schedule, low_res01, scale, sigma_0, rng, num_st
   ts, ts_next = schedule_lib.skip_timesteps(schedule.num_timesteps, num_steps)
   init_rng, loop_rng = jax.random.split(rng)
 
-  # p(x_T | y): range part ~ N(ȳ, σ_T² - σ_y²/s²), null part ~ N(0, σ_T²) (VE form), then VP-scaled.
+  # p(x_T | y): range part ~ N(ȳ, σ_T² - σ_y²/s²), null part ~ N(0, σ_T²) (VE form), then
+  # VP-scaled.
   a_T = schedule_lib.alpha_bar_at(schedule, ts[0])
   sig_T = schedule_lib.ve_sigma(a_T)
   z = jax.random.normal(init_rng, shape, jnp.float32)
@@ -166,27 +168,30 @@ def ddrm_super_resolution(params, apply_fn, low_res01: jax.Array, scale: int, si
 
   Model: y = H x + σ_y z, with H the scale×scale block average (per channel) and x the
   high-resolution image in [-1, 1]. DDRM runs the diffusion in the spectral space of
-  H = U Σ Vᵀ. For a block average each block is independent with H_block = (1/s²)·1ᵀ, whose SVD is
-  a single singular value s_1 = 1/s with right vector 1/s (so the range coordinate x̄_1 = s·mean) and a
-  null space spanned by the within-block deviations. Writing the VE variables x_t/sqrt(ᾱ_t) =
-  x0 + σ_t ε (σ_t = sqrt(1-ᾱ_t)/sqrt(ᾱ_t)), ȳ = Σ⁻¹Uᵀy = s·y and x̄_θ = Vᵀ x̂0(x_{t+1}), each step
-  samples (paper Eq. 7-8, with η_a = η_c = eta as in the reference configuration):
+  H = U Σ Vᵀ. For a block average each block is independent with H_block = (1/s²)·1ᵀ, whose
+  SVD is a single singular value s_1 = 1/s with right vector 1/s (so the range coordinate x̄_1 =
+  s·mean) and a null space spanned by the within-block deviations. Writing the VE variables
+  x_t/sqrt(ᾱ_t) = x0 + σ_t ε (σ_t = sqrt(1-ᾱ_t)/sqrt(ᾱ_t)), ȳ = Σ⁻¹Uᵀy = s·y and
+  x̄_θ = Vᵀ x̂0(x_{t+1}), each step samples (paper Eq. 7-8, with η_a = η_c = eta as in the
+  reference configuration):
 
     s_i = 0 (null space):   x̄_t = x̄_θ + sqrt(1-η²) σ_t ε̂ + η σ_t z
     σ_t <  σ_y/s_i:         x̄_t = x̄_θ + sqrt(1-η²) σ_t s_i (ȳ - x̄_θ)/σ_y + η σ_t z
-    σ_t ≥  σ_y/s_i:         x̄_t = (1-η_b) x̄_θ + η_b ȳ + sqrt(σ_t² - σ_y² η_b²/s_i²) z
+    σ_t ≥  σ_y/s_i:         x̄_t = (1-η_b) x̄_θ + η_b ȳ
+                              + sqrt(σ_t² - σ_y² η_b²/s_i²) z
 
-  and the chain starts from x̄_T ~ N(ȳ, σ_T² - σ_y²/s_i²) on the range, N(0, σ_T²) on the null space.
-  Because every null-space coordinate gets the same update, no explicit basis is built: the null
-  part is `x - upsample(block_mean(x))` and the range part is the block mean (range noise = the block
-  mean of white noise, which has exactly the right variance 1/s² in mean units). Timesteps follow the
-  reference `efficient_generalized_steps` (uniform skip T//num_steps, last step to the clean image).
+  and the chain starts from x̄_T ~ N(ȳ, σ_T² - σ_y²/s_i²) on the range, N(0, σ_T²) on the
+  null space. Because every null-space coordinate gets the same update, no explicit basis is built:
+  the null part is `x - upsample(block_mean(x))` and the range part is the block mean (range noise =
+  the block mean of white noise, which has exactly the right variance 1/s² in mean units).
+  Timesteps follow the reference `efficient_generalized_steps` (uniform skip T//num_steps, last step
+  to the clean image).
 
   Departures from the reference code, both where it disagrees with the paper: the initial state is
-  the exact sqrt(ᾱ_T)(x̄_T) rather than x̄_T/σ_T, and the "before" test is σ_t ≥ σ_y/s_i as in the paper
-  (the code's strict > sends the final σ_t = 0 step to the null-space rule when σ_y = 0). Hence with
-  σ_0 = 0 and eta_b = 1 the block means of the output equal the measurement exactly (up to the final
-  clip to [0, 1]); with σ_0 > 0 they are a denoised estimate of it.
+  the exact sqrt(ᾱ_T)(x̄_T) rather than x̄_T/σ_T, and the "before" test is σ_t ≥ σ_y/s_i as
+  in the paper (the code's strict > sends the final σ_t = 0 step to the null-space rule when
+  σ_y = 0). Hence with σ_0 = 0 and eta_b = 1 the block means of the output equal the measurement
+  exactly (up to the final clip to [0, 1]); with σ_0 > 0 they are a denoised estimate of it.
 
   Args:
     params: U-Net params.
@@ -241,8 +246,10 @@ def _consistent_ddim_jit(params, apply_fn, schedule, low_res01, scale, rng, num_
 def measurement_consistent_ddim(params, apply_fn, low_res01: jax.Array, scale: int,
                                 rng: jax.Array, num_steps: int = 50, *,
                                 schedule: schedule_lib.Schedule | None = None) -> jax.Array:
-  """Simpler baseline, NOT DDRM: deterministic DDIM whose x0 prediction gets its block means replaced
-  by the measurement at every step (a hard data-consistency projection, noiseless y assumed).
+  """Simpler baseline, NOT DDRM: DDIM whose x0 prediction is kept consistent with the measurement.
+
+  Deterministic DDIM whose x0 prediction gets its block means replaced by the measurement at every
+  step (a hard data-consistency projection, noiseless y assumed).
 
   Kept as an ablation against `ddrm_super_resolution`; signature and scales as there.
   """

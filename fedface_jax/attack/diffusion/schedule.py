@@ -1,12 +1,12 @@
 """Noise schedules for the DDPM face prior.
 
-The enhancers (SDEdit, DDRM) and the sampler all need the same small set of quantities -- β_t, ᾱ_t
-and the variance-exploding noise level σ_t = sqrt(1-ᾱ_t)/sqrt(ᾱ_t) -- so they live here once, as a
-`Schedule` NamedTuple that is a pytree and can be passed straight into jitted functions.
+The enhancers (SDEdit, DDRM) and the sampler all need the same small set of quantities -- β_t,
+ᾱ_t and the variance-exploding noise level σ_t = sqrt(1-ᾱ_t)/sqrt(ᾱ_t) -- so they live here
+once, as a `Schedule` NamedTuple that is a pytree and can be passed straight into jitted functions.
 
-Timestep convention (matches DDIM/DDRM reference code): t ∈ {0, …, T-1} indexes a noisy state x_t with
-ᾱ_t = ∏_{s≤t}(1-β_s); the "virtual" index t = -1 is the clean image, with ᾱ_{-1} = 1. Samplers walk
-a decreasing sequence of timesteps and finish with a step to t = -1.
+Timestep convention (matches DDIM/DDRM reference code): t ∈ {0, …, T-1} indexes a noisy state
+x_t with ᾱ_t = ∏_{s≤t}(1-β_s); the "virtual" index t = -1 is the clean image, with
+ᾱ_{-1} = 1. Samplers walk a decreasing sequence of timesteps and finish with a step to t = -1.
 """
 
 from typing import NamedTuple
@@ -38,8 +38,8 @@ def linear_beta_schedule(num_timesteps: int = 1000,
     beta_start: β_0 for T = 1000.
     beta_end: β_{T-1} for T = 1000.
     scale_to_num_timesteps: multiply both ends by 1000/T (the "linear" schedule of Nichol & Dhariwal
-      2021). Without it a short chain (e.g. T = 100 for tests) would end at ᾱ_T ≈ 0.37, i.e. x_T would
-      not be noise and sampling from N(0, I) would be wrong. For T = 1000 it is a no-op.
+      2021). Without it a short chain (e.g. T = 100 for tests) would end at ᾱ_T ≈ 0.37, i.e. x_T
+      would not be noise and sampling from N(0, I) would be wrong. For T = 1000 it is a no-op.
 
   Returns:
     The schedule.
@@ -60,7 +60,7 @@ def linear_beta_schedule(num_timesteps: int = 1000,
 
 
 def schedule_from_config(diffusion_config) -> Schedule:
-  """Builds the schedule from a `config.diffusion` ConfigDict (num_timesteps, beta_start, beta_end)."""
+  """The schedule of a `config.diffusion` ConfigDict (num_timesteps, beta_start, beta_end)."""
   return linear_beta_schedule(
       num_timesteps=diffusion_config.num_timesteps,
       beta_start=diffusion_config.beta_start,
@@ -75,7 +75,7 @@ def alpha_bar_at(schedule: Schedule, t: jax.Array) -> jax.Array:
 
 
 def ve_sigma(alpha_bar: jax.Array) -> jax.Array:
-  """σ = sqrt(1-ᾱ)/sqrt(ᾱ): the noise level of x_t/sqrt(ᾱ_t) = x_0 + σ ε (DDRM works in this form)."""
+  """σ = sqrt(1-ᾱ)/sqrt(ᾱ), the noise level of x_t/sqrt(ᾱ_t) = x_0 + σ ε (DDRM's form)."""
   return jnp.sqrt(1.0 - alpha_bar) / jnp.sqrt(alpha_bar)
 
 
@@ -92,13 +92,13 @@ def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
 
 
 def predict_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
-  """Inverts the forward process given a noise estimate: x0 = (x_t - sqrt(1-ᾱ_t) ε)/sqrt(ᾱ_t)."""
+  """Inverts the forward process given an ε estimate: x0 = (x_t - sqrt(1-ᾱ_t) ε)/sqrt(ᾱ_t)."""
   ab = _bcast(alpha_bar_at(schedule, t), x_t)
   return (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
 
 
 def predict_eps(schedule: Schedule, x_t: jax.Array, t: jax.Array, x0: jax.Array) -> jax.Array:
-  """The ε consistent with x_t and an (e.g. clipped) x0; undefined at t = -1, where it returns 0."""
+  """The ε consistent with x_t and an (e.g. clipped) x0; undefined at t = -1 (returns 0)."""
   ab = _bcast(alpha_bar_at(schedule, t), x_t)
   return jnp.where(ab < 1.0, (x_t - jnp.sqrt(ab) * x0) / jnp.sqrt(jnp.maximum(1.0 - ab, 1e-12)),
                    0.0)
@@ -108,8 +108,8 @@ def skip_timesteps(num_timesteps: int, num_steps: int) -> tuple[np.ndarray, np.n
   """The "uniform skip" respacing of the DDIM/DDRM reference code, in sampling order.
 
   seq = range(0, T, T // num_steps) and seq_next = [-1] + seq[:-1], both reversed, so that the chain
-  starts at the largest kept timestep and ends with a step to the clean image (t = -1). With T = 1000
-  and 50 steps: 980, 960, …, 0 → 960, 940, …, -1.
+  starts at the largest kept timestep and ends with a step to the clean image (t = -1). With
+  T = 1000 and 50 steps: 980, 960, …, 0 → 960, 940, …, -1.
 
   Args:
     num_timesteps: T.

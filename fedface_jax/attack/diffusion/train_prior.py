@@ -1,10 +1,10 @@
 """Training (and caching) of the public-face DDPM prior used by the enhancers.
 
-The prior must see only public faces -- the pretrain identities, disjoint from the federated victims --
-or the enhancement would leak the victims' faces into the "reconstruction". This module turns a uint8
-face array into EMA U-Net params: Adam with warmup, EMA of the weights, random horizontal flips, orbax
-checkpoints with resumption, and `load_or_train_prior`, which returns the cached prior when a finished
-checkpoint exists so that attack runs never retrain it.
+The prior must see only public faces -- the pretrain identities, disjoint from the federated
+victims -- or the enhancement would leak the victims' faces into the "reconstruction". This module
+turns a uint8 face array into EMA U-Net params: Adam with warmup, EMA of the weights, random
+horizontal flips, orbax checkpoints with resumption, and `load_or_train_prior`, which returns the
+cached prior when a finished checkpoint exists so that attack runs never retrain it.
 
 Workdir layout: `checkpoints/` (orbax steps), `prior_meta.json` (model config + data fingerprint,
 checked on resume/load so a stale prior is never silently reused), `samples.png` (DDIM samples).
@@ -39,8 +39,8 @@ def default_prior_config(variant: str = "demo") -> mlc.ConfigDict:
   """Prior configs.
 
   Args:
-    variant: "tiny" (unit tests: 16x16, base 8, T = 100, 20 steps), "demo" (32x32, trainable on 2 CPU
-      cores in minutes), or "full" (64x64, meant for a GPU).
+    variant: "tiny" (unit tests: 16x16, base 8, T = 100, 20 steps), "demo" (32x32, trainable on 2
+      CPU cores in minutes), or "full" (64x64, meant for a GPU).
 
   Returns:
     ConfigDict with `image_size`, `model` (UNet fields), `diffusion` (schedule), `train`, `sample`.
@@ -94,10 +94,11 @@ def _build_prior_cached(key: str):
 
 
 def build_prior(config: mlc.ConfigDict) -> tuple[unet_lib.UNet, schedule_lib.Schedule]:
-  """The U-Net module and the schedule a config describes; `module.apply` is the enhancers' apply_fn.
+  """The U-Net module and schedule a config describes; `module.apply` is the enhancers' apply_fn.
 
   Memoised on the model/diffusion config, so repeated calls return the *same* module and the jitted
-  enhancers (which take `apply_fn` as a static argument, hashed by module identity) do not recompile.
+  enhancers (which take `apply_fn` as a static argument, hashed by module identity) do not
+  recompile.
   """
   return _build_prior_cached(_freeze(dict(model=config.model.to_dict(),
                                           diffusion=config.diffusion.to_dict())))
@@ -107,7 +108,7 @@ def build_prior(config: mlc.ConfigDict) -> tuple[unet_lib.UNet, schedule_lib.Sch
 
 
 def prepare_images(images_u8: np.ndarray, image_size: int) -> np.ndarray:
-  """Validates a uint8 NHWC RGB array and resizes it once (Pillow bicubic, antialiased) to size²."""
+  """Validates a uint8 NHWC RGB array; resizes it once (Pillow bicubic, antialiased) to size²."""
   images_u8 = np.asarray(images_u8) if not isinstance(images_u8, np.ndarray) else images_u8
   if images_u8.dtype != np.uint8 or images_u8.ndim != 4 or images_u8.shape[-1] != 3:
     raise ValueError(f"expected uint8 [N, H, W, 3] images, got {images_u8.dtype} {images_u8.shape}")
@@ -195,12 +196,12 @@ def init_train_state(config: mlc.ConfigDict, seed: int) -> dict:
 
 
 def make_train_step(config: mlc.ConfigDict):
-  """Returns jitted `train_step(state, images_u8, rng, lr) -> (state, loss)`, images [B, S, S, 3] uint8.
+  """Jitted `train_step(state, images_u8, rng, lr) -> (state, loss)`, images [B, S, S, 3] uint8.
 
   The step maps to [-1, 1], applies random horizontal flips (faces are roughly symmetric, so this
-  doubles the data for free), takes one Adam step of size `lr` on the ε-MSE and updates the EMA with
-  the usual warm-started decay min(decay, (1+step)/(10+step)) so short runs still get a useful EMA.
-  Memoised on the parts of the config it depends on.
+  doubles the data for free), takes one Adam step of size `lr` on the ε-MSE and updates the EMA
+  with the usual warm-started decay min(decay, (1+step)/(10+step)) so short runs still get a useful
+  EMA. Memoised on the parts of the config it depends on.
   """
   tc = config.train
   return _make_train_step_cached(_freeze(dict(

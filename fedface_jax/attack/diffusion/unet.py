@@ -1,10 +1,10 @@
 """A small ε-predicting U-Net for the public-face DDPM prior.
 
 The paper's priors (ADM ImageNet-256, MDT) are far too big to train here and were trained on data we
-must not assume; a few-million-parameter DDPM U-Net (Ho et al. 2020 layout: sinusoidal time embedding,
-GroupNorm+SiLU residual blocks, self-attention at the lowest resolution) is enough to learn the
-low-frequency structure of 32x32 / 64x64 faces, which is what the enhancers need. Fully convolutional,
-so the same weights run at any size divisible by 2**(len(channel_mults)-1).
+must not assume; a few-million-parameter DDPM U-Net (Ho et al. 2020 layout: sinusoidal time
+embedding, GroupNorm+SiLU residual blocks, self-attention at the lowest resolution) is enough to
+learn the low-frequency structure of 32x32 / 64x64 faces, which is what the enhancers need. Fully
+convolutional, so the same weights run at any size divisible by 2**(len(channel_mults)-1).
 
 Call convention used by every sampler in this package:
   `apply_fn({"params": params}, x_t, t) -> ε̂`, x_t float [B, H, W, C] in the [-1, 1] data scale,
@@ -102,7 +102,8 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, t, train: bool = False):
-    """x: [B, H, W, C] in [-1, 1]; t: int [B] (or scalar). Returns ε̂ [B, H, W, out_channels] float32."""
+    """x: [B, H, W, C] in [-1, 1]; t: int [B] or scalar. Returns ε̂ [B, H, W, out_channels]
+    f32."""
     levels = len(self.channel_mults)
     factor = 2 ** (levels - 1)
     if x.shape[1] % factor or x.shape[2] % factor:
