@@ -65,7 +65,7 @@ def schedule_from_config(diffusion_config) -> Schedule:
       num_timesteps=diffusion_config.num_timesteps,
       beta_start=diffusion_config.beta_start,
       beta_end=diffusion_config.beta_end,
-      scale_to_num_timesteps=diffusion_config.get("scale_to_num_timesteps", True))
+      scale_to_num_timesteps=diffusion_config.scale_to_num_timesteps)
 
 
 def alpha_bar_at(schedule: Schedule, t: jax.Array) -> jax.Array:

@@ -206,7 +206,7 @@ def make_train_step(config: mlc.ConfigDict):
   tc = config.train
   return _make_train_step_cached(_freeze(dict(
       model=config.model.to_dict(), diffusion=config.diffusion.to_dict(),
-      grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, random_flip=tc.get("random_flip", True))))
+      grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, random_flip=tc.random_flip)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -214,7 +214,7 @@ def _make_train_step_cached(key: str):
   d = json.loads(key)
   model, schedule = _build_prior_cached(_freeze(dict(model=d["model"], diffusion=d["diffusion"])))
   optimizer = _optimizer(d["grad_clip"])
-  use_dropout = d["model"].get("dropout", 0.0) > 0
+  use_dropout = d["model"]["dropout"] > 0
   flip, ema_decay = d["random_flip"], d["ema_decay"]
 
   def train_step(state, images_u8, rng, lr):

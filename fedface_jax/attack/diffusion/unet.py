@@ -160,7 +160,7 @@ def unet_from_config(model_config) -> UNet:
       channel_mults=tuple(model_config.channel_mults),
       num_res_blocks=model_config.num_res_blocks,
       use_attention=model_config.use_attention,
-      num_heads=model_config.get("num_heads", 4),
-      num_groups=model_config.get("num_groups", 8),
-      dropout=model_config.get("dropout", 0.0),
-      dtype=jnp.dtype(model_config.get("dtype", "float32")))
+      num_heads=model_config.num_heads,
+      num_groups=model_config.num_groups,
+      dropout=model_config.dropout,
+      dtype=jnp.dtype(model_config.dtype))
