@@ -13,23 +13,18 @@ logits and our round's update), both scored by our metrics and judges. Writes RE
 numbers only, the cases and reconstructions stay under --workdir).
 """
 
-import os
-
 from absl import flags
 
-flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
+from launch import _attack_flags
+
+_attack_flags.define_suite("attack_peer", "Per-seed cases and outputs")
+_attack_flags.define_results("results/attack-peer-breaching*.json")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (participants, round seed, attack init).")
 flags.DEFINE_integer("iterations", 200, "Our attack's iterations (paper_faithful, Adam).")
 flags.DEFINE_list("peer_iterations", ["200"], "breaching's max_iterations (one run each).")
-flags.DEFINE_string("pretrained", None, "launch.pretrain workdir with backbone/ (suite default).")
 flags.DEFINE_enum("judge", "", ["", "model", "dlib", "both"], "Identity judge ('' = suite's).")
 flags.DEFINE_string("peer_python", None, "The breaching venv's python.")
 flags.DEFINE_integer("threads", 1, "torch threads of the peer.")
-flags.DEFINE_string("workdir", None,
-                    "Per-seed cases and outputs (default runs/attack_peer/<suite>).")
-flags.DEFINE_bool("update_results_md", True,
-                  "Write the suite's RESULTS.md block and its JSON (numbers only).")
-flags.DEFINE_string("results_dir", "results", "Where results/attack-peer-breaching*.json goes.")
 FLAGS = flags.FLAGS
 
 
@@ -40,7 +35,7 @@ def main(argv):
   from reporting import attack_peer
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
-  workdir = FLAGS.workdir or os.path.join("runs", "attack_peer", FLAGS.suite)
+  workdir = _attack_flags.suite_workdir("attack_peer")
   result = attack_peer.run(
       FLAGS.suite, tuple(int(s) for s in FLAGS.seeds), workdir,
       common.invocation("launch.attack_peer"), iterations=FLAGS.iterations,

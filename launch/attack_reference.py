@@ -18,14 +18,13 @@ photo (0.8 s at 32 px, 3 s at 64), and one seed's first 10 iterations had not fi
 
 from absl import flags
 
+from launch import _attack_flags
 from launch import common
 
 common.define_flags("experiments/attack_celeba.py:variant=reference128")
+_attack_flags.define_results("results/attack-celeba-reference.json")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (participants, round, attack init).")
 flags.DEFINE_bool("rerun", False, "Rerun seeds whose metrics.json already exists.")
-flags.DEFINE_bool("update_results_md", True,
-                  "Write results/attack-celeba-reference.json and the RESULTS.md block.")
-flags.DEFINE_string("results_dir", "results", "Where the JSON goes.")
 FLAGS = flags.FLAGS
 
 

@@ -14,15 +14,12 @@ from `make demo`).
 Per-point outputs (grids of faces: never commit them) go under --workdir.
 """
 
-import os
-
 from absl import flags
 
-flags.DEFINE_enum("suite", "synthetic", ["synthetic", "celeba"], "Which faces.")
-flags.DEFINE_string("workdir", None,
-                    "Root of the per-point runs (default runs/attack_results/<suite>).")
-flags.DEFINE_string("pretrained", None,
-                    "launch.pretrain workdir with backbone/ (default per suite).")
+from launch import _attack_flags
+
+_attack_flags.define_suite("attack_results", "Root of the per-point runs")
+_attack_flags.define_results("results/attack-<suite>.json")
 flags.DEFINE_list("sweeps", "victims,images,tau,dp,secure_aggregation,class_embedding",
                   "Sweeps to run; empty: reuse the last run's JSON for the tables.")
 flags.DEFINE_list("victims", None, "Victim counts V (K = V + 1).")
@@ -43,9 +40,6 @@ flags.DEFINE_integer("defence_rounds", None,
                      "Rounds of each defence-cost FedFace run (default: the config's).")
 flags.DEFINE_string("defence_baseline", "runs/demo/fedface",
                     "Finished no-DP FedFace run to reuse as the defence baseline ('' = run one).")
-flags.DEFINE_bool("update_results_md", True,
-                  "Rewrite this suite's RESULTS.md block and its results/attack-<suite>.json.")
-flags.DEFINE_string("results_dir", "results", "Where results/attack-<suite>.json goes.")
 FLAGS = flags.FLAGS
 
 
@@ -69,7 +63,7 @@ def main(argv):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)
-  workdir = FLAGS.workdir or os.path.join("runs", "attack_results", FLAGS.suite)
+  workdir = _attack_flags.suite_workdir("attack_results")
   command = common.invocation("launch.attack_results")
   result = attack_sweeps.run_or_reuse(scfg, workdir, command)
   cost = defence_cost.run_or_reuse(scfg, workdir, command, FLAGS.defence_cost,
