@@ -58,11 +58,12 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 ## Every table of RESULTS.md, each with its command (resumable; hours on a 2-core CPU).
-## The FedFace study (gate, 5-variant selection on validation, final table with CIs) took 62 min on 2 cores.
+## The FedFace study (gate, selection on validation, final table with CIs): 62 min on 2 cores
+## with 5 variants; each further variant adds ~2.5 min.
 # The variants the committed selection block compared (all of them: STUDY_VARIANTS=). The
-# server-lr grid's two best on validation (an earlier 8-variant selection, commit 91bfcc8) and
-# the client-lr variants added after it.
-STUDY_VARIANTS ?= --variants=frozen+row_sum+m0.9+lr4,frozen+row_sum+m0.9+lr8,frozen+row_sum+m0.9+lr1+clr0.3,frozen+row_sum+m0.9+lr2+clr0.1,frozen+row_sum+m0.9+lr4+clr0.1
+# server-lr grid's two best on validation (an earlier 8-variant selection, commit 91bfcc8), the
+# client-lr variants, then the schedule (r80, r200), margin (sm, cm) and reestimate variants.
+STUDY_VARIANTS ?= --variants=frozen+row_sum+m0.9+lr4,frozen+row_sum+m0.9+lr8,frozen+row_sum+m0.9+lr1+clr0.3,frozen+row_sum+m0.9+lr2+clr0.1,frozen+row_sum+m0.9+lr4+clr0.1,frozen+row_sum+m0.9+lr2+clr0.1+r80,frozen+row_sum+m0.9+lr2+clr0.1+r200,frozen+row_sum+m0.9+lr2+clr0.1+sm0.1,frozen+row_sum+m0.9+lr2+clr0.1+sm0.0,frozen+row_sum+m0.9+lr2+clr0.1+cm0.7,reestimate+row_sum+m0.9+lr2+clr0.1
 results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
 	    --workroot runs/study --stage=all --update_results_md $(STUDY_VARIANTS)

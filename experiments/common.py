@@ -134,7 +134,7 @@ def federated_section(*, method="fedface", num_rounds=30, clients_per_round=50,
 # The run arguments of a FedFace study config (`launch.fedface_study`), with their defaults.
 STUDY_ARGS = dict(method="fedface", class_embedding="frozen", public_negatives=0,
                   reduction="row_sum", server_momentum=0.0, server_lr=1.0, client_lr=0.0,
-                  seed=0, train_split="pretrain")
+                  num_rounds=0, clients_per_round=0, seed=0, train_split="pretrain")
 
 
 def apply_study_args(federated, arg):
@@ -144,6 +144,12 @@ def apply_study_args(federated, arg):
   federated.spreadout.reduction = arg.reduction
   if float(arg.client_lr) > 0:   # 0 keeps the config's own client learning rate
     federated.client.optimizer.learning_rate = float(arg.client_lr)
+  # The schedule (0 keeps the config's): more, smaller rounds at the same number of client
+  # participations let each client start from a fresher global model.
+  if int(arg.num_rounds) > 0:
+    federated.num_rounds = int(arg.num_rounds)
+  if int(arg.clients_per_round) > 0:
+    federated.clients_per_round = int(arg.clients_per_round)
   return server_step(federated, float(arg.server_momentum), float(arg.server_lr))
 
 
@@ -166,7 +172,7 @@ def attack_section(**overrides) -> mlc.ConfigDict:
       objective="paper_faithful",
       num_clients=4,            # K, the attacker included
       images_per_client=2,      # n_k, equal for all participants (the super-client needs it)
-      holdout_images=2,         # photos per participant kept out of the round (recognition templates)
+      holdout_images=2,         # photos per participant kept out of the round (templates)
       tau=1,                    # local full-batch GD steps
       eta=0.01,                 # local learning rate (the attacker knows it)
       client_momentum=0.0,      # local SGD momentum (FedFace code: 0.9)

@@ -12,9 +12,11 @@ hyper-parameter; the 400 evaluation identities are used for the final tables onl
   # the whole study (theta_0, oracles, every method x 3 seeds, bootstrap CIs, RESULTS.md):
   python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \\
       --workroot runs/study
-  # args: variant=study|tiny (tests), method=fedface|fedface_nosp|fedavg|fedaws, class_embedding=frozen|reestimate|
-  #   client_trained, public_negatives=0|1, reduction=row_sum|pair_mean, seed=0,
-  #   server_momentum=0 (FedAvg) | 0.9 (FedAvgM), server_lr=1.0,
+  # args: variant=study|tiny (tests), method=fedface|fedface_nosp|fedavg|fedaws,
+  #   class_embedding=frozen|reestimate|client_trained, public_negatives=0|1,
+  #   reduction=row_sum|pair_mean, seed=0, server_momentum=0 (FedAvg) | 0.9 (FedAvgM),
+  #   server_lr=1.0, client_lr=0 (config's), num_rounds=0, clients_per_round=0 (config's),
+  #   margin=0.9 (client positive-only hinge), spread_margin=0.3,
   #   train_split=pretrain|pretrain+federated (the central oracle), pretrained=<dir>
 """
 
@@ -25,7 +27,8 @@ import ml_collections as mlc
 
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
-      arg, variant="study", pretrained="runs/study/pretrain", **common.STUDY_ARGS)
+      arg, variant="study", pretrained="runs/study/pretrain", **common.STUDY_ARGS,
+      margin=0.9, spread_margin=0.3)
   config = mlc.ConfigDict()
   config.seed = 0
   config.data = common.synthetic_data(num_identities=1600, images_per_identity=20,
@@ -43,6 +46,8 @@ def get_config(arg=None):
   config.federated = common.federated_section(
       method=arg.method, num_rounds=40, clients_per_round=50, embedding_dim=128,
       local_steps=5, batch_size=16, client_lr=0.03, clients_per_chunk=5, seed=int(arg.seed))
+  config.federated.client.margin = float(arg.margin)   # positive-only hinge (FedFace, FedAwS)
+  config.federated.spreadout.margin = float(arg.spread_margin)
   common.apply_study_args(config.federated, arg)
   config.fault_injection = dict(nan_client_ids=())
   if arg.variant == "tiny":   # tests: the same study in seconds

@@ -49,14 +49,41 @@ VARIANTS = {
                                       "server_momentum=0.9,server_lr=2.0,client_lr=0.1",
     "frozen+row_sum+m0.9+lr4+clr0.1": "method=fedface,class_embedding=frozen,reduction=row_sum,"
                                       "server_momentum=0.9,server_lr=4.0,client_lr=0.1",
+    # The schedule at the same 2,000 client participations: each client joins ~2 times and the
+    # curves still rise at round 40, so more, smaller rounds; and the class table re-estimated
+    # under the current model, since frozen theta_0 centres go stale as the backbone moves.
+    "frozen+row_sum+m0.9+lr2+clr0.1+r80": "method=fedface,class_embedding=frozen,"
+                                          "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                          "client_lr=0.1,num_rounds=80,clients_per_round=25",
+    "frozen+row_sum+m0.9+lr2+clr0.1+r200": "method=fedface,class_embedding=frozen,"
+                                           "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                           "client_lr=0.1,num_rounds=200,clients_per_round=10",
+    "reestimate+row_sum+m0.9+lr2+clr0.1": "method=fedface,class_embedding=reestimate,"
+                                          "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                          "client_lr=0.1",
+    # The two margins at the chosen steps: spreadout at 0.3 leaves only 2.6% of class-table pairs
+    # in violation, so a lower margin pushes more rows apart; a client hinge at 0.7 stops pulling
+    # images that already sit near their centre (none are inside 0.9 after 5 local steps).
+    "frozen+row_sum+m0.9+lr2+clr0.1+sm0.1": "method=fedface,class_embedding=frozen,"
+                                            "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                            "client_lr=0.1,spread_margin=0.1",
+    "frozen+row_sum+m0.9+lr2+clr0.1+sm0.0": "method=fedface,class_embedding=frozen,"
+                                            "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                            "client_lr=0.1,spread_margin=0.0",
+    "frozen+row_sum+m0.9+lr2+clr0.1+cm0.7": "method=fedface,class_embedding=frozen,"
+                                            "reduction=row_sum,server_momentum=0.9,server_lr=2.0,"
+                                            "client_lr=0.1,margin=0.7",
 }
 BASELINES = {"fedavg": "method=fedavg", "fedaws": "method=fedaws"}
 
 
+SHARED_KEYS = ("server_", "client_lr=", "num_rounds=", "clients_per_round=", "margin=",
+               "spread_margin=")
+
+
 def step_args(variant_arg: str) -> str:
-  """A variant's step sizes (`server_*`, `client_lr`), so every method gets the same steps."""
-  return ",".join(kv for kv in variant_arg.split(",")
-                  if kv.startswith("server_") or kv.startswith("client_lr="))
+  """A variant's steps, schedule and margins, so every method gets the same steps and rounds."""
+  return ",".join(kv for kv in variant_arg.split(",") if kv.startswith(SHARED_KEYS))
 
 
 def client_args(variant_arg: str) -> str:
@@ -158,15 +185,32 @@ def _finished(workdir: str) -> bool:
 def class_table_stats(workdirs: list[str]) -> dict[str, float]:
   """The class table at the last round, mean over seeds: share of row pairs with cos above the
   spreadout margin, and the largest cos (logged by every run, with or without spreadout)."""
-  from fedface_jax import metrics_io  # pylint: disable=g-import-not-at-top
   keys = {"violations": "train/spreadout_violations_after",
           "max_cos": "train/spreadout_max_cos_after"}
-  last = []
-  for workdir in workdirs:
-    rows = [r for r in metrics_io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-            if keys["violations"] in r]
-    last.append(max(rows, key=lambda r: int(r["step"])))
+  last = [_train_rows(w)[-1] for w in workdirs]
   return {name: sum(float(r[key]) for r in last) / len(last) for name, key in keys.items()}
+
+
+def training_log_stats(workdir: str) -> dict[str, float]:
+  """What a run's per-round log says about why it ended where it did (one seed).
+
+  The selection block cites these, so every diagnosis in RESULTS.md comes from a committed JSON:
+  the mean client update norm, the largest share of a first batch already inside the client
+  margin, the last round's client loss after the local steps, and the class table at the end.
+  """
+  rows = _train_rows(workdir)
+  norms = [float(r["train/client_delta_norm"]) for r in rows]
+  return {"mean_client_delta_norm": sum(norms) / len(norms),
+          "max_inside_margin": max(float(r["train/client_inside_margin"]) for r in rows),
+          "last_client_loss": float(rows[-1]["train/client_loss_last"]),
+          **class_table_stats([workdir])}
+
+
+def _train_rows(workdir: str) -> list[dict]:
+  from fedface_jax import metrics_io  # pylint: disable=g-import-not-at-top
+  rows = [r for r in metrics_io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+          if "train/spreadout_violations_after" in r]
+  return sorted(rows, key=lambda r: int(r["step"]))
 
 
 def bootstrap_runs(study: Study, runs: dict[str, list[str]], split: str, baseline: str | None,
@@ -295,9 +339,8 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
     return
 
   # Selection: each FedFace variant, first seed, on the validation identities only.
-  selection = score({"pretrained": [theta0],
-                     **{v: [study.federated(f"fedface/{v}", a, seeds[0])]
-                        for v, a in candidates.items()}},
+  selection_runs = {v: study.federated(f"fedface/{v}", a, seeds[0]) for v, a in candidates.items()}
+  selection = score({"pretrained": [theta0], **{v: [w] for v, w in selection_runs.items()}},
                     "validation", baseline="pretrained")
   ranked = sorted(candidates, reverse=True, key=lambda v: (
       selection[v]["metrics"]["tar@1e-3"]["mean"], selection[v]["metrics"]["auc"]["mean"]))
@@ -305,7 +348,9 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   write(f"{block}-selection", rows=table_rows(selection, {
       "pretrained": ("pretrained", "theta_0"), **{v: ("fedface", v) for v in ranked}}),
         note=f"Selection on the {num_val} validation identities, seed {seeds[0]}; chosen: "
-             f"`{best}` (highest TAR@1e-3, then AUC, among variants with spreadout).")
+             f"`{best}` (highest TAR@1e-3, then AUC, among variants with spreadout). Each "
+             "run's training-log summary: `training_logs` in the JSON.",
+        extra={"training_logs": {v: training_log_stats(w) for v, w in selection_runs.items()}})
   if stage == "select":
     return
 

@@ -62,6 +62,12 @@ def test_every_block_has_rows_with_cis_and_paired_deltas(study):
                             ("study-test-gate", "study-test-selection", "study-test"))
   assert [r["method"] for r in gate["rows"]] == ["pretrained", "oracle_central"]
   assert {r["variant"] for r in selection["rows"][1:]} == {"frozen+row_sum", "frozen+nosp"}
+  # Each selection run's training-log summary, which the reading guide's diagnosis cites.
+  logs = selection["training_logs"]
+  assert set(logs) == {"frozen+row_sum", "frozen+nosp"}
+  for stats in logs.values():
+    assert stats["mean_client_delta_norm"] >= 0 and 0 <= stats["max_inside_margin"] <= 1
+    assert stats["last_client_loss"] >= 0 and 0 <= stats["violations"] <= 1
   methods = [r["method"] for r in final["rows"]]
   assert methods == ["pretrained", "fedavg", "fedaws", "fedface", "fedface_nosp",
                      "oracle_central", "oracle_finetune"]

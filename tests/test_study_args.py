@@ -44,3 +44,14 @@ def test_the_attacks_defence_cost_runs_the_variant_the_study_chose():
     chosen = next(r["variant"] for r in json.load(f)["rows"]
                   if r["method"] == "fedface" and "nosp" not in r["variant"])
   assert attack_sweeps.STUDY_FEDFACE == fedface_study.VARIANTS[chosen]
+
+
+def test_the_schedule_args_set_rounds_and_clients_and_baselines_share_them():
+  arg = fedface_study.VARIANTS["frozen+row_sum+m0.9+lr2+clr0.1+r80"]
+  cfg = fedface_study_synthetic.get_config(arg)
+  default = fedface_study_synthetic.get_config("")
+  assert (cfg.federated.num_rounds, cfg.federated.clients_per_round) == (80, 25)
+  # Same client participations as the config's schedule, so the oracle's budget is unchanged.
+  assert (cfg.federated.num_rounds * cfg.federated.clients_per_round ==
+          default.federated.num_rounds * default.federated.clients_per_round)
+  assert "num_rounds=80,clients_per_round=25" in fedface_study.step_args(arg)
