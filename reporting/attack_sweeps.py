@@ -34,6 +34,7 @@ import ml_collections as mlc
 import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
+from fedface_jax import config_utils
 from fedface_jax import data as data_lib
 from fedface_jax import sharding as sh
 from fedface_jax.attack import judges as judges_lib
@@ -77,32 +78,79 @@ def _tree_diff(a, b) -> tuple[float, float]:
   return max_abs, rel
 
 
+UNIT_FILE = "sweep_unit.json"     # a finished (point, seed): its config and result
+TARGET_FILE = "sweep_target.npz"  # its attacker's target, for the secure-aggregation check
+
+
 class _Runner:
   """Runs (point, seed) attacks once each (the base point is shared) on one data load, backbone
-  and mesh."""
+  and mesh.
+
+  A finished unit is saved under its workdir with its config, so an interrupted or extended
+  sweep reruns only what is missing; a unit whose config changed since is run again.
+  """
 
   def __init__(self, scfg, workroot, splits, backbone_params, mesh):
     self.scfg, self.workroot = scfg, workroot
     self.splits, self.backbone, self.mesh = splits, backbone_params, mesh
     self.cache: dict[tuple[sweep_configs.Point, int], dict] = {}
     self.judge_cache: dict[str, np.ndarray] = {}   # judge -> embeddings of the federated images
+    self.reused = 0
 
   def run(self, p: sweep_configs.Point, seed: int) -> dict:
     if (p, seed) not in self.cache:
       config = sweep_configs.point_config(self.scfg, p, seed)
-      logging.info("attack sweep point %s seed %d", p.name, seed)
-      t0 = time.time()
-      out = attack_tables.run_attack(config, os.path.join(self.workroot, p.name, f"seed{seed}"),
-                                     backbone_params=self.backbone, splits=self.splits,
-                                     mesh=self.mesh, return_target=True,
-                                     judge_cache=self.judge_cache)
-      out["wall_s"] = time.time() - t0
-      out["num_federated_identities"] = self.splits["federated"].num_identities
+      workdir = os.path.join(self.workroot, p.name, f"seed{seed}")
+      out = load_unit(workdir, config)
+      if out is None:
+        logging.info("attack sweep point %s seed %d", p.name, seed)
+        t0 = time.time()
+        out = attack_tables.run_attack(config, workdir, backbone_params=self.backbone,
+                                       splits=self.splits, mesh=self.mesh, return_target=True,
+                                       judge_cache=self.judge_cache)
+        out["wall_s"] = time.time() - t0
+        out["num_federated_identities"] = self.splits["federated"].num_identities
+        out["target"] = _flat_target(out["target"])
+        save_unit(workdir, config, out)
+      else:
+        logging.info("attack sweep point %s seed %d: reused %s", p.name, seed, workdir)
+        self.reused += 1
       self.cache[(p, seed)] = out
     return self.cache[(p, seed)]
 
   def run_seeds(self, p: sweep_configs.Point) -> list[dict]:
     return [self.run(p, s) for s in sweep_configs.point_seeds(self.scfg, p)]
+
+
+def _flat_target(target) -> dict[str, np.ndarray]:
+  """The target pytree as {key path: array}: the same form whether run now or read back."""
+  leaves = jax.tree_util.tree_flatten_with_path(target)[0]
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def save_unit(workdir: str, config: mlc.ConfigDict, out: dict) -> None:
+  """The unit's target, then its record (written last and atomically: the finished marker)."""
+  np.savez(os.path.join(workdir, TARGET_FILE), **out["target"])
+  record = {"config": config_utils.config_to_dict(config),
+            "out": {k: v for k, v in out.items() if k != "target"}}
+  results_md.save_json(os.path.join(workdir, UNIT_FILE), record)
+
+
+def load_unit(workdir: str, config: mlc.ConfigDict) -> dict | None:
+  """A finished unit's result if it ran under `config`; None if absent or its config differs."""
+  path = os.path.join(workdir, UNIT_FILE)
+  if not (os.path.exists(path) and os.path.exists(os.path.join(workdir, TARGET_FILE))):
+    return None
+  record = results_md.load_json(path)
+  diffs = config_utils.config_diff(record["config"], config)
+  if diffs:
+    logging.info("%s ran under another config (%s): running it again", workdir,
+                 config_utils.format_diff(diffs))
+    return None
+  out = record["out"]
+  with np.load(os.path.join(workdir, TARGET_FILE)) as z:
+    out["target"] = {k: z[k] for k in z.files}
+  return out
 
 
 def _epsilon_one_round(noise: float, num_identities: int) -> tuple[float, float]:
@@ -293,6 +341,7 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
           "image_size": int(config0.attack.image_size), "sf": int(config0.attack.sf),
           "eta": float(config0.attack.eta),
           "sweep_config": scfg.to_dict(), "attacks": len(runner.cache),
+          "attacks_reused": runner.reused,
           "points": len({p for p, _ in runner.cache}),
           "timing_s": time.time() - t_start, "date": datetime.date.today().isoformat()}
 

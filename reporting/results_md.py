@@ -43,8 +43,9 @@ def machine_info() -> dict:
 def save_json(path: str, obj: dict):
   """A result file next to its run (re-read when tables are rebuilt without a rerun)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w") as f:
+  with open(path + ".tmp", "w") as f:   # atomic: a kill leaves the old file or the new one
     json.dump(obj, f, indent=1, default=str)
+  os.replace(path + ".tmp", path)
 
 
 def load_json(path: str) -> dict | None:
