@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
+from absl import logging
 import ml_collections as mlc
 
 from fedface_jax import errors
