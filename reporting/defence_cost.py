@@ -14,12 +14,14 @@ import math
 import os
 import time
 
+from absl import logging
 import jax
 import ml_collections as mlc
 import numpy as np
 
 from experiments import attack_sweeps as sweep_configs
 from fedface_jax import checkpoint as ckpt_lib
+from fedface_jax import config_utils
 from fedface_jax import data as data_lib
 from fedface_jax import models
 from fedface_jax import sharding as sh
@@ -44,18 +46,21 @@ def _median_metric(workdir: str, key: str) -> float | None:
   return float(np.median(vals)) if vals else None
 
 
-def _read_eval(workdir: str, rounds: int) -> dict | None:
-  """The final (and round-0) evaluation reports of a finished no-DP FedFace run, else None.
+def _read_eval(workdir: str, config: mlc.ConfigDict) -> dict | None:
+  """The final (and round-0) evaluation reports of a finished run of exactly `config`, else None.
 
-  Only a run of the same rounds with DP off qualifies (its config.json is checked).
+  A baseline run under any other config (rounds, steps, evaluation split, DP) would make the
+  no-noise row a different experiment from the DP rows, so its config.json must match in full.
   """
-  cfg_path = os.path.join(workdir, "config.json")
-  final = os.path.join(workdir, "eval", f"round_{rounds}.json")
-  if not (os.path.exists(cfg_path) and os.path.exists(final)):
+  rounds = int(config.federated.num_rounds)
+  recorded = config_utils.read_recorded_config(workdir)
+  if recorded is None or not os.path.exists(os.path.join(workdir, "eval",
+                                                         f"round_{rounds}.json")):
     return None
-  with open(cfg_path) as f:
-    fcfg = json.load(f).get("federated", {})
-  if int(fcfg.get("num_rounds", -1)) != rounds or fcfg.get("dp", {}).get("enabled", False):
+  diffs = config_utils.resume_diff(recorded, config)
+  if diffs:
+    logging.info("not reusing %s as the no-DP baseline: its config differs (%s)", workdir,
+                 config_utils.format_diff(diffs))
     return None
   out = {}
   for key, name in (("report", f"round_{rounds}"), ("round_0_report", "round_0")):
@@ -105,7 +110,7 @@ def defence_cost(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None
   common = {"rounds": rounds, "clients_per_round": int(config.federated.clients_per_round),
             "num_clients": num_ids}
 
-  reused = _read_eval(baseline_workdir, rounds) if baseline_workdir else None
+  reused = _read_eval(baseline_workdir, config) if baseline_workdir else None
   if reused is not None:
     rows.append(dict(common, name="fedface_no_dp", noise_multiplier=0.0, clip_norm=math.inf,
                      epsilon=math.inf, delta=None, clip_fraction=None, wall_s=None,
