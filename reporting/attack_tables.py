@@ -356,6 +356,9 @@ def write_results_json(results_dir: str, suite: str, command: str, result: dict)
                                        "dp_clip_norm", "image_size", "sf", "eta", "sweep_config",
                                        "points", "attacks", "timing_s")}
   extra["run_date"] = result.get("date")
+  # The floor a reconstruction is read against: uniform noise scored like one, at the base point.
+  keys = ["psnr"] + [k for j in _judges(result["rows"]) for k in judges_lib.judge_keys(j)]
+  extra["uniform_noise_base_point"] = {k: _base_noise(result, "noise_" + k) for k in keys}
   return results_md.write_results_json(results_dir, f"attack-{suite}", command,
                                        results_rows(result), note, extra)
 

@@ -86,6 +86,8 @@ def test_sweep_rows_and_secure_aggregation_leave_target_unchanged(tmp_path):
   assert {"block", "command", "date", "machine", "rows", "seeds", "base_seeds"} <= set(js)
   assert js["block"] == "attack-synthetic" and js["command"] == "cmd"
   assert js["seeds"] == [0] and js["base_seeds"] == [0, 1]
+  floor = js["uniform_noise_base_point"]
+  assert set(floor) == {"psnr", "similarity", "rank1"} and np.isfinite(floor["psnr"])
   assert len(js["rows"]) == len(out["rows"])
   for jr, r in zip(js["rows"], out["rows"]):
     assert jr["point"] == r["point"] and jr["seeds"] == r["seeds"] and jr["variant"] == r["setting"]
