@@ -46,9 +46,6 @@ def get_config(arg=None):
   config.federated = common.federated_section(
       method=arg.method, num_rounds=40, clients_per_round=50, embedding_dim=128,
       local_steps=5, batch_size=16, client_lr=0.03, clients_per_chunk=5, seed=int(arg.seed))
-  config.federated.client.margin = float(arg.margin)   # positive-only hinge (FedFace, FedAwS)
-  config.federated.spreadout.margin = float(arg.spread_margin)
-  common.apply_study_args(config.federated, arg)
   config.fault_injection = dict(nan_client_ids=())
   if arg.variant == "tiny":   # tests: the same study in seconds
     config.data = common.synthetic_data(num_identities=30, images_per_identity=4,
@@ -68,4 +65,8 @@ def get_config(arg=None):
     f.spreadout.steps = 2
   elif arg.variant != "study":
     raise ValueError(f"unknown variant {arg.variant!r}; valid: study, tiny")
+  # The run's choices last, so that they hold in the tiny variant too.
+  config.federated.client.margin = float(arg.margin)   # positive-only hinge (FedFace, FedAwS)
+  config.federated.spreadout.margin = float(arg.spread_margin)
+  common.apply_study_args(config.federated, arg)
   return config

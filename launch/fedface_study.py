@@ -5,6 +5,7 @@
   # --stage=gate: theta_0 and the central oracle only (the headroom check)
   # --stage=select: + every FedFace variant on seed 0, scored on the validation identities
   # --stage=all: + the final table (every method x --seeds) on the evaluation identities
+  # --stage=budget: + the chosen variant and the fine-tune oracle at 2x the participations
 
 Why it is built this way (docs/FEDFACE.md, issue 9):
   * headroom first: theta_0 sees 100 public identities, and a central model on those plus
@@ -29,7 +30,8 @@ from absl import flags
 flags.DEFINE_string("config", "experiments/fedface_study_synthetic.py",
                     "Study config file; its get_config(arg) takes the run arguments.")
 flags.DEFINE_string("workroot", "runs/study", "Root of every run of the study.")
-flags.DEFINE_enum("stage", "all", ["gate", "select", "all"], "How far to go.")
+flags.DEFINE_enum("stage", "all", ["gate", "select", "all", "budget"],
+                  "How far to go (budget: selection, then the 2x-budget pilot).")
 flags.DEFINE_list("seeds", "0,1,2", "Federated seeds (client sampling and local training).")
 flags.DEFINE_integer("num_resamples", 1000, "Bootstrap resamples over identities.")
 flags.DEFINE_string("block", "fedface-study-synthetic", "RESULTS.md block / results JSON name.")

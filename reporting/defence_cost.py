@@ -23,6 +23,7 @@ from experiments import attack_sweeps as sweep_configs
 from fedface_jax import checkpoint as ckpt_lib
 from fedface_jax import config_utils
 from fedface_jax import data as data_lib
+from fedface_jax import metrics_io
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.federated import algorithm as alg_lib
@@ -62,12 +63,27 @@ def _read_eval(workdir: str, config: mlc.ConfigDict) -> dict | None:
     logging.info("not reusing %s as the no-DP baseline: its config differs (%s)", workdir,
                  config_utils.format_diff(diffs))
     return None
+  return _eval_reports(workdir, rounds)
+
+
+def _eval_reports(workdir: str, rounds: int) -> dict:
+  """A run's final and round-0 reports as it wrote them, and how long its rounds took.
+
+  Read from its files rather than from `engine.run`'s return, which for an already finished run
+  holds only a re-evaluation of the final model (no round 0, and the re-evaluation's time).
+  """
   out = {}
   for key, name in (("report", f"round_{rounds}"), ("round_0_report", "round_0")):
     path = os.path.join(workdir, "eval", f"{name}.json")
     if os.path.exists(path):
       with open(path) as f:
         out[key] = json.load(f)
+  log = os.path.join(workdir, "metrics.jsonl")
+  records = metrics_io.read_jsonl(log) if os.path.exists(log) else []
+  times = [float(r["time"]) for r in records if "time" in r]
+  # The end of training is the first record of the last round (a rerun appends re-evaluations).
+  ends = [float(r["time"]) for r in records if "time" in r and int(r["step"]) == rounds]
+  out["wall_s"] = round(min(ends) - min(times), 1) if ends and times else None
   return out
 
 
@@ -113,17 +129,14 @@ def defence_cost(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None
   reused = _read_eval(baseline_workdir, config) if baseline_workdir else None
   if reused is not None:
     rows.append(dict(common, name="fedface_no_dp", noise_multiplier=0.0, clip_norm=math.inf,
-                     epsilon=math.inf, delta=None, clip_fraction=None, wall_s=None,
+                     epsilon=math.inf, delta=None, clip_fraction=None,
                      workdir=os.path.abspath(baseline_workdir), reused=True, **reused))
   else:
-    t0 = time.time()
     workdir = os.path.join(workroot, "fedface_no_dp")
-    out = engine.run(config, workdir, splits=splits)
+    engine.run(config, workdir, splits=splits)   # a finished run is only re-evaluated
     rows.append(dict(common, name="fedface_no_dp", noise_multiplier=0.0, clip_norm=math.inf,
-                     epsilon=math.inf, delta=None, clip_fraction=None,
-                     wall_s=round(time.time() - t0, 1), workdir=workdir, reused=False,
-                     report=out["final"],
-                     round_0_report=out["history"][0][1] if out["history"] else None))
+                     epsilon=math.inf, delta=None, clip_fraction=None, workdir=workdir,
+                     reused=False, **_eval_reports(workdir, rounds)))
   clip = float(scfg.defence_clip_norm) or probe_delta_norm(config, splits)
   for z in scfg.defence_noise:
     z = float(z)
@@ -132,14 +145,13 @@ def defence_cost(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None
                                            delta=0.0, accounting="rdp"))
     cfg.eval.at_round_0 = False
     workdir = os.path.join(workroot, f"fedface_dp_z{z:g}_S{clip:.3g}")
-    t0 = time.time()
-    out = engine.run(cfg, workdir, splits=splits)
+    engine.run(cfg, workdir, splits=splits)
     eps = privacy.run_epsilon(cfg.federated, num_ids, rounds)
     rows.append(dict(common, name=f"fedface_dp_z{z:g}", noise_multiplier=z, clip_norm=clip,
                      epsilon=eps["privacy/epsilon"], delta=eps["privacy/delta"],
                      clip_fraction=_median_metric(workdir, "train/dp_clip_fraction"),
-                     wall_s=round(time.time() - t0, 1), workdir=workdir, reused=False,
-                     report=out["final"], round_0_report=None))
+                     workdir=workdir, reused=False,
+                     **dict(_eval_reports(workdir, rounds), round_0_report=None)))
   return {"rows": rows, "clip_norm": clip, "timing_s": time.time() - t_start,
           "fars": (1e-3, 1e-2)}
 

@@ -307,6 +307,48 @@ def oracle_client_arg(study: Study, score, chosen: str, seed: int) -> str:
                                      result[a]["metrics"]["auc"]["mean"]))
 
 
+def budget_pilot(study: Study, score, write, block: str, chosen: str, seed: int,
+                 factor: int = 2) -> dict:
+  """FedFace and the fine-tune oracle at `factor` x the client participations, on validation.
+
+  Why: at the config's budget each client joins about twice and FedFace's curve still rises at
+  the last round, so its share of the oracle's gain may be a matter of budget. Both get the same
+  factor (the oracle's image budget follows rounds x clients), so the share stays a fair ratio.
+  """
+  arg = VARIANTS[chosen]
+  rounds = int(study.config(arg).federated.num_rounds) * factor
+  oracle_arg = client_args(arg)
+  longer_oracle = ",".join(filter(None, (oracle_arg, f"num_rounds={rounds}")))
+  runs = {"pretrained": [study.theta0()],
+          "fedface": [study.federated(f"fedface/{chosen}", arg, seed)],
+          "fedface_long": [study.federated(f"fedface/{chosen}+r{rounds}",
+                                           f"{arg},num_rounds={rounds}", seed)],
+          "oracle_finetune": [study.oracle_finetune(seed, oracle_arg)],
+          "oracle_finetune_long": [study.oracle_finetune(seed, longer_oracle)]}
+  result = score(runs, "validation", baseline="pretrained")
+  def share_pct(fedface: str, oracle: str) -> float | None:   # None: the oracle gains nothing
+    gap = result[oracle]["delta"]["tar@1e-3"]["mean"]
+    return 100 * result[fedface]["delta"]["tar@1e-3"]["mean"] / gap if gap > 0 else None
+
+  share = {"config_budget": share_pct("fedface", "oracle_finetune"),
+           f"x{factor}_budget": share_pct("fedface_long", "oracle_finetune_long")}
+  shown = {k: "n/a (the oracle gains nothing)" if v is None else f"{v:.0f}%"
+           for k, v in share.items()}
+  base_rounds = rounds // factor
+  write(f"{block}-budget", rows=table_rows(result, {
+      "pretrained": ("pretrained", "theta_0"),
+      "fedface": ("fedface", f"{chosen}, {base_rounds} rounds"),
+      "fedface_long": ("fedface", f"{chosen}, {rounds} rounds"),
+      "oracle_finetune": ("oracle_finetune", f"budget of {base_rounds} rounds{_tag(oracle_arg)}"),
+      "oracle_finetune_long": ("oracle_finetune", f"budget of {rounds} rounds{_tag(oracle_arg)}")}),
+        note=f"Budget pilot on the validation identities, seed {seed}: FedFace's share of the "
+             f"fine-tune oracle's TAR@1e-3 gain is {shown['config_budget']} at the config's "
+             f"{base_rounds} rounds and {shown[f'x{factor}_budget']} when both get "
+             f"{factor}x the client participations ({rounds} rounds).",
+        extra={"share_of_oracle_gain_pct": share})
+  return share
+
+
 def run_study(config_path: str, workroot: str, *, command: str, stage: str = "all",
               seeds=(0, 1, 2), num_resamples: int = 1000, block: str = "fedface-study-synthetic",
               update_results_md: bool = False, results_dir: str = "results", variants=None,
@@ -352,6 +394,9 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
              "run's training-log summary: `training_logs` in the JSON.",
         extra={"training_logs": {v: training_log_stats(w) for v, w in selection_runs.items()}})
   if stage == "select":
+    return
+  if stage == "budget":
+    budget_pilot(study, score, write, block, best, seeds[0])
     return
 
   # Final table: every method x seeds, on the evaluation identities.

@@ -1,5 +1,6 @@
 """The defence-cost table reuses a no-DP FedFace run only if it ran under exactly the DP rows'
-config: a baseline of other rounds, steps or evaluation split would compare two experiments."""
+config: a baseline of other rounds, steps or evaluation split would compare two experiments. Its
+reports are the run's own files: a rerun must not turn round 0 into a re-evaluation."""
 
 import json
 import os
@@ -17,6 +18,9 @@ def _finished_run(workdir, config):
   for name, tar in ((f"round_{rounds}", 0.2), ("round_0", 0.1)):
     with open(os.path.join(workdir, "eval", f"{name}.json"), "w") as f:
       json.dump({"tar@far=1e-3": tar}, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:   # rounds from t=100 to t=250,
+    f.write('{"step": 0, "time": 100.0}\n{"step": 1}\n')        # then a later re-evaluation
+    f.write(f'{{"step": {rounds}, "time": 250.0}}\n{{"step": {rounds}, "time": 900.0}}\n')
 
 
 def test_baseline_is_reused_only_under_the_same_config(tmp_path):
@@ -30,5 +34,6 @@ def test_baseline_is_reused_only_under_the_same_config(tmp_path):
   reused = read(same, config)
   assert reused["report"] == {"tar@far=1e-3": 0.2}
   assert reused["round_0_report"] == {"tar@far=1e-3": 0.1}
+  assert reused["wall_s"] == 150.0   # the run's own rounds, not the time of reading it back
   assert read(other, config) is None
   assert read(str(tmp_path / "absent"), config) is None

@@ -94,3 +94,22 @@ def test_reruns_print_the_same_table(study):
   _, first, second = study
   table = lambda out: [l for l in out.splitlines() if l.startswith("|")]
   assert table(first) and table(first) == table(second)
+
+
+def test_budget_pilot_gives_fedface_and_the_oracle_the_same_larger_budget(study):
+  root, _, _ = study
+  cmd = [sys.executable, "-m", "launch.fedface_study", f"--config={root / 'study_config.py'}",
+         f"--workroot={root / 'runs'}", f"--results_dir={root / 'results'}", "--seeds=0",
+         "--variants=frozen+row_sum,frozen+nosp", "--num_resamples=50", "--block=study-test",
+         "--variant=tiny", "--stage=budget"]
+  out = subprocess.run(cmd, env=cli.env(root, num_devices=1), cwd=cli.REPO_ROOT,
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  pilot = _load(root, "study-test-budget")
+  assert [r["variant"] for r in pilot["rows"][1:]] == [
+      "frozen+row_sum, 2 rounds", "frozen+row_sum, 4 rounds", "budget of 2 rounds",
+      "budget of 4 rounds"]
+  assert set(pilot["share_of_oracle_gain_pct"]) == {"config_budget", "x2_budget"}
+  steps = lambda name: json.loads(
+      (root / "runs" / name / "seed0" / "config.json").read_text())["num_steps"]
+  assert steps("oracle_finetune+num_rounds=4") == 2 * steps("oracle_finetune")
