@@ -67,6 +67,8 @@ STUDY_VARIANTS ?= --variants=frozen+row_sum+m0.9+lr4,frozen+row_sum+m0.9+lr8,fro
 results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
 	    --workroot runs/study --stage=all --update_results_md $(STUDY_VARIANTS)
+	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_synthetic.py \
+	    --workroot runs/study --stage=budget --update_results_md $(STUDY_VARIANTS)
 	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60 \
 	    --sweeps=victims,images,tau,dp,secure_aggregation --judge=model
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= \

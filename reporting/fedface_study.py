@@ -125,7 +125,7 @@ class Study:
   def pretrain(self, name: str, cfg) -> str:
     from fedface_jax.training import pretrain  # pylint: disable=g-import-not-at-top
     workdir = os.path.join(self.workroot, name)
-    if not _finished(workdir):
+    if not _finished(workdir, cfg):
       pretrain.train_and_evaluate(cfg, workdir)
     return workdir
 
@@ -159,8 +159,9 @@ class Study:
   def federated(self, name: str, arg: str, seed: int) -> str:
     from fedface_jax.federated import engine  # pylint: disable=g-import-not-at-top
     workdir = os.path.join(self.workroot, name, f"seed{seed}")
-    if not _finished(workdir):
-      engine.run(self.config(f"{arg},seed={seed}"), workdir, splits=self.splits)
+    config = self.config(f"{arg},seed={seed}")
+    if not _finished(workdir, config):
+      engine.run(config, workdir, splits=self.splits)
     return workdir
 
   def embeddings(self, workdir: str, split: str):
@@ -178,8 +179,20 @@ class Study:
                                          flip=cfg.eval.flip, mode="sum", progress=False)
 
 
-def _finished(workdir: str) -> bool:
-  return os.path.isdir(os.path.join(workdir, "backbone"))
+def _finished(workdir: str, config) -> bool:
+  """Whether `workdir` holds a finished run of `config`; a finished run of another config raises.
+
+  Reusing a run by its name alone would silently put another experiment in a table row (two
+  variants that map to one workdir name, or a config edited since).
+  """
+  from fedface_jax import config_utils  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(os.path.join(workdir, "backbone")):
+    return False
+  recorded = config_utils.read_recorded_config(workdir)
+  diffs = [] if recorded is None else config_utils.resume_diff(recorded, config)
+  if diffs:
+    raise config_utils.ConfigMismatchError(workdir, diffs)
+  return True
 
 
 def class_table_stats(workdirs: list[str]) -> dict[str, float]:
@@ -321,7 +334,7 @@ def budget_pilot(study: Study, score, write, block: str, chosen: str, seed: int,
   longer_oracle = ",".join(filter(None, (oracle_arg, f"num_rounds={rounds}")))
   runs = {"pretrained": [study.theta0()],
           "fedface": [study.federated(f"fedface/{chosen}", arg, seed)],
-          "fedface_long": [study.federated(f"fedface/{chosen}+r{rounds}",
+          "fedface_long": [study.federated(f"fedface/{chosen}+x{factor}",
                                            f"{arg},num_rounds={rounds}", seed)],
           "oracle_finetune": [study.oracle_finetune(seed, oracle_arg)],
           "oracle_finetune_long": [study.oracle_finetune(seed, longer_oracle)]}
@@ -356,12 +369,15 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   """The study of `launch.fedface_study`: gate, then selection, then the final table.
 
   Every run is trained at most once (reused when finished); stage "gate" or "select" stops after
-  that block. Writes `results_dir/<block>*.json`, the TAR-vs-round PNG and (if asked) RESULTS.md.
+  that block; stage "budget" runs `budget_pilot` after the selection instead of the final table. Writes `results_dir/<block>*.json`, the TAR-vs-round PNG and (if asked) RESULTS.md.
   A run whose workdir holds a checkpoint of another config raises `ConfigMismatchError`.
   """
   study = Study(config_path, workroot, variant=variant)
   write = functools.partial(write_block, command=command, results_dir=results_dir,
                             num_resamples=num_resamples, update_results_md=update_results_md)
+  # The budget pilot re-derives the chosen variant but leaves the gate and selection blocks as
+  # the full study wrote them (same numbers; their command stays the study's).
+  write_study = (lambda *a, **k: None) if stage == "budget" else write
   score = functools.partial(bootstrap_runs, study, num_resamples=num_resamples)
   candidates = {v: VARIANTS[v] for v in (variants or VARIANTS)}
   seeds = [int(s) for s in seeds]
@@ -372,7 +388,7 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   # Gate: do more identities help at all? Both models are fixed, so this is not tuning.
   gate = score({"pretrained": [theta0], "oracle_central": [central]}, "evaluation",
                baseline="pretrained")
-  write(f"{block}-gate", rows=table_rows(gate, {
+  write_study(f"{block}-gate", rows=table_rows(gate, {
       "pretrained": ("pretrained", "theta_0: public ids only"),
       "oracle_central": ("oracle_central", "central, pretrain + federated ids")}),
         note=f"Gate: theta_0 against a model trained centrally on every identity "
@@ -387,7 +403,7 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   ranked = sorted(candidates, reverse=True, key=lambda v: (
       selection[v]["metrics"]["tar@1e-3"]["mean"], selection[v]["metrics"]["auc"]["mean"]))
   best = next(v for v in ranked if "nosp" not in v)
-  write(f"{block}-selection", rows=table_rows(selection, {
+  write_study(f"{block}-selection", rows=table_rows(selection, {
       "pretrained": ("pretrained", "theta_0"), **{v: ("fedface", v) for v in ranked}}),
         note=f"Selection on the {num_val} validation identities, seed {seeds[0]}; chosen: "
              f"`{best}` (highest TAR@1e-3, then AUC, among variants with spreadout). Each "

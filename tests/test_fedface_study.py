@@ -110,6 +110,8 @@ def test_budget_pilot_gives_fedface_and_the_oracle_the_same_larger_budget(study)
       "frozen+row_sum, 2 rounds", "frozen+row_sum, 4 rounds", "budget of 2 rounds",
       "budget of 4 rounds"]
   assert set(pilot["share_of_oracle_gain_pct"]) == {"config_budget", "x2_budget"}
+  # The gate and selection blocks stay as the full study wrote them.
+  assert "--stage=budget" not in _load(root, "study-test-selection")["command"]
   steps = lambda name: json.loads(
       (root / "runs" / name / "seed0" / "config.json").read_text())["num_steps"]
   assert steps("oracle_finetune+num_rounds=4") == 2 * steps("oracle_finetune")

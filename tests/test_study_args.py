@@ -55,3 +55,20 @@ def test_the_schedule_args_set_rounds_and_clients_and_baselines_share_them():
   assert (cfg.federated.num_rounds * cfg.federated.clients_per_round ==
           default.federated.num_rounds * default.federated.clients_per_round)
   assert "num_rounds=80,clients_per_round=25" in fedface_study.step_args(arg)
+
+
+def test_a_finished_run_is_reused_only_under_its_own_config(tmp_path):
+  """Two variants that map to one workdir name must not share a row (this happened once)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from fedface_jax import config_utils  # pylint: disable=g-import-not-at-top
+  ran = fedface_study_synthetic.get_config("num_rounds=80,clients_per_round=25")
+  (tmp_path / "backbone").mkdir()
+  (tmp_path / config_utils.RECORDED_CONFIG).write_text(
+      json.dumps(config_utils.config_to_dict(ran)))
+  finished = fedface_study._finished   # pylint: disable=protected-access
+  assert finished(str(tmp_path), ran)
+  other = fedface_study_synthetic.get_config("num_rounds=80")
+  with pytest.raises(config_utils.ConfigMismatchError, match="clients_per_round"):
+    finished(str(tmp_path), other)
+  assert not finished(str(tmp_path / "absent"), other)
