@@ -24,7 +24,8 @@ from launch import common
 common.define_flags("experiments/attack_celeba.py:variant=reference128")
 _attack_flags.define_results("results/attack-celeba-reference.json")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (participants, round, attack init).")
-flags.DEFINE_bool("rerun", False, "Rerun seeds whose metrics.json already exists.")
+flags.DEFINE_bool("rerun", False, "Rerun finished seeds (without it, a finished seed of "
+                  "another config stops the run).")
 FLAGS = flags.FLAGS
 
 

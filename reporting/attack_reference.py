@@ -24,6 +24,7 @@ from typing import Any
 from absl import logging
 import ml_collections as mlc
 
+from fedface_jax import config_utils
 from fedface_jax import data as data_lib
 from fedface_jax.attack import judges as judges_lib
 from reporting import attack_sweeps
@@ -78,19 +79,37 @@ def run_seeds(config: mlc.ConfigDict, seeds, workroot: str, rerun: bool = False,
   for s in seeds:
     wd = os.path.join(workroot, f"seed{s}")
     path = os.path.join(wd, "metrics.json")
-    if os.path.exists(path) and not rerun:
+    cfg = seed_config(config, s)
+    if not rerun and _finished(wd, cfg):
       with open(path) as f:
         out = json.load(f)
       logging.info("seed %d: reusing %s (%.0f s)", s, path, out["timing_s"])
     else:
-      cfg = seed_config(config, s)
       splits = data_lib.load_splits(cfg) if splits is None else splits
       t0 = time.time()
       out = attack_tables.run_attack(cfg, wd, splits=splits, judge_cache=judge_cache, **kwargs)
+      results_md.save_json(os.path.join(wd, RUN_CONFIG), config_utils.config_to_dict(cfg))
       logging.info("seed %d: %.0f s", s, time.time() - t0)
     out["seed"] = int(s)
     outs.append(out)
   return outs
+
+
+RUN_CONFIG = "attack_config.json"   # the config a finished seed ran under, written after it
+
+
+def _finished(workdir: str, config: mlc.ConfigDict) -> bool:
+  """A seed is reused only if it finished under `config`; under another one it raises.
+
+  At hours per seed on a CPU, a silent rerun is as costly as a silent reuse is wrong.
+  """
+  record = results_md.load_json(os.path.join(workdir, RUN_CONFIG))
+  if record is None or not os.path.exists(os.path.join(workdir, "metrics.json")):
+    return False
+  diffs = config_utils.config_diff(record, config)
+  if diffs:
+    raise config_utils.ConfigMismatchError(workdir, diffs, hint="pass --rerun to run it again")
+  return True
 
 
 def _baseline(outs: list[dict], name: str) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import attack_celeba
+from fedface_jax import config_utils
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.data.faces import FaceArrays
@@ -108,3 +109,8 @@ def test_tiny_run_at_128px_writes_the_block(tmp_path):
   again = attack_reference.run_seeds(config, [0], str(tmp_path / "runs"), splits=splits,
                                      backbone_params=params, mesh=mesh)
   assert again[0]["timing_s"] == outs[0]["timing_s"]
+  # Under another config the finished seed is neither reused nor silently rerun.
+  config.attack.iterations = 3
+  with pytest.raises(config_utils.ConfigMismatchError, match="attack.iterations"):
+    attack_reference.run_seeds(config, [0], str(tmp_path / "runs"), splits=splits,
+                               backbone_params=params, mesh=mesh)
