@@ -188,20 +188,20 @@ def _finished(workdir: str, config) -> bool:
   from fedface_jax import config_utils  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(os.path.join(workdir, "backbone")):
     return False
-  recorded = config_utils.read_recorded_config(workdir)
-  diffs = [] if recorded is None else config_utils.resume_diff(recorded, config)
-  if diffs:
-    raise config_utils.ConfigMismatchError(workdir, diffs)
+  config_utils.check_resume_config(workdir, config)   # raises ConfigMismatchError
   return True
 
 
 def class_table_stats(workdirs: list[str]) -> dict[str, float]:
   """The class table at the last round, mean over seeds: share of row pairs with cos above the
   spreadout margin, and the largest cos (logged by every run, with or without spreadout)."""
-  keys = {"violations": "train/spreadout_violations_after",
-          "max_cos": "train/spreadout_max_cos_after"}
-  last = [_train_rows(w)[-1] for w in workdirs]
-  return {name: sum(float(r[key]) for r in last) / len(last) for name, key in keys.items()}
+  tables = [_class_table(_train_rows(w)[-1]) for w in workdirs]
+  return {name: sum(t[name] for t in tables) / len(tables) for name in tables[0]}
+
+
+def _class_table(last_row: dict) -> dict[str, float]:
+  return {"violations": float(last_row["train/spreadout_violations_after"]),
+          "max_cos": float(last_row["train/spreadout_max_cos_after"])}
 
 
 def training_log_stats(workdir: str) -> dict[str, float]:
@@ -216,7 +216,7 @@ def training_log_stats(workdir: str) -> dict[str, float]:
   return {"mean_client_delta_norm": sum(norms) / len(norms),
           "max_inside_margin": max(float(r["train/client_inside_margin"]) for r in rows),
           "last_client_loss": float(rows[-1]["train/client_loss_last"]),
-          **class_table_stats([workdir])}
+          **_class_table(rows[-1])}
 
 
 def _train_rows(workdir: str) -> list[dict]:
@@ -329,7 +329,8 @@ def budget_pilot(study: Study, score, write, block: str, chosen: str, seed: int,
   factor (the oracle's image budget follows rounds x clients), so the share stays a fair ratio.
   """
   arg = VARIANTS[chosen]
-  rounds = int(study.config(arg).federated.num_rounds) * factor
+  base_rounds = int(study.config(arg).federated.num_rounds)
+  rounds = base_rounds * factor
   oracle_arg = client_args(arg)
   longer_oracle = ",".join(filter(None, (oracle_arg, f"num_rounds={rounds}")))
   runs = {"pretrained": [study.theta0()],
@@ -347,7 +348,6 @@ def budget_pilot(study: Study, score, write, block: str, chosen: str, seed: int,
            f"x{factor}_budget": share_pct("fedface_long", "oracle_finetune_long")}
   shown = {k: "n/a (the oracle gains nothing)" if v is None else f"{v:.0f}%"
            for k, v in share.items()}
-  base_rounds = rounds // factor
   write(f"{block}-budget", rows=table_rows(result, {
       "pretrained": ("pretrained", "theta_0"),
       "fedface": ("fedface", f"{chosen}, {base_rounds} rounds"),
