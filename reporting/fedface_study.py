@@ -369,8 +369,9 @@ def run_study(config_path: str, workroot: str, *, command: str, stage: str = "al
   """The study of `launch.fedface_study`: gate, then selection, then the final table.
 
   Every run is trained at most once (reused when finished); stage "gate" or "select" stops after
-  that block; stage "budget" runs `budget_pilot` after the selection instead of the final table. Writes `results_dir/<block>*.json`, the TAR-vs-round PNG and (if asked) RESULTS.md.
-  A run whose workdir holds a checkpoint of another config raises `ConfigMismatchError`.
+  that block; stage "budget" runs `budget_pilot` after the selection instead of the final table.
+  Writes `results_dir/<block>*.json`, the TAR-vs-round PNG and (if asked) RESULTS.md. A run whose
+  workdir holds a checkpoint of another config raises `ConfigMismatchError`.
   """
   study = Study(config_path, workroot, variant=variant)
   write = functools.partial(write_block, command=command, results_dir=results_dir,
