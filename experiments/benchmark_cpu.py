@@ -143,7 +143,7 @@ def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
       fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=4,
-      fedface_centralised_max_images=512, sphere20_centralised_max_images=64)
+      fedface_centralised_max_images=512, sphere20_centralised_max_images=64, rows="all")
   config = base_config()
   seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
@@ -190,6 +190,16 @@ def get_config(arg=None):
         dict(name="c1000", clients=1000, steps=1, images=8, model="small", devices=8,
              strategies=("engine",), chunks=(25,)),
     ) + fedface_runs(arg)
+    # `rows` splits the ~2 h run into two that each land on their own: `rows=toy` (the toy CNN
+    # rows, then the class table and the peers) and `rows=fedface --parts=sweep
+    # --config.append=True` into the same workdir (the real FedFace rows, added to the same
+    # results JSON); a kill in the second keeps the first's rows.
+    if arg.rows == "toy":
+      config.runs = tuple(r for r in config.runs if not r["name"].startswith("fedface_"))
+    elif arg.rows == "fedface":
+      config.runs = tuple(r for r in config.runs if r["name"].startswith("fedface_"))
+    elif arg.rows != "all":
+      raise ValueError(f"rows must be all, toy or fedface, got {arg.rows!r}")
     config.peers = (
         dict(run="base", venv="fedjax"),
         dict(run="steps5", venv="fedjax"),
