@@ -24,6 +24,8 @@ image_size, batch (default: images), embedding_dim, timed_clients (time the roun
 N clients; the row says so), centralised_max_images. Strategies:
   engine_host     the engine's host-loop round: what `federated.execution="auto"` runs on CPU
   engine_host_1stream  the same with 1 stream (the 2-stream share of its lead)
+  engine_host_fused  the host loop with all local steps fused into one jitted call per client
+                  (`federated.host_loop_fused_steps` = steps; the multi-step A/B)
   engine          the engine's compiled round (scan over chunks, vmap within) with the model's
                   own convolutions (grouped under vmap): what launch.fedface compiles
   engine_patchconv  the same with the benchmark-only PatchConv (im2col; bench CNN only, not an
@@ -88,6 +90,12 @@ def base_config():
       enabled=True, rows=1_000_000, dim=512, devices=8, batch=256, queries=100,
       block_size=4096, reps=5))
   return config
+
+
+# The plain-JAX bare loop (scripts/peers/bare_loop_bench.py) in our venv and in FedJAX's: the
+# pair splits ours / FedJAX into the engine's own share and the JAX-version share.
+FAIRNESS_PEERS = tuple(dict(run=run, venv=venv, script="bare_loop")
+                       for run in ("base", "steps5") for venv in ("ours", "fedjax"))
 
 
 def fedface_runs(arg) -> tuple[dict, ...]:
@@ -164,7 +172,9 @@ def get_config(arg=None):
     config.centralised_batches = (2, 8, 0)
     config.class_table.update(dict(rows=4096, dim=32, batch=16, queries=8, block_size=512,
                                    reps=5))
-    config.peers = (dict(run="base", venv="fedjax"),)
+    config.peers = (dict(run="base", venv="fedjax"),
+                    dict(run="base", venv="ours", script="bare_loop"),
+                    dict(run="base", venv="fedjax", script="bare_loop"))
     config.peer_blocks = 2
     config.results_json = config.cpu_results_json = config.report_path = ""
   elif arg.variant == "default":
@@ -175,7 +185,7 @@ def get_config(arg=None):
                          "engine_host_1stream", "engine", "engine_patchconv", "centralised"),
              chunks=(1, 2, 10, 25, 50, 100)),
         dict(name="steps5", clients=100, steps=5, images=8, model="small", devices=1,
-             strategies=seq_eng + ("centralised",), chunks=(1, 50)),
+             strategies=seq_eng + ("engine_host_fused", "centralised"), chunks=(1, 50)),
         dict(name="images32", clients=100, steps=1, images=32, model="small", devices=1,
              strategies=seq_eng + ("centralised",), chunks=(1, 25)),
         dict(name="large", clients=100, steps=1, images=8, model="large", devices=1,
@@ -206,7 +216,17 @@ def get_config(arg=None):
         dict(run="images32", venv="fedjax"),
         dict(run="large", venv="fedjax"),
         dict(run="base", venv="flower", timeout_s=900),
-    )
+    ) + FAIRNESS_PEERS
+  elif arg.variant == "fairness":
+    # A supplement appended to a default run's workdir (`--config.append=True`): the bare loop
+    # in both venvs (the JAX-version share of ours / FedJAX) and the fused-steps A/B on steps5.
+    default = {r["name"]: r for r in get_config("variant=default,rows=toy").runs
+               if r["devices"] == 1}
+    config.runs = (dict(default["base"], strategies=()),
+                   dict(default["steps5"], strategies=("engine_host", "engine_host_fused",
+                                                       "sequential_steps")))
+    config.peers = FAIRNESS_PEERS
+    config.class_table.enabled = False
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -225,6 +245,6 @@ def get_config(arg=None):
     config.results_json = "benchmarks/cpu_fedface.json"
     config.cpu_results_json = config.report_path = ""
   else:
-    raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, seqsteps, "
-                     "fedface")
+    raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
+                     "seqsteps, fedface")
   return config

@@ -42,6 +42,20 @@ ENGINE_STRATEGIES = ("host_loop", "host_loop-1stream", "vmap", "shard", "vmap-la
                      "shard-laxconv")
 
 
+def strategy_label(strategy: str) -> str:
+  """What a strategy is, in the tables (host-loop rows with fused steps say how many)."""
+  base, sep, fused = strategy.partition("-fused")
+  if sep and base in STRATEGY_LABELS:
+    return (f"{STRATEGY_LABELS[base]}, {fused} local steps per jitted call "
+            "(federated.host_loop_fused_steps)")
+  return STRATEGY_LABELS.get(strategy, "?")
+
+
+def is_engine_strategy(strategy: str) -> bool:
+  """Whether `launch.fedface` can run this strategy (fused host loops are an engine option)."""
+  return strategy.partition("-fused")[0] in ENGINE_STRATEGIES
+
+
 def load_rows(path: str) -> list[dict[str, Any]]:
   """Rows of a results.jsonl (one JSON object per line)."""
   with open(path) as f:
@@ -127,7 +141,7 @@ def row_spreads(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _streams_of(r):
-  if r.get("strategy") == "host_loop":
+  if str(r.get("strategy", "")).startswith("host_loop"):
     return int(r.get("streams", 1))
   return 1
 
@@ -246,8 +260,8 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in sweep:
     sp = row_spreads(r)
-    label = STRATEGY_LABELS.get(r["strategy"], "?")
-    if r["strategy"] == "host_loop" and r.get("streams"):
+    label = strategy_label(r["strategy"])
+    if r["strategy"].startswith("host_loop") and r.get("streams"):
       label += f", {r['streams']} streams"
     timed = r.get("clients_timed")
     wl_cell = _wl(r["workload"]) + (
@@ -290,7 +304,8 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
           "| workload | engine row | engine images/s | ceiling (batch, streams) | ceiling "
           "images/s | engine ÷ ceiling |", "|---|---|---|---|---|---|"]
   for k in keys:
-    for strat in ENGINE_STRATEGIES:
+    strats = sorted({r["strategy"] for r in sweep if is_engine_strategy(r["strategy"])})
+    for strat in strats:
       eng = [r for r in sweep if _key(r["workload"]) == k and r["strategy"] == strat
              and r.get("images_per_s")]
       if eng:
@@ -329,6 +344,7 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
       out.append(f"- {p['peer']} on {_wl(p['workload'])}: {json.dumps(extra)}; loads "
                  f"{', '.join(_load(r) for r in p['rows'])}. Command: `{p['rows'][0]['cmd']}`")
     out += [""]
+    out += render_decomposition(rows, peers)
   ct = [r for r in rows if r["kind"] == "class_table"]
   out += ["### Class-embedding table at scale", ""]
   for r in ct:
@@ -354,6 +370,61 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
             f"`{r['error'].splitlines()[0][:240]}`" for r in errs]
     out += [""]
   return out
+
+
+def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> list[dict]:
+  """Per workload, ours ÷ FedJAX split into three published ratios of medians (telescoping).
+
+  ours ÷ FedJAX = [ours ÷ bare loop (our JAX)] × [bare loop (our JAX) ÷ bare loop (FedJAX's
+  JAX)] × [bare loop (FedJAX's JAX) ÷ FedJAX]: the engine's own advantage at equal JAX, the
+  JAX/XLA version share, FedJAX's framework overhead. Also the host loop's stream share (its
+  default streams ÷ 1 stream) from the sweep rows. Only published (reference-checked) peer
+  rows enter; a workload lacking one of the three is skipped.
+  """
+  by = {(p["key"], p["peer"]): p for p in peers if p["published"] and p["updates"]}
+  out = []
+  for key in sorted({k for k, _ in by}, key=str):
+    fj, bo, bf = (by.get((key, n)) for n in ("fedjax", "bare_loop@ours", "bare_loop@fedjax"))
+    ours = pool_paired(rows, key)
+    if not (fj and bo and bf and ours and ours["updates"]):
+      continue
+    med = lambda p: p["updates"]["median"]
+    o = ours["updates"]["median"]
+    sweep = {r["strategy"]: r for r in rows if r.get("kind") == "round"
+             and r.get("paired_block") is None and _key(r["workload"]) == key}
+    streams = None
+    if "host_loop" in sweep and "host_loop-1stream" in sweep:
+      streams = (sweep["host_loop"]["client_updates_per_s"]
+                 / sweep["host_loop-1stream"]["client_updates_per_s"])
+    out.append({"workload": fj["workload"], "ours_vs_fedjax": o / med(fj),
+                "engine_vs_bare_ours": o / med(bo), "jax_version": med(bo) / med(bf),
+                "fedjax_overhead": med(bf) / med(fj), "streams_share": streams,
+                "jax_ours": bo["rows"][0].get("result", {}).get("jax"),
+                "jax_fedjax": bf["rows"][0].get("result", {}).get("jax")})
+  return out
+
+
+def render_decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> list[str]:
+  """The fairness decomposition table (`decomposition`), or nothing without the bare loops."""
+  dec = decomposition(rows, peers)
+  if not dec:
+    return []
+  out = ["### Where ours ÷ FedJAX comes from", "",
+         "The same plain-JAX bare loop of jitted SGD steps (`scripts/peers/bare_loop_bench.py`, "
+         "reference-checked like every peer) run in our venv and in FedJAX's splits the headline "
+         "ratio into a product of three ratios of medians: the engine's own advantage at equal "
+         "JAX, the JAX/XLA version share, and FedJAX's framework overhead. The host loop's "
+         "stream share (its default streams ÷ 1 stream, sweep rows) is part of the engine's "
+         "own advantage.", "",
+         "| workload | ours ÷ FedJAX | = engine ÷ bare loop (our JAX) | × bare loop: our JAX ÷ "
+         "FedJAX's JAX | × bare loop ÷ FedJAX (framework) | host loop streams ÷ 1 stream |",
+         "|---|---|---|---|---|---|"]
+  for d in dec:
+    out.append(f"| {_wl(d['workload'])} | {_ratio(d['ours_vs_fedjax'], 1)} "
+               f"| {_ratio(d['engine_vs_bare_ours'], 1)} "
+               f"| {_ratio(d['jax_version'], 1)} (jax {d['jax_ours']} ÷ {d['jax_fedjax']}) "
+               f"| {_ratio(d['fedjax_overhead'], 1)} | {_ratio(d['streams_share'], 1)} |")
+  return out + [""]
 
 
 def render_roofline(roof: dict[str, Any], source: str) -> list[str]:

@@ -88,9 +88,12 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
     if run is None:
       raise ValueError(f"peer {peer} names no 1-device run {peer['run']!r}")
     w = worker.make_workload(cfg, run)
-    base = {"kind": "peer", "name": run["name"], "peer": peer["venv"], "workload": w.to_dict()}
-    py = os.path.join(REPO_ROOT, ".peer_venvs", peer["venv"], "bin", "python")
-    script = os.path.join(REPO_ROOT, "scripts", "peers", f"{peer['venv']}_bench.py")
+    label = peer_label(peer)
+    base = {"kind": "peer", "name": run["name"], "peer": label, "venv": peer["venv"],
+            "workload": w.to_dict()}
+    py = peer_python(peer["venv"])
+    script = os.path.join(REPO_ROOT, "scripts", "peers",
+                          f"{peer.get('script', peer['venv'])}_bench.py")
     if w.model not in wl_bench_models():
       worker.emit(out_path, {**base, "kind": "error", "error": f"peers run only the benchmark "
                              f"CNNs, not {w.model!r}"})
@@ -110,7 +113,7 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
     wpath = refs[run["name"]][:-len("_ref.npz")] + ".json"
     rounds = int(peer.get("rounds", cfg.peer_rounds_per_block))
     for block in range(int(cfg.peer_blocks)):
-      tag = f"{peer['venv']}_{run['name']}_b{block}"
+      tag = f"{label}_{run['name']}_b{block}".replace("@", "_")
       rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
                                       f"--config.paired_run={run['name']}",
                                       f"--config.paired_block={block}"], 1,
@@ -145,6 +148,25 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
                              "images_per_s": res["images_per_s"], "reference_ok": ok,
                              "reference_why": why, "reference_rtol": rtol,
                              "cmd": " ".join(cmd)})
+
+
+def peer_label(peer: dict[str, Any]) -> str:
+  """The peer's name in rows and tables: `label`, else the script and venv it runs in.
+
+  FedJAX in its venv is "fedjax"; the plain-JAX bare loop is "bare_loop@fedjax" in the FedJAX
+  venv (JAX 0.4.35) and "bare_loop@ours" in the project's venv.
+  """
+  if peer.get("label"):
+    return str(peer["label"])
+  script = peer.get("script", peer["venv"])
+  return script if script == peer["venv"] else f"{script}@{peer['venv']}"
+
+
+def peer_python(venv: str) -> str:
+  """The interpreter of a peer venv: `.peer_venvs/<venv>`, or this process's for "ours"."""
+  if venv == "ours":
+    return sys.executable
+  return os.path.join(REPO_ROOT, ".peer_venvs", venv, "bin", "python")
 
 
 def wl_bench_models() -> tuple[str, ...]:

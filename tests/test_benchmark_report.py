@@ -40,13 +40,13 @@ def _cen(batch, round_s, streams, images=64):
               mfu=0.05, batch_is_all=batch == images, load_avg=[1.0])
 
 
-def _peer(block, round_s, check):
+def _peer(block, round_s, check, peer="fedjax", jax="0.4.35"):
   res = {"version": "0.0.17", "round_s": round_s, "client_updates_per_s": 1.0,
-         "images_per_s": 1.0}
+         "images_per_s": 1.0, "jax": jax}
   if check is not None:
     res["check"] = check
   ok, why = benchmark_suite.reference_verdict(res, 1e-4)
-  return dict(kind="peer", name="base", peer="fedjax", workload=_WORKLOAD, paired_block=block,
+  return dict(kind="peer", name="base", peer=peer, workload=_WORKLOAD, paired_block=block,
               round_s=round_s, result=res, client_updates_per_s=1.0, images_per_s=1.0,
               reference_ok=ok, reference_why=why, cmd="fedjax_bench.py", load_avg=[1.0])
 
@@ -118,6 +118,32 @@ def test_peer_without_passing_reference_check_is_not_published(tmp_path):
     c = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | fedjax"))
     assert c[4] == "**not published**" and c[5] == "–" and c[6].startswith("failed")
     assert "4.0 [" not in text and "2.00×" not in text
+
+
+def test_fairness_decomposition_telescopes_to_ours_vs_fedjax(tmp_path):
+  """ours ÷ FedJAX = engine ÷ bare (our JAX) × bare our JAX ÷ bare FedJAX's × bare ÷ FedJAX."""
+  # 8 clients per round: ours 1 s (8/s), bare loop in our venv 2 s (4/s), bare loop in FedJAX's
+  # venv 4 s (2/s), FedJAX 5 s (1.6/s): 5.00x = 2.00x * 2.00x * 1.25x.
+  ours = [_round("host_loop", [1.0, 1.0], paired_block=b, streams=2) for b in (0, 1)]
+  peers = [_peer(b, [5.0, 5.0], _GOOD) for b in (0, 1)]
+  peers += [_peer(b, [2.0, 2.0], _GOOD, "bare_loop@ours", "0.10.2") for b in (0, 1)]
+  peers += [_peer(b, [4.0, 4.0], _GOOD, "bare_loop@fedjax") for b in (0, 1)]
+  sweep = [_round("host_loop", [1.0] * 5, streams=2), _round("host_loop-1stream", [1.6] * 5,
+                                                              streams=1)]
+  text = _write(tmp_path, ours + peers + sweep)
+  c = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | 5.00×"))
+  assert c[2:] == ["2.00×", "2.00× (jax 0.10.2 ÷ 0.4.35)", "1.25×", "1.60×"]
+  # A failing bare-loop check removes the decomposition (its ratios would be unchecked).
+  peers[-1] = _peer(1, [4.0, 4.0], dict(_GOOD, round1_max_rel_diff=1e-2), "bare_loop@fedjax")
+  assert "Where ours ÷ FedJAX comes from" not in _write(tmp_path, ours + peers + sweep)
+
+
+def test_fused_host_loop_rows_are_labelled_and_compared_with_the_ceiling(tmp_path):
+  rows = [_round("host_loop-fused2", [1.0] * 5, streams=2), _cen(8, [0.1] * 5, 2)]
+  text = _write(tmp_path, rows)
+  assert "2 local steps per jitted call" in text
+  eng = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | host_loop-fused2"))
+  assert eng[3] == "batch 8, 2 streams"
 
 
 @pytest.mark.parametrize("check,ok", [

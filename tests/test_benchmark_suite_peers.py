@@ -75,3 +75,15 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
   assert [r["paired_block"] for r in rows] == [0, 1, 2]
   assert all(r["kind"] == "peer" and r["reference_ok"] is ok for r in rows)
   assert all(("match" in r["reference_why"]) is ok for r in rows)
+
+
+def test_peer_label_and_python():
+  """Rows name the script and the venv it ran in; "ours" is this interpreter."""
+  assert benchmark_suite.peer_label(dict(venv="fedjax")) == "fedjax"
+  assert benchmark_suite.peer_label(dict(venv="ours", script="bare_loop")) == "bare_loop@ours"
+  assert benchmark_suite.peer_label(
+      dict(venv="fedjax", script="bare_loop")) == "bare_loop@fedjax"
+  assert benchmark_suite.peer_label(dict(venv="fedjax", label="x")) == "x"
+  assert benchmark_suite.peer_python("ours") == sys.executable
+  assert benchmark_suite.peer_python("fedjax").endswith(
+      os.path.join(".peer_venvs", "fedjax", "bin", "python"))

@@ -218,3 +218,23 @@ def test_engine_model_workload(tmp_path):
     wl.write_reference(tmp_path / "r.npz", w)
   with pytest.raises(ValueError, match="own convolutions"):
     wl.workload_model(w, "patches")
+
+
+def test_bare_loop_peer_matches_the_reference(tmp_path, monkeypatch, capsys):
+  """scripts/peers/bare_loop_bench.py (plain jax.lax, runs in any venv) reproduces our round.
+
+  It is the same-JAX counterpart of the FedJAX peer; if its CNN, loss, steps or FedAvg weights
+  differed from the workload's, round 1 would not match and its row would not be published.
+  """
+  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts" / "peers"))
+  import bare_loop_bench  # pylint: disable=g-import-not-at-top
+  w = _tiny(local_steps=3, num_clients=3)   # 3 steps of 2 over 3 images: the cyclic batches
+  w.save(tmp_path / "w.json")
+  wl.write_reference(tmp_path / "ref.npz", w)
+  assert bare_loop_bench.main([f"--workload={tmp_path / 'w.json'}", "--rounds=1",
+                               f"--reference={tmp_path / 'ref.npz'}"]) == 0
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert out["check"]["init_max_abs_diff"] == 0.0
+  assert out["check"]["round1_max_rel_diff"] < 1e-5 and out["check"]["ok"]
+  np.testing.assert_array_equal(bare_loop_bench.batch_indices(w.to_dict()),
+                                wl.batch_indices(w))

@@ -42,7 +42,7 @@ from fedface_jax.federated import rounds
 
 
 def engine_config(w: wl.Workload, chunk: int, streams: int = 0,
-                  execution: str = "compiled") -> mlc.ConfigDict:
+                  execution: str = "compiled", fused_steps: int = 1) -> mlc.ConfigDict:
   """The `federated` config section that makes the engine round run the workload.
 
   Complete like experiments/common.py `federated_section` (the library reads every key it
@@ -54,7 +54,7 @@ def engine_config(w: wl.Workload, chunk: int, streams: int = 0,
   return mlc.ConfigDict(dict(
       method="fedface_nosp", num_rounds=1, clients_per_round=w.num_clients,
       clients_per_chunk=chunk, embedding_dim=w.embedding_dim, execution=execution,
-      host_loop_streams=streams, host_loop_fused_steps=1, unroll_loops="off",
+      host_loop_streams=streams, host_loop_fused_steps=fused_steps, unroll_loops="off",
       class_embedding="frozen", num_class_rows=0, secure_aggregation=False,
       dp=dict(enabled=False, clip_norm=1.0, noise_multiplier=0.0, delta=0.0, accounting="rdp"),
       client=dict(local_steps=w.local_steps, local_epochs=0, batch_size=w.batch_size,
@@ -77,7 +77,7 @@ class EngineRound:
   """
 
   def __init__(self, w: wl.Workload, mesh, chunk: int, conv_impl: str = "lax",
-               execution: str = "compiled", streams: int = 0):
+               execution: str = "compiled", streams: int = 0, fused_steps: int = 1):
     if execution not in ("compiled", "host_loop"):
       raise ValueError(f"execution must be 'compiled' or 'host_loop', got {execution!r}")
     self.workload = w
@@ -87,7 +87,8 @@ class EngineRound:
     model = wl.workload_model(w, conv_impl)
     self.rows = sh.padded_num_classes(w.num_clients, mesh)
     self.algorithm = algorithm.FederatedAlgorithm(
-        engine_config(w, chunk, streams=streams, execution=execution),
+        engine_config(w, chunk, streams=streams, execution=execution,
+                      fused_steps=fused_steps),
         lambda p, x: model.apply({"params": p}, x),
         jax.eval_shape(lambda: wl.init_params(w)), mesh, max_images=w.images_per_client,
         num_clients=w.num_clients, num_rows=self.rows)

@@ -127,9 +127,10 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
                                measure, extra={"clients_timed": n}))
         elif strat == "centralised":
           _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path)
-        elif strat in ("engine_host", "engine_host_1stream"):
+        elif strat in ("engine_host", "engine_host_1stream", "engine_host_fused"):
           _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path,
-                       streams=1 if strat == "engine_host_1stream" else 0)
+                       streams=1 if strat == "engine_host_1stream" else 0,
+                       fused_steps=w.local_steps if strat == "engine_host_fused" else 1)
         elif strat in ("engine", "engine_laxconv", "engine_patchconv"):
           # "engine": the compiled round with the model's own convolutions, i.e. what
           # launch.fedface compiles ("engine_laxconv" is its old name). "engine_patchconv": the
@@ -220,8 +221,12 @@ def _timed_rounds(round_call, state, reps):
   return box["state"], box["metrics"], first, times
 
 
-def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path, streams=0):
+def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path, streams=0,
+                 fused_steps=1):
   """The engine's host-loop round (the CPU default): timed like the compiled rounds.
+
+  `fused_steps` > 1 is `federated.host_loop_fused_steps`: that many local steps per jitted call
+  (one dispatch per client instead of one per step when it equals the local steps).
 
   There is no separate compile step to time (each jitted piece compiles on first use), so the
   first round's extra time over a steady round is reported as its compile time.
@@ -232,7 +237,7 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   measure.reset_peak_rss()
   from fedface_jax.federated import host_loop  # pylint: disable=g-import-not-at-top
   eng = strategies.EngineRound(w, mesh, 1, conv_impl="lax", execution="host_loop",
-                               streams=streams)
+                               streams=streams, fused_steps=fused_steps)
   state = eng.init_state(params, data.class_embeddings)
   t0 = time.perf_counter()
   inputs = eng.round_inputs(data.images, np.arange(w.num_clients))
@@ -241,9 +246,12 @@ def _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path
   _, metrics, first, times = _timed_rounds(lambda st: eng(st, inputs), state, reps)
   med = float(np.median(times))
   name = "host_loop-1stream" if streams == 1 else "host_loop"
+  if fused_steps > 1:
+    name += f"-fused{fused_steps}"
   emit(out_path, _row(base, name, None, w.num_clients, w, times, first, flops_update,
                        peak, measure, extra={
                            "streams": host_loop.num_streams(streams),
+                           "fused_steps": host_loop.fused_steps(fused_steps),
                            "compile_s": max(first - med, 0.0), "data_s": data_s,
                            "data_share": data_s / (data_s + med),
                            "client_loss_first": float(metrics["client_loss_first"])}))
