@@ -227,6 +227,7 @@ def get_config(arg=None):
                                                        "sequential_steps")))
     config.peers = FAIRNESS_PEERS
     config.class_table.enabled = False
+    config.append = True   # never wipes the default run's rows it supplements
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
