@@ -190,6 +190,9 @@ def markdown_tables(result: dict) -> str:
     trends = trend_lines(rs, sweep)
     if trends:
       lines += [""] + trends
+    ident = next((r["identifiability"] for r in rs if r.get("identifiability")), None)
+    if ident:
+      lines += [""] + identifiability_lines(ident)
     parts.append("\n".join(lines))
   sa = result.get("secure_aggregation_check")
   if sa:
@@ -320,6 +323,34 @@ METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1", "similar
                "rank1_dlib")
 
 
+def identifiability_lines(ident: dict) -> list[str]:
+  """The class-embedding identifiability measurements (`attack/identifiability.py`) as a table.
+
+  They are taken with the victims' TRUE images (simulation only), so they say what the update
+  determines about w_c, not what the attack achieved.
+  """
+  ci = ident["ci"]
+  cell = lambda k, d=3: ci_cell({"ci": ci}, k, d) if k in ci else "–"
+  return [
+      "Is w_c determined by the update? Measured at the victims' **true** images "
+      "(simulation only; `fedface_jax/attack/identifiability.py`), mean [95% CI]: cosines "
+      "over (seed, victim) units, the rest over seeds. Residual = ||g(x, w) − target|| ÷ "
+      "||target||; inside margin = share of images with cos(e, w) ≥ the client margin (zero "
+      "loss, zero gradient).", "",
+      "| w used with the true images | cos(w, w*) | update residual | images inside margin |",
+      "|---|---|---|---|",
+      f"| true w* (the server's rows) | 1 | {cell('residual_true', 2)} "
+      f"| {cell('inside_margin_true', 2)} |",
+      f"| mean feature of the true images (`mean_feature`'s assumption) "
+      f"| {cell('cos_mean_feature')} | {cell('residual_mean_feature', 2)} "
+      f"| {cell('inside_margin_mean_feature', 2)} |",
+      f"| w fitted to the update, images held true (best of mean-feature and random starts: "
+      f"{', '.join(ident['recovered_from'])}) | {cell('cos_recovered')} "
+      f"| {cell('residual_recovered', 2)} | – |",
+      f"| the attack's random initial images under their own mean feature | – | – "
+      f"| {cell('inside_margin_init', 2)} |"]
+
+
 def results_rows(result: dict) -> list[dict]:
   """The `results/attack-<suite>.json` rows: one per (sweep, setting, method), metric CIs.
 
@@ -338,7 +369,7 @@ def results_rows(result: dict) -> list[dict]:
            "chance_rank1": r["chance_rank1"], "judges": r.get("judges", ["model"])}
     for k in ("objective", "victims", "num_clients", "images_per_client", "tau",
               "dp_noise_multiplier", "dp_clip_norm", "secure_aggregation", "epsilon", "delta",
-              "target_recovery_rel_err", "iterations"):
+              "target_recovery_rel_err", "iterations", "identifiability"):
       if k in r:
         row[k] = r[k]
     out.append(row)

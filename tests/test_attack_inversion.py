@@ -203,3 +203,39 @@ def test_fedface_mean_feature_attack_lowers_loss():
   ce = r.extras["class_embeddings"]
   assert ce.shape == (2, 16)
   np.testing.assert_allclose(np.linalg.norm(ce, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hidden_is_mean_feature", [True, False])
+def test_class_embedding_identifiability_on_the_truth(hidden_is_mean_feature):
+  """The update is modelled exactly at the truth; the mean-feature guess is exact only when the
+  server's rows are the images' mean features, and fitting w to the update improves on it."""
+  from fedface_jax.attack import identifiability  # pylint: disable=g-import-not-at-top
+  num_victims, per_victim = 2, 3
+  model = _TinyEmbedder()
+  params = _fast_init(model, jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))
+  apply_fn = lambda p, x: model.apply({"params": p}, x)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(num_victims * per_victim, 16, 16, 3)).astype(np.float32)
+  xin = inversion.fedface_input(jnp.asarray(images))
+  if hidden_is_mean_feature:
+    e = apply_fn(params, xin)
+    e = e / jnp.linalg.norm(e, axis=-1, keepdims=True)
+    hidden = e.reshape(num_victims, per_victim, -1).mean(axis=1)
+  else:
+    hidden = jnp.asarray(rng.normal(size=(num_victims, 16)), jnp.float32)
+  loss = lambda p, batch: inversion.positive_only_hinge(apply_fn(p, batch[0]), batch[1], 0.5)
+  target = unroll.per_client_unrolled_pseudograd(
+      loss, params, (xin.reshape(num_victims, per_victim, 16, 16, 3), hidden), 0.01, 1)
+  out = identifiability.class_embedding_identifiability(
+      apply_fn, params, target, xin, np.asarray(hidden), eta=0.01, tau=1, margin=0.5,
+      client_loss_fn=inversion.positive_only_hinge, init_images_in=xin, iterations=60)
+  assert out["residual_true"] < 1e-4
+  assert len(out["cos_mean_feature"]) == num_victims
+  if hidden_is_mean_feature:
+    assert min(out["cos_mean_feature"]) > 0.9999 and out["residual_mean_feature"] < 1e-4
+  else:
+    assert max(out["cos_mean_feature"]) < 0.9 and out["residual_mean_feature"] > 0.1
+    assert out["residual_recovered"] < 0.5 * out["residual_mean_feature"]
+    assert np.mean(out["cos_recovered"]) > np.mean(out["cos_mean_feature"])
+  for key in ("inside_margin_true", "inside_margin_mean_feature", "inside_margin_init"):
+    assert 0.0 <= out[key] <= 1.0

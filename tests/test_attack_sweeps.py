@@ -8,6 +8,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import attack_sweeps as sweep_configs
 from fedface_jax import models
@@ -158,3 +159,33 @@ def test_a_rerun_reuses_finished_units_and_reruns_changed_ones(tmp_path):
       "synthetic", variant="tiny", sweeps=("secure_aggregation",),
       base_victims=2, base_images=1, iterations=4, seeds=(0,), base_seeds=(0,)))
   assert third["attacks_reused"] == 0
+
+
+@pytest.mark.slow
+def test_class_embedding_sweep_carries_the_identifiability_measurement(tmp_path):
+  """The fedface point runs the three embedding modes and measures, at the true images, what the
+  update says about w_c; the table shows it."""
+  scfg = sweep_configs.sweep_config(
+      "synthetic", variant="tiny", sweeps=("class_embedding",), base_victims=2, base_images=2,
+      fedface_iterations=2, seeds=(0, 1))
+  splits, params, mesh = _toy(scfg)
+  out = attack_sweeps.run_sweeps(scfg, str(tmp_path), splits=splits, backbone_params=params,
+                                 mesh=mesh)
+  assert [r["method"] for r in out["rows"]] == [
+      "fedface[known]", "fedface[mean_feature]", "fedface[joint]"]
+  ident = out["rows"][0]["identifiability"]
+  assert len(ident["per_seed"]) == 2 and ident["ci"]["cos_recovered"]["units"] == 4
+  for seed in ident["per_seed"]:
+    # The toy's rows are the round images' mean features under a random backbone, so they agree
+    # with the mean-feature guess; where every image sits inside the margin the victims' update
+    # is zero and the residual of the (zero) truth is 1.
+    np.testing.assert_allclose(seed["cos_mean_feature"], 1.0, atol=1e-5)
+    if seed["inside_margin_true"] == 1.0:
+      assert abs(seed["residual_true"] - 1.0) < 1e-3 or seed["target_norm"] < 1e-6
+    else:
+      assert seed["residual_true"] < 1e-2   # float32 rounding of a small update
+    assert seed["residual_recovered"] <= seed["residual_mean_feature"] + 1e-6
+  md = attack_tables.markdown_tables(out)
+  assert "Is w_c determined by the update?" in md and "mean feature of the true images" in md
+  js = attack_tables.results_rows(out)
+  assert js[0]["identifiability"]["ci"]["residual_true"] == ident["ci"]["residual_true"]

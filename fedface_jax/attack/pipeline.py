@@ -51,6 +51,7 @@ from fedface_jax import data as data_lib
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.attack import grids
+from fedface_jax.attack import identifiability
 from fedface_jax.attack import inversion
 from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import lenet as lenet_lib
@@ -434,6 +435,21 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     true_rel = float(
         updates.tree_l2_norm(diff) / max(float(updates.tree_l2_norm(true_mean)), 1e-30))
 
+  # Is w_c determined by this update at all? Measured with the victims' true images (simulation
+  # only), for the objective whose unknown-embedding modes depend on it.
+  ident = None
+  if a.objective == "fedface" and a.knows_num_clients:
+    from fedface_jax import losses  # pylint: disable=g-import-not-at-top
+    ident = identifiability.class_embedding_identifiability(
+        lambda p, x: model.apply({"params": p}, x), seen["w_t"], target,
+        inversion.fedface_input(jnp.asarray(round_faces.images[n:], jnp.float32) / 255.0),
+        seen["class_rows"][1:k], eta=float(a.eta), tau=int(a.tau),
+        margin=float(config.federated.client.margin), momentum=float(a.client_momentum),
+        client_loss_fn=lambda e, w, m: losses.positive_only_loss(e, w, margin=m),
+        init_images_in=inversion.fedface_input(jax.random.uniform(
+            jax.random.key(int(a.attack_seed)), round_faces.images[n:].shape)))
+    lap("identifiability")
+
   # Scoring set-up: all enrolled (federated) identities form the gallery; the participants'
   # templates come from their held-out photos only.
   gal_mask = np.ones(fed.num_images, bool)
@@ -502,7 +518,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
       "rows": rows, "results": results,
       "loss_first": first["loss_first"], "loss_last": first["loss_last"],
       "target_recovery_rel_err": true_rel, "round_metrics": seen["round_metrics"],
-      "client_delta_norms": client_delta_norms,
+      "client_delta_norms": client_delta_norms, "identifiability": ident,
       "participants": [fed.identity_names[i] for i in part], "num_victims": k - 1,
       "gallery_identities": int(len(np.unique(gallery_labels))),
       "judges": list(judges),
