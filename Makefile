@@ -71,6 +71,9 @@ results-synthetic: $(STAMP)
 	    --workroot runs/study --stage=budget --update_results_md $(STUDY_VARIANTS)
 	$(BIN)/python -m launch.attack_results --suite=synthetic --iterations=100 --fedface_iterations=60 \
 	    --sweeps=victims,images,tau,dp,secure_aggregation --judge=model
+	$(BIN)/python -m launch.attack_results --suite=synthetic --fedface_iterations=60 \
+	    --sweeps=class_embedding --judge=model --block=attack-synthetic-class-embedding \
+	    --workdir=runs/attack_results/synthetic_class_embedding
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= \
 	    --defence_noise=0.01,0.1,1
 	$(BIN)/python -m launch.privacy_utility --suite=synthetic
@@ -92,7 +95,7 @@ results-celeba: $(STAMP)
 	$(BIN)/python -m launch.attack_reference --seeds=0,1,2,3,4 \
 	    --config experiments/attack_celeba.py:variant=reference128,judge=both
 
-## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~15-25 min).
+## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~2 h on 2 QUIET cores).
 benchmark: $(STAMP)
 	PY=$(BIN)/python bash scripts/run_benchmarks.sh
 

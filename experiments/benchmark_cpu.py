@@ -7,6 +7,16 @@ BENCHMARKS.md); smoke and seqsteps write only their workdir.
   python -m launch.benchmark --config experiments/benchmark_cpu.py:variant=smoke \
       --workdir runs/benchmark_smoke --parts=sweep
 
+The published run (`scripts/run_benchmarks.sh`) is three invocations into one workdir, each of
+which rewrites benchmarks/cpu.json and BENCHMARKS.md when it ends:
+
+  python -m launch.benchmark --config experiments/benchmark_cpu.py:rows=toy \
+      --workdir runs/benchmark
+  python -m launch.benchmark --config experiments/benchmark_cpu.py:variant=fairness \
+      --workdir runs/benchmark
+  python -m launch.benchmark --config experiments/benchmark_cpu.py:rows=fedface \
+      --workdir runs/benchmark --parts=sweep --config.append=True
+
 The full factorial (clients 100/1000/10000 x steps 1/5 x images 8/32 x 2 models x 1/8 devices
 = 48 rows, several strategies each) takes hours on 2 cores, so the CPU sweep is one-factor-at-a-
 time around a base row (100 clients, 1 step, 8 images, small CNN, 1 device), plus the scale rows

@@ -40,6 +40,8 @@ flags.DEFINE_integer("defence_rounds", None,
                      "Rounds of each defence-cost FedFace run (default: the config's).")
 flags.DEFINE_string("defence_baseline", "runs/demo/fedface",
                     "Finished no-DP FedFace run to reuse as the defence baseline ('' = run one).")
+flags.DEFINE_string("block", "", "RESULTS.md block and results JSON name (default attack-<suite>); "
+                    "give a sweep run apart from the main one its own (and its own --workdir).")
 FLAGS = flags.FLAGS
 
 
@@ -71,7 +73,8 @@ def main(argv):
   section = attack_tables.markdown_section(FLAGS.suite, command, result, cost)
   print(section)
   if FLAGS.update_results_md:
-    path = attack_tables.write_block(FLAGS.suite, command, section, result, FLAGS.results_dir)
+    path = attack_tables.write_block(FLAGS.suite, command, section, result, FLAGS.results_dir,
+                                     block=FLAGS.block)
     if path is not None:
       print(f"wrote {path}")
 

@@ -198,7 +198,8 @@ def identifiability_summary(idents: list[dict]) -> dict:
   per_victim = {k: np.concatenate([np.asarray(i[k], np.float64) for i in idents])
                 for k in ("cos_mean_feature", "cos_recovered")}
   keys = ("residual_true", "residual_mean_feature", "residual_recovered", "inside_margin_true",
-          "inside_margin_mean_feature", "inside_margin_init")
+          "inside_margin_mean_feature", "inside_margin_init", "matching_true",
+          "matching_mean_feature")
   per_seed = {k: np.asarray([i[k] for i in idents], np.float64) for k in keys
               if all(k in i for i in idents)}
   return {"ci": {**bootstrap.bootstrap_unit_means(per_victim),

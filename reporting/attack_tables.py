@@ -192,7 +192,7 @@ def markdown_tables(result: dict) -> str:
       lines += [""] + trends
     ident = next((r["identifiability"] for r in rs if r.get("identifiability")), None)
     if ident:
-      lines += [""] + identifiability_lines(ident)
+      lines += [""] + identifiability_lines(ident, rs)
     parts.append("\n".join(lines))
   sa = result.get("secure_aggregation_check")
   if sa:
@@ -323,13 +323,18 @@ METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1", "similar
                "rank1_dlib")
 
 
-def identifiability_lines(ident: dict) -> list[str]:
+def identifiability_lines(ident: dict, rows: list[dict] = ()) -> list[str]:
   """The class-embedding identifiability measurements (`attack/identifiability.py`) as a table.
 
   They are taken with the victims' TRUE images (simulation only), so they say what the update
   determines about w_c, not what the attack achieved.
   """
-  ci = ident["ci"]
+  ci = dict(ident["ci"])
+  starts = [i.get("residual_recovered_per_start") for i in ident.get("per_seed", [])]
+  if starts and all(s and len(s) > 1 for s in starts):
+    # The best fit from random directions alone (start 0 is the mean feature).
+    ci.update(bootstrap.bootstrap_unit_means(
+        {"residual_random_starts": [min(s[1:]) for s in starts]}))
   cell = lambda k, d=3: ci_cell({"ci": ci}, k, d) if k in ci else "–"
   return [
       "Is w_c determined by the update? Measured at the victims' **true** images "
@@ -347,8 +352,24 @@ def identifiability_lines(ident: dict) -> list[str]:
       f"| w fitted to the update, images held true (best of mean-feature and random starts: "
       f"{', '.join(ident['recovered_from'])}) | {cell('cos_recovered')} "
       f"| {cell('residual_recovered', 2)} | – |",
+      f"| w fitted from random directions only (best of {len(starts[0]) - 1 if starts else 0} "
+      f"starts) | – | {cell('residual_random_starts', 2)} | – |",
       f"| the attack's random initial images under their own mean feature | – | – "
-      f"| {cell('inside_margin_init', 2)} |"]
+      f"| {cell('inside_margin_init', 2)} |"] + _matching_floor_lines(ci, rows)
+
+
+def _matching_floor_lines(ci: dict, rows: list[dict]) -> list[str]:
+  """The attack objective at the true images next to where each mode's attack stopped."""
+  if "matching_true" not in ci:
+    return []
+  stops = "; ".join(f"{r['method']} {r['matching_loss_last']:.3g}" for r in rows
+                    if r.get("matching_loss_last") is not None)
+  sci = lambda c: f"{c['mean']:.2g}" + (
+      "" if c["ci_low"] is None else f" [{c['ci_low']:.2g}, {c['ci_high']:.2g}]")
+  at_true, at_mean = sci(ci["matching_true"]), sci(ci["matching_mean_feature"])
+  return ["", f"The attack's matching loss at the true images is {at_true} with w* and "
+          f"{at_mean} with the mean feature; the attacks stopped at: {stops} (means over "
+          "seeds)."]
 
 
 def results_rows(result: dict) -> list[dict]:
@@ -369,15 +390,17 @@ def results_rows(result: dict) -> list[dict]:
            "chance_rank1": r["chance_rank1"], "judges": r.get("judges", ["model"])}
     for k in ("objective", "victims", "num_clients", "images_per_client", "tau",
               "dp_noise_multiplier", "dp_clip_norm", "secure_aggregation", "epsilon", "delta",
-              "target_recovery_rel_err", "iterations", "identifiability"):
+              "target_recovery_rel_err", "iterations", "identifiability", "matching_loss_first",
+              "matching_loss_last", "noise_psnr"):
       if k in r:
         row[k] = r[k]
     out.append(row)
   return out
 
 
-def write_results_json(results_dir: str, suite: str, command: str, result: dict) -> str:
-  """`<results_dir>/attack-<suite>.json`: the machine-readable twin of the RESULTS.md block."""
+def write_results_json(results_dir: str, suite: str, command: str, result: dict,
+                       block: str = "") -> str:
+  """`<results_dir>/<block>.json` (default block `attack-<suite>`): the RESULTS.md block's twin."""
   note = ("Curious-client attack sweeps; metrics are means over (seed, victim) units with 95% "
           "percentile-bootstrap CIs over those units (null: fewer than 2 units). PSNR in dB; "
           "similarity = cosine to the victim's template; rank1 = share identified among the "
@@ -390,21 +413,23 @@ def write_results_json(results_dir: str, suite: str, command: str, result: dict)
   # The floor a reconstruction is read against: uniform noise scored like one, at the base point.
   keys = ["psnr"] + [k for j in _judges(result["rows"]) for k in judges_lib.judge_keys(j)]
   extra["uniform_noise_base_point"] = {k: _base_noise(result, "noise_" + k) for k in keys}
-  return results_md.write_results_json(results_dir, f"attack-{suite}", command,
+  return results_md.write_results_json(results_dir, block or f"attack-{suite}", command,
                                        results_rows(result), note, extra)
 
 
 def write_block(suite: str, command: str, section: str, result: dict | None,
-                results_dir: str, results_md_path: str = "RESULTS.md") -> str | None:
+                results_dir: str, results_md_path: str = "RESULTS.md",
+                block: str = "") -> str | None:
   """Writes `section` as RESULTS.md's `attack-<suite>` block and, with sweep results, their JSON.
 
   The JSON (`write_results_json`) carries the command that ran the sweeps (`result["command"]`,
   else `command`). Returns its path, or None without sweep results.
   """
-  results_md.update_results_md(results_md_path, f"attack-{suite}", section)
+  block = block or f"attack-{suite}"
+  results_md.update_results_md(results_md_path, block, section)
   if result is None:
     return None
-  return write_results_json(results_dir, suite, result.get("command", command), result)
+  return write_results_json(results_dir, suite, result.get("command", command), result, block)
 
 
 def _base_noise(result, key):

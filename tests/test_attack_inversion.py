@@ -14,6 +14,7 @@ import pytest
 from fedface_jax.attack import inversion
 from fedface_jax.attack import lenet
 from fedface_jax.attack import metrics
+from fedface_jax.attack import objectives
 from fedface_jax.attack import unroll
 
 # --------------------------------------------------------------------------------------------------
@@ -228,8 +229,14 @@ def test_class_embedding_identifiability_on_the_truth(hidden_is_mean_feature):
       loss, params, (xin.reshape(num_victims, per_victim, 16, 16, 3), hidden), 0.01, 1)
   out = identifiability.class_embedding_identifiability(
       apply_fn, params, target, xin, np.asarray(hidden), eta=0.01, tau=1, margin=0.5,
-      client_loss_fn=inversion.positive_only_hinge, init_images_in=xin, iterations=60)
+      client_loss_fn=inversion.positive_only_hinge, init_images_in=xin, iterations=60,
+      matching_fn=objectives.l2_matching)
   assert out["residual_true"] < 1e-4
+  # The attack objective's floor: ~0 at the truth, and the residual's square in target units.
+  assert out["matching_true"] < 1e-8 * max(1.0, out["target_norm"] ** 2)
+  np.testing.assert_allclose(out["matching_mean_feature"],
+                             (out["residual_mean_feature"] * out["target_norm"]) ** 2,
+                             rtol=1e-3, atol=1e-12)
   assert len(out["cos_mean_feature"]) == num_victims
   if hidden_is_mean_feature:
     assert min(out["cos_mean_feature"]) > 0.9999 and out["residual_mean_feature"] < 1e-4

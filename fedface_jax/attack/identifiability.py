@@ -15,6 +15,9 @@ has, the victims' true images, and asking what the update then says about w_c:
 * `cos_recovered` / `residual_recovered`: w fitted to the target with the true images held fixed
   (Adam from the mean feature and from random directions; the best fit). Cosine near 1 means w is identifiable from the update given the
   images, so `joint` fails on the images-and-w landscape, not for lack of information.
+* `matching_true` / `matching_mean_feature`: the attack's own objective at the true images (with
+  w* or the mean feature): the floor against which the loss an attack stops at is read. An attack
+  stopping orders of magnitude above it failed to optimise, not for lack of a solution.
 * `inside_margin_*`: the share of images already inside the positive-only hinge (cos >= margin,
   zero loss and zero gradient) under w*, under the true images' mean feature, and for the attack's
   random initial images under their own mean feature: a hinge that is inactive at the start gives
@@ -52,7 +55,8 @@ def class_embedding_identifiability(
     images_in: jax.Array, true_embeddings: np.ndarray, *, eta: float, tau: int, margin: float,
     client_loss_fn: Callable[..., jax.Array], momentum: float = 0.0,
     init_images_in: jax.Array | None = None, iterations: int = 100, lr: float = 0.05,
-    restarts: int = 3, seed: int = 0) -> dict[str, Any]:
+    restarts: int = 3, seed: int = 0,
+    matching_fn: Callable[[PyTree, PyTree], jax.Array] | None = None) -> dict[str, Any]:
   """The measurements of the module docstring for one round's V victims of n images each.
 
   Args:
@@ -64,6 +68,9 @@ def class_embedding_identifiability(
     eta, tau, margin, momentum: the victims' local training (as the attack assumes it).
     client_loss_fn: (embeddings [n, D], class_embedding [D], margin) -> the victims' loss.
     init_images_in: optional random initial images (same shape) for `inside_margin_init`.
+    matching_fn: the attack's matching loss (pred, target) -> scalar; if given, its value at
+      the truth is reported (`matching_true`, `matching_mean_feature`), the floor an attack that
+      found the true images would reach.
     iterations, lr, restarts, seed: Adam on w alone, with the images held at the truth, from
       the mean feature and from `restarts` random unit directions (seeded); the best fit wins.
 
@@ -144,6 +151,11 @@ def class_embedding_identifiability(
       "recovered_from": "mean_feature" if best == 0 else "random",
       "recover_iterations": int(iterations), "recover_lr": float(lr),
   }
+  if matching_fn is not None:
+    for name, wc in (("matching_true", w_true), ("matching_mean_feature", w_mf)):
+      g = unroll.unrolled_pseudograd(victims_loss, params0, (images_in, wc), eta, tau,
+                                     momentum=momentum)
+      out[name] = float(matching_fn(g, target))
   if init_images_in is not None:
     out["inside_margin_init"] = inside_share(init_images_in, mean_feature(init_images_in))
   return out

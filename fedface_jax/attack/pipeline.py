@@ -55,6 +55,7 @@ from fedface_jax.attack import identifiability
 from fedface_jax.attack import inversion
 from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import lenet as lenet_lib
+from fedface_jax.attack import objectives
 from fedface_jax.attack import metrics
 from fedface_jax.attack import updates
 from fedface_jax.data import faces as faces_lib
@@ -447,7 +448,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
         margin=float(config.federated.client.margin), momentum=float(a.client_momentum),
         client_loss_fn=lambda e, w, m: losses.positive_only_loss(e, w, margin=m),
         init_images_in=inversion.fedface_input(jax.random.uniform(
-            jax.random.key(int(a.attack_seed)), round_faces.images[n:].shape)))
+            jax.random.key(int(a.attack_seed)), round_faces.images[n:].shape)),
+        matching_fn=objectives.get_matching_fn(str(a.matching)))
     lap("identifiability")
 
   # Scoring set-up: all enrolled (federated) identities form the gallery; the participants'
