@@ -10,6 +10,7 @@ Imported as `_common` by the scripts next to it (their folder is first on `sys.p
 import json
 import math
 import os
+import platform
 
 import numpy as np
 
@@ -144,3 +145,22 @@ def throughput(w, round_s):
   images_per_round = w["num_clients"] * w["local_steps"] * w["batch_size"]
   return {"client_updates_per_s": w["num_clients"] / mean_s,
           "images_per_s": images_per_round / mean_s}
+
+
+def batch_indices(w):
+  """workload.batch_indices: the client-image indices of each local step (cyclic, no shuffle)."""
+  flat = np.arange(w["local_steps"] * w["batch_size"]) % w["images_per_client"]
+  return flat.reshape(w["local_steps"], w["batch_size"])
+
+
+def print_result(out, w, check):
+  """Prints a peer's result line (the suite reads the last JSON line of stdout).
+
+  Adds what every peer reports the same way: the Python version, the workload, and the
+  reference check when there is one.
+  """
+  out["python"] = platform.python_version()
+  out["workload"] = {**w, "image_size": list(w["image_size"])}
+  if check is not None:
+    out["check"] = check
+  print(json.dumps(out), flush=True)

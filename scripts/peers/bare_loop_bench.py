@@ -21,9 +21,7 @@ Prints one JSON line on stdout (see scripts/peers/README.md).
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from importlib import metadata
@@ -31,8 +29,10 @@ from importlib import metadata
 import numpy as np
 
 from _common import add_common_args  # pylint: disable=g-import-not-at-top
+from _common import batch_indices  # pylint: disable=g-import-not-at-top
 from _common import check_round1  # pylint: disable=g-import-not-at-top
 from _common import load_inputs  # pylint: disable=g-import-not-at-top
+from _common import print_result  # pylint: disable=g-import-not-at-top
 from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
 from _common import PARAM_NAMES  # pylint: disable=g-import-not-at-top
 from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
@@ -77,12 +77,6 @@ def make_step(lr):
     g = jax.grad(loss)(p, images_u8, class_embedding)
     return {k: p[k] - lr * g[k] for k in p}
   return jax.jit(step)
-
-
-def batch_indices(w):
-  """workload.batch_indices: the client-image indices of each local step (cyclic)."""
-  flat = np.arange(w["local_steps"] * w["batch_size"]) % w["images_per_client"]
-  return flat.reshape(w["local_steps"], w["batch_size"])
 
 
 def main(argv=None):
@@ -133,14 +127,10 @@ def main(argv=None):
       "jax": jax.__version__,
       "jaxlib": metadata.version("jaxlib"),
       "devices": [str(d) for d in jax.devices()],
-      "python": platform.python_version(),
       "executable": sys.executable,
       "cpu_count": os.cpu_count(),
-      "workload": {**w, "image_size": list(w["image_size"])},
   }
-  if check is not None:
-    out["check"] = check
-  print(json.dumps(out), flush=True)
+  print_result(out, w, check)
   return 0
 
 

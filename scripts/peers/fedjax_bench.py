@@ -19,9 +19,7 @@ Prints one JSON line on stdout (see scripts/peers/README.md).
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -36,6 +34,7 @@ from _common import add_common_args  # pylint: disable=g-import-not-at-top
 from _common import BENCH_MODELS  # pylint: disable=g-import-not-at-top
 from _common import check_round1  # pylint: disable=g-import-not-at-top
 from _common import load_inputs  # pylint: disable=g-import-not-at-top
+from _common import print_result  # pylint: disable=g-import-not-at-top
 from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
 from _common import PARAM_NAMES  # pylint: disable=g-import-not-at-top
 from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
@@ -161,13 +160,9 @@ def main(argv=None):
       "dm_haiku": metadata.version("dm-haiku"),
       "backend": args.backend,
       "devices": [str(d) for d in jax.devices()],
-      "python": platform.python_version(),
       "cpu_count": os.cpu_count(),
-      "workload": {**w, "image_size": list(w["image_size"])},
   }
-  if check is not None:
-    out["check"] = check
-  print(json.dumps(out), flush=True)
+  print_result(out, w, check)
   return 0
 
 

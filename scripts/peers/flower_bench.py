@@ -27,9 +27,7 @@ Prints one JSON line on stdout (see scripts/peers/README.md); Flower/Ray logs go
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,6 +46,7 @@ from _common import add_common_args  # pylint: disable=g-import-not-at-top
 from _common import BENCH_MODELS  # pylint: disable=g-import-not-at-top
 from _common import check_round1  # pylint: disable=g-import-not-at-top
 from _common import load_inputs  # pylint: disable=g-import-not-at-top
+from _common import print_result  # pylint: disable=g-import-not-at-top
 from _common import NORM_EPS  # pylint: disable=g-import-not-at-top
 from _common import POSITIVE_MARGIN  # pylint: disable=g-import-not-at-top
 from _common import throughput  # pylint: disable=g-import-not-at-top
@@ -264,13 +263,9 @@ def main(argv=None):
       "torch": torch.__version__,
       "torch_threads_per_client": args.torch_threads,
       "ray": metadata.version("ray") if args.engine == "ray" else None,
-      "python": platform.python_version(),
       "cpu_count": ncpu,
-      "workload": {**w, "image_size": list(w["image_size"])},
   }
-  if check is not None:
-    out["check"] = check
-  print(json.dumps(out), flush=True)
+  print_result(out, w, check)
   return 0
 
 
