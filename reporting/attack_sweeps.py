@@ -189,25 +189,6 @@ def point_summary(outs: list[dict], method: str, num_victims: int, n: int,
   return ci, per_seed
 
 
-def identifiability_summary(idents: list[dict]) -> dict:
-  """The seeds' `attack/identifiability.py` measurements of one point, pooled.
-
-  Per-victim cosines get CIs over the (seed, victim) units like the attack metrics; per-round
-  residuals and margin shares (one number per seed) get CIs over seeds.
-  """
-  per_victim = {k: np.concatenate([np.asarray(i[k], np.float64) for i in idents])
-                for k in ("cos_mean_feature", "cos_recovered")}
-  keys = ("residual_true", "residual_mean_feature", "residual_recovered", "inside_margin_true",
-          "inside_margin_mean_feature", "inside_margin_init", "matching_true",
-          "matching_mean_feature")
-  per_seed = {k: np.asarray([i[k] for i in idents], np.float64) for k in keys
-              if all(k in i for i in idents)}
-  return {"ci": {**bootstrap.bootstrap_unit_means(per_victim),
-                 **bootstrap.bootstrap_unit_means(per_seed)},
-          "recovered_from": [i["recovered_from"] for i in idents],
-          "per_seed": idents}
-
-
 def _mean(xs):
   xs = [x for x in xs if x is not None]
   return float(np.mean(xs)) if xs else None
@@ -246,7 +227,7 @@ def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], see
       row[f"ceiling_{key}"] = _mean([s[key] for s in ceiling])
   idents = [o.get("identifiability") for o in outs]
   if all(idents):
-    row["identifiability"] = identifiability_summary(idents)
+    row["identifiability"] = attack_tables.identifiability_summary(idents)
   if p.noise is not None:
     eps, delta = _epsilon_one_round(p.noise, outs[0]["num_federated_identities"])
     row.update(epsilon=eps, delta=delta,

@@ -323,18 +323,39 @@ METRIC_KEYS = ("psnr", "ssim", "reference_ssim", "similarity", "rank1", "similar
                "rank1_dlib")
 
 
+def identifiability_summary(idents: list[dict]) -> dict:
+  """The seeds' `attack/identifiability.py` measurements of one point, pooled.
+
+  Per-victim cosines get CIs over the (seed, victim) units like the attack metrics; per-round
+  residuals and margin shares (one number per seed) get CIs over seeds, among them the best fit
+  of w from the random starts alone (start 0 of `residual_recovered_per_start` is the mean
+  feature).
+  """
+  per_victim = {k: np.concatenate([np.asarray(i[k], np.float64) for i in idents])
+                for k in ("cos_mean_feature", "cos_recovered")}
+  keys = ("residual_true", "residual_mean_feature", "residual_recovered", "inside_margin_true",
+          "inside_margin_mean_feature", "inside_margin_init", "matching_true",
+          "matching_mean_feature")
+  per_seed = {k: np.asarray([i[k] for i in idents], np.float64) for k in keys
+              if all(k in i for i in idents)}
+  starts = [i.get("residual_recovered_per_start") or [] for i in idents]
+  if all(len(st) > 1 for st in starts):
+    per_seed["residual_random_starts"] = np.asarray([min(st[1:]) for st in starts])
+  return {"ci": {**bootstrap.bootstrap_unit_means(per_victim),
+                 **bootstrap.bootstrap_unit_means(per_seed)},
+          "recovered_from": [i["recovered_from"] for i in idents],
+          "per_seed": idents}
+
+
 def identifiability_lines(ident: dict, rows: list[dict] = ()) -> list[str]:
   """The class-embedding identifiability measurements (`attack/identifiability.py`) as a table.
 
   They are taken with the victims' TRUE images (simulation only), so they say what the update
-  determines about w_c, not what the attack achieved.
+  determines about w_c, not what the attack achieved. The summary is recomputed from the
+  per-seed measurements, so a sweep JSON written before a summary key existed renders it too.
   """
-  ci = dict(ident["ci"])
-  starts = [i.get("residual_recovered_per_start") for i in ident.get("per_seed", [])]
-  if starts and all(s and len(s) > 1 for s in starts):
-    # The best fit from random directions alone (start 0 is the mean feature).
-    ci.update(bootstrap.bootstrap_unit_means(
-        {"residual_random_starts": [min(s[1:]) for s in starts]}))
+  ci = identifiability_summary(ident["per_seed"])["ci"]
+  starts = ident["per_seed"][0].get("residual_recovered_per_start") or [None]
   cell = lambda k, d=3: ci_cell({"ci": ci}, k, d) if k in ci else "–"
   return [
       "Is w_c determined by the update? Measured at the victims' **true** images "
@@ -352,7 +373,7 @@ def identifiability_lines(ident: dict, rows: list[dict] = ()) -> list[str]:
       f"| w fitted to the update, images held true (best of mean-feature and random starts: "
       f"{', '.join(ident['recovered_from'])}) | {cell('cos_recovered')} "
       f"| {cell('residual_recovered', 2)} | – |",
-      f"| w fitted from random directions only (best of {len(starts[0]) - 1 if starts else 0} "
+      f"| w fitted from random directions only (best of {len(starts) - 1} "
       f"starts) | – | {cell('residual_random_starts', 2)} | – |",
       f"| the attack's random initial images under their own mean feature | – | – "
       f"| {cell('inside_margin_init', 2)} |"] + _matching_floor_lines(ci, rows)
