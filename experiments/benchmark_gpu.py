@@ -5,6 +5,9 @@
 clients/round 100/1000/10000 x local steps 1/5 x images 8/32 x small/large CNN, on 1 device and
 on all local devices (`devices=8` rows need 8 GPUs; on one GPU drop them with
 `:devices=1`; both: `:devices=1+8`). Device memory comes from `device.memory_stats()`.
+
+`:variant=lease` is the cut for one short lease of one GPU (`lease_config`): the real FedFace
+rows first, then the toy CNN; `scripts/gpu_lease.sh` runs it with the class table.
 """
 
 import itertools
@@ -15,8 +18,79 @@ from experiments import benchmark_cpu
 from fedface_jax import config_utils
 
 
+def lease_config(arg) -> mlc.ConfigDict:
+  """The GPU sweep cut to one short lease of one GPU (~6 min of running, one process).
+
+  The rows the issue's GPU targets need, most important first, so a run stopped at its limit
+  keeps them: the real FedFace workload (sphere20 at 112x112, then resnet_small at 64x64; 20
+  photos, 5 local steps, positive-only loss) with the compiled vmapped round at several chunk
+  sizes, the host loop and the centralised ceiling at 100 clients, and the compiled round at
+  10,000 clients per round (sphere20 timed on its first `sphere20_timed_clients`: a scan over
+  chunks runs at the same rate per client at any count, and the row says how many were timed);
+  then the toy CNN at 100 and 10,000 clients. The class table runs in its own process
+  (`--parts=class_table`), 1M x 512 on the one device. `scale` < 1 shrinks every size for a
+  dry run on a CPU (written to the workdir only).
+  """
+  scale = float(arg.scale)
+  tiny = scale < 1.0
+
+  def n(x, least=1):
+    return max(least, int(round(x * scale)))
+  config = benchmark_cpu.base_config()
+  config.peak_matmul_size = 8192 if not tiny else 256
+  config.timed_rounds = 5
+  config.min_timed_s = 2.0 if not tiny else 0.0
+  config.max_timed_rounds = 20
+  config.sequential_max_clients = 100
+  config.centralised_batches = (32, 128, 512, 0)
+  config.centralised_streams = (1,)
+  config.worker_timeout_s = int(arg.worker_timeout_s)
+  fedface = benchmark_cpu.fedface_runs(mlc.ConfigDict(dict(
+      fedface_clients=f"{n(100, 2)}+{n(10000, 4)}", fedface_photos=n(20, 2),
+      fedface_steps=5 if not tiny else 2, fedface_scale=scale, fedface_timed_clients=0,
+      sphere20_timed_clients=0, fedface_centralised_max_images=n(2000, 8),
+      sphere20_centralised_max_images=n(2000, 8), sphere20_image_size="112x112")))
+  by_name = {}
+  for r in fedface:
+    by_name.setdefault(r["name"], []).append(r)
+  runs = []
+  for model in ("sphere20", "resnet_small"):
+    small, large = n(100, 2), n(10000, 4)
+    first = by_name[f"fedface_{model}_c{small}"][0]
+    runs.append(dict(first, timed_clients=0, strategies=("engine", "engine_host", "centralised"),
+                     chunks=tuple(sorted({n(10), small}))))
+    timed = n(int(arg.sphere20_timed_clients), 4) if model == "sphere20" else 0
+    runs.append(dict(first, name=f"fedface_{model}_c{large}", clients=large,
+                     timed_clients=timed, strategies=("engine",),
+                     chunks=(n(100, 2) if model == "sphere20" else n(500, 2),)))
+  for clients in (n(100, 2), n(10000, 4)):
+    base = dict(name=f"c{clients}_s1_i8_small", clients=clients, steps=1, images=8,
+                model="small", devices=1)
+    if clients == n(100, 2):
+      runs.append(dict(base, strategies=("sequential_steps", "engine_host", "engine",
+                                         "centralised"), chunks=(clients,)))
+    else:
+      runs.append(dict(base, strategies=("engine",), chunks=(n(1000, 2), clients)))
+  config.runs = tuple(runs)
+  config.class_table.devices = 1
+  config.class_table.rows = n(1_000_000, 4096)
+  config.class_table.dim = 512 if not tiny else 32
+  config.peers = ()
+  config.results_role = "gpu"
+  if tiny:
+    config.results_json = config.gpu_results_json = config.report_path = ""
+  else:
+    config.results_json = "benchmarks/gpu.json"
+  return config
+
+
 def get_config(arg=None):
-  arg = config_utils.parse_config_arg(arg, devices="1+8")
+  arg = config_utils.parse_config_arg(arg, devices="1+8", variant="full", scale=1.0,
+                                      sphere20_timed_clients=500, worker_timeout_s=6 * 3600)
+  if arg.variant == "lease":
+    return lease_config(arg)
+  if arg.variant != "full":
+    raise ValueError(f"unknown variant {arg.variant!r}; valid: full, lease")
   config = benchmark_cpu.base_config()
   config.peak_matmul_size = 8192
   config.timed_rounds = 5

@@ -33,7 +33,9 @@ def peak_matmul_flops(size: int = 2048, reps: int = 5, dtype=jnp.float32) -> flo
   """
   if size < 1 or reps < 1:
     raise ValueError(f"size and reps must be >= 1, got {size}, {reps}")
-  x = jnp.ones((size, size), dtype)
+  # Random data, not ones: uniform operands run measurably faster on some GPUs (the matrix
+  # units' power draw), which would inflate the ceiling and deflate every MFU.
+  x = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
   f = jax.jit(lambda a: a @ a)
   jax.block_until_ready(f(x))
   best = float("inf")

@@ -78,6 +78,11 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
   peak_row = {"kind": "peak", "name": f"matmul{cfg.peak_matmul_size}", "devices": devices,
               "peak_flops": peak, "backend": jax.default_backend(),
               "device_kind": jax.devices()[0].device_kind}
+  if jax.default_backend() != "cpu":
+    # The models train in float32 (XLA's default precision: TF32 matrix units on recent NVIDIA
+    # GPUs), so MFU is against that peak; the bf16 peak says how far a bf16 model could go.
+    peak_row["peak_flops_bf16"] = measure.peak_matmul_flops(
+        cfg.peak_matmul_size, reps=5, dtype=jax.numpy.bfloat16)
   if cfg.paired_run:
     peak_row["paired_block"] = int(cfg.paired_block)
   emit(out_path, peak_row)
