@@ -7,6 +7,7 @@
 #
 # Usage (repository root, on the GPU machine):
 #   OUT=/some/dir SWEEP_TIMEOUT_S=330 bash scripts/gpu_lease.sh
+#   SEED_WORKDIR=<first lease's workdir> CONFIG=...:variant=lease,skip=<rows it ran> ...
 # PY (default python3) must have jax with a CUDA backend, flax, optax and ml_collections.
 # Everything it prints also goes to $OUT/lease.log; $OUT gets gpu.json, BENCHMARKS.md and the
 # workdir (logs, HLO) as workdir.tgz.
@@ -34,9 +35,15 @@ from fedface_jax.benchmark import worker  # noqa: F401  (the project imports und
 from fedface_jax import models  # noqa: F401
 EOF
 rm -rf "${WORKDIR}"
-timeout 150 "${PY}" -m launch.benchmark --config="${CONFIG}" --workdir="${WORKDIR}" \
-    --parts=class_table
-echo "[gpu_lease] class table rc=$? $(date -u '+%T')"
+if [[ -n "${SEED_WORKDIR:-}" ]]; then
+  # A second lease continues the first one's workdir (results.jsonl, meta.json): its rows are
+  # appended, and the config's `skip` leaves out the rows the first already measured.
+  mkdir -p "${WORKDIR}" && cp -r "${SEED_WORKDIR}"/. "${WORKDIR}/"
+else
+  timeout 150 "${PY}" -m launch.benchmark --config="${CONFIG}" --workdir="${WORKDIR}" \
+      --parts=class_table
+  echo "[gpu_lease] class table rc=$? $(date -u '+%T')"
+fi
 timeout $((SWEEP_TIMEOUT_S + 40)) "${PY}" -m launch.benchmark \
     --config="${CONFIG},worker_timeout_s=${SWEEP_TIMEOUT_S}" --workdir="${WORKDIR}" \
     --parts=sweep --config.append=True

@@ -112,9 +112,10 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
     # FLOPs per client update: one local step's compiled cost x local steps (XLA counts a
     # scan body once, so the round program's own count would be low).
     step = strategies.client_step_fn(w)
-    flops_step = measure.compiled_flops(step.lower(params, data.images[0],
-                                                   data.class_embeddings[0]).compile())
+    flops_step, flops_source = measure.step_flops(step, params, data.images[0],
+                                                  data.class_embeddings[0])
     flops_update = flops_step * w.local_steps
+    base["flops_source"] = flops_source
     reps = reps_policy(cfg, run)
     for strat in run.get("strategies", ("engine",)):
       try:
