@@ -20,7 +20,8 @@ CONFIG="${CONFIG:-experiments/benchmark_gpu.py:variant=lease}"
 mkdir -p "${OUT}"
 exec > >(tee -a "${OUT}/lease.log") 2>&1
 # The suite defaults its workers to the CPU backend; on the GPU machine they must see the GPU.
-export JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" PYTHONUNBUFFERED=1
+# The CPU backend too: FLOPs are counted on the host (measure.step_flops says why).
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cuda,cpu}" PYTHONUNBUFFERED=1
 echo "[gpu_lease] $(date -u '+%F %T UTC') start"
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.max.sm,power.draw \
     --format=csv || true
