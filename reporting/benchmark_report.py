@@ -244,8 +244,14 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
   if peaks:
     out += ["Measured peak (best-of-5 jitted f32 matmul, in the process of the rows it "
             "normalises): " + "; ".join(
-                f"{p['devices']} dev: {p['peak_flops'] / 1e9:.1f} GFLOP/s (load {_load(p)})"
-                for p in peaks), ""]
+                _peak_text(p) for p in peaks), ""]
+  sources = sorted({str(r.get("flops_source")) for r in rows
+                    if r["kind"] == "round" and r.get("flops_source")})
+  if sources:
+    out += ["FLOPs counted: " + "; ".join(f"`{s}`" for s in sources) + (
+        f" ({res['meta']['flops_recount']})" if res["meta"].get("flops_recount") else "") +
+            ". On a GPU, XLA's cost analysis of the GPU-compiled step counts cuDNN/cuBLAS calls "
+            "as zero, so the step is compiled for a CPU and counted there.", ""]
   rr = [r for r in rows if r["kind"] == "round" and r.get("paired_block") is None]
   sweep = [r for r in rr if r["strategy"] != "centralised"]
   out += ["### Rounds by strategy", "",
@@ -425,6 +431,15 @@ def render_decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]
                f"| {_ratio(d['jax_version'], 1)} (jax {d['jax_ours']} ÷ {d['jax_fedjax']}) "
                f"| {_ratio(d['fedjax_overhead'], 1)} | {_ratio(d['streams_share'], 1)} |")
   return out + [""]
+
+
+def _peak_text(p: dict[str, Any]) -> str:
+  """One measured peak: device count and kind, f32 (and, on a GPU, bf16) matmul rate, load."""
+  kind = f" {p['device_kind']}" if p.get("device_kind") and p.get("backend") != "cpu" else ""
+  text = f"{p['devices']} dev{kind}: {p['peak_flops'] / 1e9:.1f} GFLOP/s"
+  if p.get("peak_flops_bf16"):
+    text += f" (bf16: {p['peak_flops_bf16'] / 1e9:.1f})"
+  return text + f" (load {_load(p)})"
 
 
 def render_roofline(roof: dict[str, Any], source: str) -> list[str]:
