@@ -163,7 +163,8 @@ def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
       fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=4,
-      fedface_centralised_max_images=512, sphere20_centralised_max_images=64, rows="all")
+      fedface_centralised_max_images=512, sphere20_centralised_max_images=64, rows="all",
+      fairness_rows="base+steps5")
   config = base_config()
   seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
@@ -237,12 +238,20 @@ def get_config(arg=None):
   elif arg.variant == "fairness":
     # A supplement appended to a default run's workdir (`--config.append=True`): the bare loop
     # in both venvs (the JAX-version share of ours / FedJAX) and the fused-steps A/B on steps5.
+    # `fairness_rows=images32+large` runs the same split on the two workloads that miss 3x
+    # (with the host loop at 1 and at its default streams, for the streams' share).
     default = {r["name"]: r for r in get_config("variant=default,rows=toy").runs
                if r["devices"] == 1}
-    config.runs = (dict(default["base"], strategies=()),
-                   dict(default["steps5"], strategies=("engine_host", "engine_host_fused",
-                                                       "sequential_steps")))
-    config.peers = FAIRNESS_PEERS
+    names = [x for x in str(arg.fairness_rows).split("+") if x]
+    unknown = sorted(set(names) - set(default))
+    if unknown or not names:
+      raise ValueError(f"fairness_rows names unknown rows {unknown}; valid: {sorted(default)}")
+    extra = {"base": (), "steps5": ("engine_host", "engine_host_fused", "sequential_steps")}
+    config.runs = tuple(
+        dict(default[n], strategies=extra.get(n, ("engine_host", "engine_host_1stream")))
+        for n in names)
+    config.peers = tuple(dict(run=n, venv=v, script="bare_loop")
+                         for n in names for v in ("ours", "fedjax"))
     config.class_table.enabled = False
     config.append = True   # never wipes the default run's rows it supplements
   elif arg.variant == "seqsteps":
