@@ -53,6 +53,8 @@ def sweep_config(suite: str = "synthetic", **overrides) -> mlc.ConfigDict:
       iterations=200,
       fedface_iterations=100,
       class_embedding_modes=("known", "mean_feature", "joint"),
+      matching="",                # gradient-matching loss of every point; "" = the attack
+                                  # config's (l2, the reference's); cosine | cosine_per_layer
       # Seeds of each point: one seed sets the honest round's participants (which federated
       # identities are the attacker and the victims), the engine's round seed and the attack's
       # initialisation. The base point (shared by several sweeps, the reference of every
@@ -129,6 +131,8 @@ def point_config(scfg: mlc.ConfigDict, p: Point, seed: int = 0) -> mlc.ConfigDic
   config.federated.seed = int(seed)
   if scfg.judge:
     a.judge = str(scfg.judge)
+  if scfg.matching:
+    a.matching = str(scfg.matching)
   if p.objective == "fedface":
     a.iterations = int(scfg.fedface_iterations)
     a.class_embedding_modes = tuple(scfg.class_embedding_modes)

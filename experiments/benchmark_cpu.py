@@ -96,6 +96,7 @@ def base_config():
   # Internal (set by the suite on the paired worker's command line): the run and block.
   config.paired_run = ""
   config.paired_block = -1
+  config.paired_peer = ""   # the peer label the block is interleaved with (its rows carry it)
   config.class_table = mlc.ConfigDict(dict(
       enabled=True, rows=1_000_000, dim=512, devices=8, batch=256, queries=100,
       block_size=4096, reps=5))

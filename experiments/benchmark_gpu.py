@@ -59,7 +59,9 @@ def lease_config(arg) -> mlc.ConfigDict:
     first = by_name[f"fedface_{model}_c{small}"][0]
     rows[f"fedface_{model}_c{small}"] = dict(
         first, timed_clients=0, strategies=("engine", "engine_host", "centralised"),
-        chunks=tuple(sorted({n(10), small})))
+        # chunk 1: dense convolutions (vmap over one client); wider chunks turn every
+        # convolution into a grouped one (BENCHMARKS.md, the GPU reading).
+        chunks=tuple(sorted({1, n(10), small})))
     timed = arg.sphere20_timed_clients if model == "sphere20" else arg.resnet_timed_clients
     rows[f"fedface_{model}_c{large}"] = dict(
         first, name=f"fedface_{model}_c{large}", clients=large, timed_clients=n(timed, 4),

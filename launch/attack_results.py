@@ -32,6 +32,8 @@ flags.DEFINE_list("seeds", None, "Seeds of every sweep point but the base (defau
 flags.DEFINE_list("base_seeds", None, "Seeds of the base point (default 0,1,2,3,4).")
 flags.DEFINE_enum("judge", None, ["model", "dlib", "both"],
                   "Identity judge (default: synthetic model, celeba dlib).")
+flags.DEFINE_enum("matching", None, ["l2", "cosine", "cosine_per_layer"],
+                  "Gradient-matching loss of every point (default: the attack config's, l2).")
 flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
 flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
@@ -61,7 +63,7 @@ def main(argv):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
   for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds",
-               "judge"):
+               "judge", "matching"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)

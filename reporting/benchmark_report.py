@@ -193,10 +193,40 @@ def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def pool_paired(rows: list[dict[str, Any]], key, strategy: str = "host_loop"):
-  """Our interleaved rows (`paired_block` set) of one workload and strategy, pooled."""
-  rs = [r for r in rows if r.get("kind") == "round" and r.get("paired_block") is not None
-        and _key(r["workload"]) == key and r.get("strategy") == strategy]
+def paired_peer_labels(rows: list[dict[str, Any]]) -> list[str | None]:
+  """For each row, the peer its interleaved block of ours was paired with (None if not paired).
+
+  Rows written since `paired_peer` exists carry it. Older rows are attributed by order: the
+  suite writes each block as our paired worker's rows, then the peer's row (same run name and
+  block), so the paired rows pending when a peer row arrives belong to that peer.
+  """
+  labels: list[str | None] = [None] * len(rows)
+  pending: list[int] = []
+  for i, r in enumerate(rows):
+    if r.get("kind") == "round" and r.get("paired_block") is not None:
+      if r.get("paired_peer"):
+        labels[i] = str(r["paired_peer"])
+      else:
+        pending.append(i)
+    elif r.get("kind") in ("peer", "error") and r.get("paired_block") is not None:
+      for j in pending:
+        if (rows[j]["name"], rows[j]["paired_block"]) == (r.get("name"), r["paired_block"]):
+          labels[j] = r.get("peer")
+      pending = [j for j in pending if labels[j] is None]
+  return labels
+
+
+def pool_paired(rows: list[dict[str, Any]], key, strategy: str = "host_loop",
+                peer: str | None = None):
+  """Our interleaved rows (`paired_block` set) of one workload and strategy, pooled.
+
+  With `peer`, only the blocks interleaved with that peer: a ratio to a peer compares each of
+  its blocks with the block of ours run next to it, not with blocks run at another time.
+  """
+  labels = paired_peer_labels(rows) if peer is not None else [None] * len(rows)
+  rs = [r for r, lab in zip(rows, labels) if r.get("kind") == "round"
+        and r.get("paired_block") is not None and _key(r["workload"]) == key
+        and r.get("strategy") == strategy and (peer is None or lab == peer)]
   if not rs:
     return None
   times = [t for r in rs for t in r.get("round_s") or []]
@@ -332,7 +362,7 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
     out += ["| workload | peer | blocks | ours updates/s | peer updates/s | ours ÷ peer | "
             "reference check |", "|---|---|---|---|---|---|---|"]
     for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"])):
-      ours = pool_paired(rows, p["key"])
+      ours = pool_paired(rows, p["key"], peer=p["peer"])
       o = ours["updates"] if ours else None
       if p["published"]:
         pu = p["updates"]
@@ -379,32 +409,40 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
 
 
 def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> list[dict]:
-  """Per workload, ours ÷ FedJAX split into three published ratios of medians (telescoping).
+  """Per workload, ours ÷ FedJAX split into three ratios that multiply back to it exactly.
 
-  ours ÷ FedJAX = [ours ÷ bare loop (our JAX)] × [bare loop (our JAX) ÷ bare loop (FedJAX's
-  JAX)] × [bare loop (FedJAX's JAX) ÷ FedJAX]: the engine's own advantage at equal JAX, the
-  JAX/XLA version share, FedJAX's framework overhead. Also the host loop's stream share (its
-  default streams ÷ 1 stream) from the sweep rows. Only published (reference-checked) peer
-  rows enter; a workload lacking one of the three is skipped.
+  Each peer p is first measured against the blocks of ours interleaved with it:
+  r_p = median(p) ÷ median(ours paired with p), so drift between the peers' runs (other load,
+  another part of the run) cancels. Then ours ÷ FedJAX = 1 / r_fedjax =
+  [1 / r_bare@ours] × [r_bare@ours ÷ r_bare@fedjax] × [r_bare@fedjax ÷ r_fedjax]: the engine's
+  own advantage at equal JAX, the JAX/XLA version share (the same bare loop in both venvs),
+  FedJAX's framework overhead over that bare loop. Also the host loop's stream share (default
+  streams ÷ 1 stream, sweep rows). Only published (reference-checked) peer rows enter; a
+  workload lacking one of the three is skipped.
   """
   by = {(p["key"], p["peer"]): p for p in peers if p["published"] and p["updates"]}
   out = []
   for key in sorted({k for k, _ in by}, key=str):
     fj, bo, bf = (by.get((key, n)) for n in ("fedjax", "bare_loop@ours", "bare_loop@fedjax"))
-    ours = pool_paired(rows, key)
-    if not (fj and bo and bf and ours and ours["updates"]):
+    if not (fj and bo and bf):
       continue
-    med = lambda p: p["updates"]["median"]
-    o = ours["updates"]["median"]
+    rel = {}
+    for name, p in (("fedjax", fj), ("bo", bo), ("bf", bf)):
+      ours = pool_paired(rows, key, peer=p["peer"])
+      if not (ours and ours["updates"]):
+        break
+      rel[name] = p["updates"]["median"] / ours["updates"]["median"]
+    if len(rel) < 3:
+      continue
     sweep = {r["strategy"]: r for r in rows if r.get("kind") == "round"
              and r.get("paired_block") is None and _key(r["workload"]) == key}
     streams = None
     if "host_loop" in sweep and "host_loop-1stream" in sweep:
       streams = (sweep["host_loop"]["client_updates_per_s"]
                  / sweep["host_loop-1stream"]["client_updates_per_s"])
-    out.append({"workload": fj["workload"], "ours_vs_fedjax": o / med(fj),
-                "engine_vs_bare_ours": o / med(bo), "jax_version": med(bo) / med(bf),
-                "fedjax_overhead": med(bf) / med(fj), "streams_share": streams,
+    out.append({"workload": fj["workload"], "ours_vs_fedjax": 1.0 / rel["fedjax"],
+                "engine_vs_bare_ours": 1.0 / rel["bo"], "jax_version": rel["bo"] / rel["bf"],
+                "fedjax_overhead": rel["bf"] / rel["fedjax"], "streams_share": streams,
                 "jax_ours": bo["rows"][0].get("result", {}).get("jax"),
                 "jax_fedjax": bf["rows"][0].get("result", {}).get("jax")})
   return out
@@ -418,8 +456,11 @@ def render_decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]
   out = ["### Where ours ÷ FedJAX comes from", "",
          "The same plain-JAX bare loop of jitted SGD steps (`scripts/peers/bare_loop_bench.py`, "
          "reference-checked like every peer) run in our venv and in FedJAX's splits the headline "
-         "ratio into a product of three ratios of medians: the engine's own advantage at equal "
-         "JAX, the JAX/XLA version share, and FedJAX's framework overhead. The host loop's "
+         "ratio into a product of three ratios: the engine's own advantage at equal JAX, the "
+         "JAX/XLA version share, and FedJAX's framework overhead. Each peer enters as its median "
+         "÷ the median of the blocks of ours interleaved with it, so the factors multiply back "
+         "to the table above's ours ÷ FedJAX exactly, and load drift between the peers' runs "
+         "cancels. The host loop's "
          "stream share (its default streams ÷ 1 stream, sweep rows) is part of the engine's "
          "own advantage.", "",
          "| workload | ours ÷ FedJAX | = engine ÷ bare loop (our JAX) | × bare loop: our JAX ÷ "

@@ -116,7 +116,8 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
       tag = f"{label}_{run['name']}_b{block}".replace("@", "_")
       rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
                                       f"--config.paired_run={run['name']}",
-                                      f"--config.paired_block={block}"], 1,
+                                      f"--config.paired_block={block}",
+                                      f"--config.paired_peer={label}"], 1,
                        os.path.join(workdir, f"paired_{tag}.log"), cfg.worker_timeout_s)
       if rc:
         worker.emit(out_path, {"kind": "error", "name": run["name"], "paired_block": block,

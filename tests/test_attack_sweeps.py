@@ -123,6 +123,19 @@ def test_seeds_differ_and_set_participants_and_init(tmp_path):
   assert icfg.seed == 1
 
 
+def test_matching_override_reaches_every_point_and_the_inversion():
+  """`--matching` sets the gradient-matching loss of every point; unset, the config's l2 stays."""
+  scfg = sweep_configs.sweep_config("synthetic", variant="tiny")
+  fedface = dataclasses.replace(sweep_configs.base_point(scfg), objective="fedface")
+  assert sweep_configs.point_config(scfg, fedface).attack.matching == "l2"
+  scfg = sweep_configs.sweep_config("synthetic", variant="tiny", matching="cosine")
+  for p in (sweep_configs.base_point(scfg), fedface):
+    config = sweep_configs.point_config(scfg, p)
+    assert config.attack.matching == "cosine"
+    icfg = pipeline._inversion_config(config, 16)  # pylint: disable=protected-access
+    assert icfg.matching == "cosine"
+
+
 def test_one_unit_point_shows_no_interval():
   row = {"ci": {"psnr": {"mean": 12.345, "ci_low": None, "ci_high": None}}}
   assert attack_tables.ci_cell(row, "psnr", 2) == "12.35 [n/a]"

@@ -121,21 +121,38 @@ def test_peer_without_passing_reference_check_is_not_published(tmp_path):
 
 
 def test_fairness_decomposition_telescopes_to_ours_vs_fedjax(tmp_path):
-  """ours ÷ FedJAX = engine ÷ bare (our JAX) × bare our JAX ÷ bare FedJAX's × bare ÷ FedJAX."""
-  # 8 clients per round: ours 1 s (8/s), bare loop in our venv 2 s (4/s), bare loop in FedJAX's
-  # venv 4 s (2/s), FedJAX 5 s (1.6/s): 5.00x = 2.00x * 2.00x * 1.25x.
-  ours = [_round("host_loop", [1.0, 1.0], paired_block=b, streams=2) for b in (0, 1)]
-  peers = [_peer(b, [5.0, 5.0], _GOOD) for b in (0, 1)]
-  peers += [_peer(b, [2.0, 2.0], _GOOD, "bare_loop@ours", "0.10.2") for b in (0, 1)]
-  peers += [_peer(b, [4.0, 4.0], _GOOD, "bare_loop@fedjax") for b in (0, 1)]
+  """ours ÷ FedJAX = engine ÷ bare (our JAX) × bare our JAX ÷ bare FedJAX's × bare ÷ FedJAX.
+
+  Each peer is measured against the blocks of ours interleaved with it: the bare loop in our
+  venv ran while the machine was twice as slow (ours 2 s as well), which must cancel.
+  """
+  # 8 clients per round. FedJAX blocks: ours 1 s, FedJAX 5 s (5.00x). Bare loop in our venv,
+  # machine 2x slower: ours 2 s, bare 4 s (2.00x). Bare loop in FedJAX's venv: ours 1 s, bare
+  # 4 s. So 5.00x = 2.00x (engine) * 2.00x (JAX version) * 1.25x (FedJAX's framework).
+  rows = []
+  for b in (0, 1):   # older rows: no paired_peer, attributed by their order
+    rows += [_round("host_loop", [1.0, 1.0], paired_block=b, streams=2),
+             _peer(b, [5.0, 5.0], _GOOD)]
+  for b in (0, 1):
+    rows += [_round("host_loop", [2.0, 2.0], paired_block=b, streams=2,
+                    paired_peer="bare_loop@ours"),
+             _peer(b, [4.0, 4.0], _GOOD, "bare_loop@ours", "0.10.2"),
+             _round("host_loop", [1.0, 1.0], paired_block=b, streams=2,
+                    paired_peer="bare_loop@fedjax"),
+             _peer(b, [4.0, 4.0], _GOOD, "bare_loop@fedjax")]
   sweep = [_round("host_loop", [1.0] * 5, streams=2), _round("host_loop-1stream", [1.6] * 5,
                                                               streams=1)]
-  text = _write(tmp_path, ours + peers + sweep)
+  text = _write(tmp_path, rows + sweep)
   c = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | 5.00×"))
   assert c[2:] == ["2.00×", "2.00× (jax 0.10.2 ÷ 0.4.35)", "1.25×", "1.60×"]
+  # The peer table's "ours" is the blocks run next to each peer, not every paired block.
+  fj = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | fedjax"))
+  assert fj[3] == "8.0 [8.0–8.0]" and fj[5] == "5.00×"
+  bo = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | bare_loop@ours"))
+  assert bo[3] == "4.0 [4.0–4.0]" and bo[5] == "2.00×"
   # A failing bare-loop check removes the decomposition (its ratios would be unchecked).
-  peers[-1] = _peer(1, [4.0, 4.0], dict(_GOOD, round1_max_rel_diff=1e-2), "bare_loop@fedjax")
-  assert "Where ours ÷ FedJAX comes from" not in _write(tmp_path, ours + peers + sweep)
+  rows[-1] = _peer(1, [4.0, 4.0], dict(_GOOD, round1_max_rel_diff=1e-2), "bare_loop@fedjax")
+  assert "Where ours ÷ FedJAX comes from" not in _write(tmp_path, rows + sweep)
 
 
 def test_fused_host_loop_rows_are_labelled_and_compared_with_the_ceiling(tmp_path):

@@ -70,6 +70,7 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
   for block, (ours, peer) in enumerate(zip(calls[::2], calls[1::2])):
     assert "--config.paired_run=base" in ours[1]
     assert f"--config.paired_block={block}" in ours[1]
+    assert "--config.paired_peer=fake" in ours[1]   # our rows say which peer they pair with
     assert "--reference" in peer[1] and peer[1][peer[1].index("--rounds") + 1] == "2"
   rows = [json.loads(ln) for ln in out.read_text().splitlines()]
   assert [r["paired_block"] for r in rows] == [0, 1, 2]

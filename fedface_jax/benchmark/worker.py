@@ -109,6 +109,8 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
             "workload": nominal.to_dict(), "clients_timed": w.num_clients, "peak_flops": peak}
     if paired:
       base["paired_block"] = int(cfg.paired_block)
+      if cfg.get("paired_peer"):
+        base["paired_peer"] = str(cfg.paired_peer)
     # FLOPs per client update: one local step's compiled cost x local steps (XLA counts a
     # scan body once, so the round program's own count would be low).
     step = strategies.client_step_fn(w)
