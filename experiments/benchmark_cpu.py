@@ -255,6 +255,16 @@ def get_config(arg=None):
                          for n in names for v in ("ours", "fedjax"))
     config.class_table.enabled = False
     config.append = True   # never wipes the default run's rows it supplements
+  elif arg.variant == "fused":
+    # A supplement (appends): FedJAX on steps5 interleaved with the host loop with all 5 local
+    # steps fused into one jitted call per client (`federated.host_loop_fused_steps=5`), the
+    # issue's multi-step remedy, so its ratio to FedJAX is measured side by side.
+    default = {r["name"]: r for r in get_config("variant=default,rows=toy").runs
+               if r["devices"] == 1}
+    config.runs = (dict(default["steps5"], strategies=()),)
+    config.peers = (dict(run="steps5", venv="fedjax", paired_strategies=("engine_host_fused",)),)
+    config.class_table.enabled = False
+    config.append = True
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -274,5 +284,5 @@ def get_config(arg=None):
     config.cpu_results_json = config.report_path = ""
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
-                     "seqsteps, fedface")
+                     "fused, seqsteps, fedface")
   return config

@@ -168,71 +168,68 @@ def _ceiling_label(cen):
   return f" (batch {batch}, {s} stream{'s' if s > 1 else ''})"
 
 
-def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Peer rows pooled per (peer, workload) over the interleaved blocks.
+def paired_partners(rows: list[dict[str, Any]]) -> list[int | None]:
+  """For each row, the index of the peer row its interleaved block of ours was run next to.
 
-  Returns entries with the pooled round times, the updates/s spread, the blocks, and
-  `published` (every block's reference check passed) with the reasons of those that did not.
+  The suite writes each block as our paired worker's rows, then the peer's row (or an error
+  row) with the same run name and block, so the paired rows pending when that row arrives
+  belong to it. Rows that record `paired_peer` must also match its label. None: not paired.
+  """
+  partners: list[int | None] = [None] * len(rows)
+  pending: list[int] = []
+  for i, r in enumerate(rows):
+    if r.get("kind") == "round" and r.get("paired_block") is not None:
+      pending.append(i)
+    elif r.get("kind") in ("peer", "error") and r.get("paired_block") is not None:
+      for j in pending:
+        o = rows[j]
+        if ((o["name"], o["paired_block"]) == (r.get("name"), r["paired_block"])
+            and o.get("paired_peer", r.get("peer")) == r.get("peer")):
+          partners[j] = i
+      pending = [j for j in pending if partners[j] is None]
+  return partners
+
+
+def _pool_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
+  times = [t for r in rs for t in r.get("round_s") or []]
+  return {"rows": rs, "round_s": times, "blocks": sorted({r["paired_block"] for r in rs}),
+          "updates": rate_spread(rs[0]["workload"]["num_clients"], times)}
+
+
+def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Peer rows pooled per (peer, workload, our paired strategies) over the interleaved blocks.
+
+  Returns entries with the pooled round times, the updates/s spread, the blocks, `published`
+  (every block's reference check passed) with the reasons of those that did not, and `ours`:
+  per strategy, our rows from the blocks run next to these peer rows, pooled. A ratio to a
+  peer compares it with those blocks only, never with blocks of ours run at another time.
   """
   groups: dict[tuple, list] = {}
-  for r in rows:
+  for i, r in enumerate(rows):
     if r.get("kind") == "peer":
-      groups.setdefault((r["peer"], _key(r["workload"])), []).append(r)
+      paired = tuple(r.get("paired_strategies") or ())
+      groups.setdefault((r["peer"], _key(r["workload"]), paired), []).append(i)
+  partners = paired_partners(rows)
   out = []
-  for (peer, key), rs in groups.items():
+  for (peer, key, paired), idx in groups.items():
+    rs = [rows[i] for i in idx]
     times = [t for r in rs for t in (r.get("round_s") or (r.get("result") or {}).get("round_s")
                                      or [])]
     w = rs[0]["workload"]
     failed = [r.get("reference_why") or "no reference check" for r in rs
               if not r.get("reference_ok")]
+    by_strategy: dict[str, list] = {}
+    for j, pj in enumerate(partners):
+      if pj in idx:
+        by_strategy.setdefault(rows[j]["strategy"], []).append(rows[j])
     out.append({"peer": peer, "key": key, "workload": w, "rows": rs, "round_s": times,
+                "paired_strategies": paired,
                 "blocks": sorted({r.get("paired_block", -1) for r in rs}),
                 "updates": rate_spread(w["num_clients"], times),
+                "ours": {k: _pool_rounds(v) for k, v in by_strategy.items()},
                 "published": not failed, "why_not": sorted(set(failed)),
                 "why": rs[0].get("reference_why", "")})
   return out
-
-
-def paired_peer_labels(rows: list[dict[str, Any]]) -> list[str | None]:
-  """For each row, the peer its interleaved block of ours was paired with (None if not paired).
-
-  Rows written since `paired_peer` exists carry it. Older rows are attributed by order: the
-  suite writes each block as our paired worker's rows, then the peer's row (same run name and
-  block), so the paired rows pending when a peer row arrives belong to that peer.
-  """
-  labels: list[str | None] = [None] * len(rows)
-  pending: list[int] = []
-  for i, r in enumerate(rows):
-    if r.get("kind") == "round" and r.get("paired_block") is not None:
-      if r.get("paired_peer"):
-        labels[i] = str(r["paired_peer"])
-      else:
-        pending.append(i)
-    elif r.get("kind") in ("peer", "error") and r.get("paired_block") is not None:
-      for j in pending:
-        if (rows[j]["name"], rows[j]["paired_block"]) == (r.get("name"), r["paired_block"]):
-          labels[j] = r.get("peer")
-      pending = [j for j in pending if labels[j] is None]
-  return labels
-
-
-def pool_paired(rows: list[dict[str, Any]], key, strategy: str = "host_loop",
-                peer: str | None = None):
-  """Our interleaved rows (`paired_block` set) of one workload and strategy, pooled.
-
-  With `peer`, only the blocks interleaved with that peer: a ratio to a peer compares each of
-  its blocks with the block of ours run next to it, not with blocks run at another time.
-  """
-  labels = paired_peer_labels(rows) if peer is not None else [None] * len(rows)
-  rs = [r for r, lab in zip(rows, labels) if r.get("kind") == "round"
-        and r.get("paired_block") is not None and _key(r["workload"]) == key
-        and r.get("strategy") == strategy and (peer is None or lab == peer)]
-  if not rs:
-    return None
-  times = [t for r in rs for t in r.get("round_s") or []]
-  w = rs[0]["workload"]
-  return {"rows": rs, "round_s": times, "blocks": sorted({r["paired_block"] for r in rs}),
-          "updates": rate_spread(w["num_clients"], times)}
 
 
 def _engine_vs_ceiling(e, rr, k):
@@ -361,17 +358,20 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
   else:
     out += ["| workload | peer | blocks | ours updates/s | peer updates/s | ours ÷ peer | "
             "reference check |", "|---|---|---|---|---|---|---|"]
-    for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"])):
-      ours = pool_paired(rows, p["key"], peer=p["peer"])
-      o = ours["updates"] if ours else None
-      if p["published"]:
-        pu = p["updates"]
-        ratio = _ratio(o["median"] if o else None, pu["median"] if pu else None)
-        out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
-                   f"{_iqr(pu)} | {ratio} | passed: {p['why']} |")
-      else:
-        out.append(f"| {_wl(p['workload'])} | {p['peer']} | {len(p['blocks'])} | {_iqr(o)} | "
-                   f"**not published** | – | failed: {'; '.join(p['why_not'])} |")
+    for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"], p["paired_strategies"])):
+      for strategy, ours in sorted(p["ours"].items()) or [("host_loop", None)]:
+        o = ours["updates"] if ours else None
+        # The peer is compared with what ours ran next to it (the host loop unless the peer
+        # entry named other paired strategies, e.g. the fused host loop).
+        label = p["peer"] if strategy == "host_loop" else f"{p['peer']} (ours: {strategy})"
+        if p["published"]:
+          pu = p["updates"]
+          ratio = _ratio(o["median"] if o else None, pu["median"] if pu else None)
+          out.append(f"| {_wl(p['workload'])} | {label} | {len(p['blocks'])} | {_iqr(o)} | "
+                     f"{_iqr(pu)} | {ratio} | passed: {p['why']} |")
+        else:
+          out.append(f"| {_wl(p['workload'])} | {label} | {len(p['blocks'])} | {_iqr(o)} | "
+                     f"**not published** | – | failed: {'; '.join(p['why_not'])} |")
     out += ["", "Peer details:", ""]
     for p in peers:
       res0 = p["rows"][0].get("result", {})
@@ -420,7 +420,8 @@ def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> li
   streams ÷ 1 stream, sweep rows). Only published (reference-checked) peer rows enter; a
   workload lacking one of the three is skipped.
   """
-  by = {(p["key"], p["peer"]): p for p in peers if p["published"] and p["updates"]}
+  by = {(p["key"], p["peer"]): p for p in peers if p["published"] and p["updates"]
+        and "host_loop" in p["ours"]}
   out = []
   for key in sorted({k for k, _ in by}, key=str):
     fj, bo, bf = (by.get((key, n)) for n in ("fedjax", "bare_loop@ours", "bare_loop@fedjax"))
@@ -428,8 +429,8 @@ def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> li
       continue
     rel = {}
     for name, p in (("fedjax", fj), ("bo", bo), ("bf", bf)):
-      ours = pool_paired(rows, key, peer=p["peer"])
-      if not (ours and ours["updates"]):
+      ours = p["ours"]["host_loop"]
+      if not ours["updates"]:
         break
       rel[name] = p["updates"]["median"] / ours["updates"]["median"]
     if len(rel) < 3:

@@ -91,6 +91,12 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
     label = peer_label(peer)
     base = {"kind": "peer", "name": run["name"], "peer": label, "venv": peer["venv"],
             "workload": w.to_dict()}
+    # What ours runs next to this peer: the config's paired_strategies, or the peer entry's own
+    # (e.g. the fused host loop against FedJAX on a multi-step workload).
+    paired_args = []
+    if peer.get("paired_strategies"):
+      base["paired_strategies"] = [str(x) for x in peer["paired_strategies"]]
+      paired_args = [f"--config.paired_strategies={tuple(base['paired_strategies'])!r}"]
     py = peer_python(peer["venv"])
     script = os.path.join(REPO_ROOT, "scripts", "peers",
                           f"{peer.get('script', peer['venv'])}_bench.py")
@@ -117,7 +123,7 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
       rc = _subprocess(config_args + ["--worker_devices=1", f"--worker_out={out_path}",
                                       f"--config.paired_run={run['name']}",
                                       f"--config.paired_block={block}",
-                                      f"--config.paired_peer={label}"], 1,
+                                      f"--config.paired_peer={label}"] + paired_args, 1,
                        os.path.join(workdir, f"paired_{tag}.log"), cfg.worker_timeout_s)
       if rc:
         worker.emit(out_path, {"kind": "error", "name": run["name"], "paired_block": block,

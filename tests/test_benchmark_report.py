@@ -155,6 +155,23 @@ def test_fairness_decomposition_telescopes_to_ours_vs_fedjax(tmp_path):
   assert "Where ours ÷ FedJAX comes from" not in _write(tmp_path, rows + sweep)
 
 
+def test_peer_paired_with_another_strategy_gets_its_own_row(tmp_path):
+  """FedJAX blocks run next to the fused host loop are compared with those blocks only."""
+  rows = []
+  for b in (0, 1):
+    rows += [_round("host_loop", [1.0, 1.0], paired_block=b, streams=2), _peer(b, [4.0], _GOOD)]
+  for b in (0, 1):
+    rows += [_round("host_loop-fused2", [0.5, 0.5], paired_block=b, streams=2,
+                    paired_peer="fedjax"),
+             dict(_peer(b, [5.0], _GOOD), paired_strategies=["engine_host_fused"])]
+  text = _write(tmp_path, rows)
+  plain = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | fedjax |"))
+  assert plain[3] == "8.0 [8.0–8.0]" and plain[4] == "2.0 [2.0–2.0]" and plain[5] == "4.00×"
+  fused = _cells(_line(text, "| 8 cl × 4 img 32², 2 step, bench CNN small | fedjax (ours: "
+                             "host_loop-fused2)"))
+  assert fused[3] == "16.0 [16.0–16.0]" and fused[4] == "1.6 [1.6–1.6]" and fused[5] == "10.00×"
+
+
 def test_fused_host_loop_rows_are_labelled_and_compared_with_the_ceiling(tmp_path):
   rows = [_round("host_loop-fused2", [1.0] * 5, streams=2), _cen(8, [0.1] * 5, 2)]
   text = _write(tmp_path, rows)

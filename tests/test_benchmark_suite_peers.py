@@ -62,7 +62,7 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
       image_size=(8, 8), embedding_dim=8, lr=0.1, seed=0, worker_timeout_s=60,
       peer_blocks=3, peer_rounds_per_block=2, peer_reference_rtol=1e-4,
       runs=(dict(name="base", clients=4, steps=1, images=2, model="small", devices=1),),
-      peers=(dict(run="base", venv="fake"),)))
+      peers=(dict(run="base", venv="fake", paired_strategies=("engine_host_fused",)),)))
   out = tmp_path / "results.jsonl"
   benchmark_suite.run_peers(cfg, str(tmp_path), str(out), ["--config=x.py"])
   calls = [json.loads(ln) for ln in log.read_text().splitlines()]
@@ -71,9 +71,11 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
     assert "--config.paired_run=base" in ours[1]
     assert f"--config.paired_block={block}" in ours[1]
     assert "--config.paired_peer=fake" in ours[1]   # our rows say which peer they pair with
+    assert "--config.paired_strategies=('engine_host_fused',)" in ours[1]
     assert "--reference" in peer[1] and peer[1][peer[1].index("--rounds") + 1] == "2"
   rows = [json.loads(ln) for ln in out.read_text().splitlines()]
   assert [r["paired_block"] for r in rows] == [0, 1, 2]
+  assert all(r["paired_strategies"] == ["engine_host_fused"] for r in rows)
   assert all(r["kind"] == "peer" and r["reference_ok"] is ok for r in rows)
   assert all(("match" in r["reference_why"]) is ok for r in rows)
 
