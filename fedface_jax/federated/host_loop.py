@@ -6,9 +6,11 @@ convolution step inside a `while` loop runs much slower than at top level, and v
 convolutions whose weights differ per client become grouped convolutions that are slower still
 (BENCHMARKS.md has the measured rounds). A Python loop that calls a jitted step for one client at
 a time keeps every convolution on the fast path. A dispatch costs tens of microseconds, a step costs
-milliseconds, so on CPU the host loop is the faster strategy. On GPU/TPU the opposite holds
-(launch-bound small steps), so `federated.execution="auto"` picks this only on a one-device CPU
-mesh (see `loops.resolve_execution`).
+milliseconds, so on CPU the host loop is the faster strategy. On a GPU it depends on the model:
+small models are launch-bound and run faster compiled, while a full-size face backbone ran faster
+in the host loop on an H200 (its grouped convolutions again; `loops.py` has the figures).
+`federated.execution="auto"` picks this only on a one-device CPU mesh (see
+`loops.resolve_execution`).
 
 The math is the compiled phase's, not a copy of it: the same `client_update.LocalTraining`
 pieces (start, step, finish) and the same `rounds.make_client_contribution` (NaN exclusion,

@@ -4,15 +4,22 @@
   * "compiled": the whole round is one jitted program (`rounds.make_round_fn`):
     `lax.scan` over client chunks and local steps, `vmap` within a chunk,
     `shard_map` over devices. Needed for a multi-device mesh or several
-    processes, and the fast choice on GPU/TPU, where a host loop of small
-    steps is bound by kernel launches;
+    processes. On one GPU it is the fast choice for small models, whose host
+    loop of small steps is bound by kernel launches, but not for a face
+    backbone at full size: on an H200 (BENCHMARKS.md, GPU section) sphere20 at
+    112x112 ran 2.4x faster in the host loop, because `vmap` over per-client
+    weights makes every convolution a grouped one (chunk 1, dense, was not
+    measured there), while resnet_small at 64x64 and the toy CNN ran 2.6x and
+    5.3x faster compiled;
   * "host_loop": clients one after another, one jitted local step per call
     (`host_loop.py`). One device, one process only. On XLA:CPU it is the
     faster choice (BENCHMARKS.md has the measured rows), because the CPU
     backend's fast convolution path is lost inside `while` loops and for the
     grouped convolutions that `vmap` over per-client weights produces;
   * "auto": "host_loop" on a one-device CPU mesh in a single process, else
-    "compiled".
+    "compiled". On one GPU with a large backbone, set "host_loop" (or try
+    `federated.clients_per_chunk=1`) after timing both: the default stays
+    "compiled" until chunk 1 has been measured on a GPU.
 
 Both give the same round to float rounding (tests/test_host_loop.py).
 
