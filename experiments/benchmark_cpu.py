@@ -265,6 +265,18 @@ def get_config(arg=None):
     config.peers = (dict(run="steps5", venv="fedjax", paired_strategies=("engine_host_fused",)),)
     config.class_table.enabled = False
     config.append = True
+  elif arg.variant == "sphere20_compiled":
+    # A supplement (appends): sphere20's compiled round and centralised ceiling at 100 clients,
+    # which the reduced real-FedFace part left out (its host loop row is there). A compiled
+    # client update costs ~1.5 min on 2 cores, so it is timed on `sphere20_timed_clients`.
+    row = next(r for r in fedface_runs(arg) if r["name"] == "fedface_sphere20_c100")
+    config.runs = (dict(row, strategies=("engine", "centralised"),
+                        timed_clients=int(arg.sphere20_timed_clients), chunks=(1,)),)
+    config.timed_rounds = 5
+    config.min_timed_s = 0.0
+    config.peers = ()
+    config.class_table.enabled = False
+    config.append = True
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -284,5 +296,5 @@ def get_config(arg=None):
     config.cpu_results_json = config.report_path = ""
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
-                     "fused, seqsteps, fedface")
+                     "fused, sphere20_compiled, seqsteps, fedface")
   return config

@@ -22,6 +22,8 @@ _attack_flags.define_results("results/attack-peer-breaching*.json")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (participants, round seed, attack init).")
 flags.DEFINE_integer("iterations", 200, "Our attack's iterations (paper_faithful, Adam).")
 flags.DEFINE_list("peer_iterations", ["200"], "breaching's max_iterations (one run each).")
+flags.DEFINE_list("ig_iterations", [], "Our own Inverting Gradients (breaching's settings) at "
+                  "these iterations on the same update: the same-algorithm row.")
 flags.DEFINE_enum("judge", "", ["", "model", "dlib", "both"], "Identity judge ('' = suite's).")
 flags.DEFINE_string("peer_python", None, "The breaching venv's python.")
 flags.DEFINE_integer("threads", 1, "torch threads of the peer.")
@@ -40,6 +42,7 @@ def main(argv):
       FLAGS.suite, tuple(int(s) for s in FLAGS.seeds), workdir,
       common.invocation("launch.attack_peer"), iterations=FLAGS.iterations,
       peer_iterations=tuple(int(i) for i in FLAGS.peer_iterations),
+      ig_iterations=tuple(int(i) for i in FLAGS.ig_iterations),
       pretrained=FLAGS.pretrained, judge=FLAGS.judge,
       peer_python=FLAGS.peer_python or attack_peer.DEFAULT_PEER_PYTHON, threads=FLAGS.threads)
   print(attack_peer.markdown_section(result))

@@ -159,6 +159,33 @@ def run_peer(python: str, case_path: str, out_path: str, iterations: int, seed: 
   return recon, result
 
 
+def ours_inverting_gradients(out: dict, config, iterations: int, seed: int):
+  """Our JAX Inverting Gradients on exactly the update breaching attacks (same algorithm).
+
+  The case's w_t and target, the victims' labels, and breaching's `invertinggradients` settings
+  as the peer script runs them (`inversion.inverting_gradients_config`: global cosine matching,
+  TV 0.2, signed Adam at lr 0.1 with step decay at 3/8, 5/8, 7/8 of the iterations, boxed, one
+  trial). Breaching optimises in its normalised space, which the peer script sets to our model
+  input (~2x - 1 of [0, 1] pixels x); ours optimises [0, 1] pixels, so each setting is mapped:
+  its N(0, 1) init is 0.5 + 0.5 N(0, 1) here (init_std 0.5), its TV on the input is ~2x ours
+  (tv_weight 0.4), and a signed-Adam step of 0.1 in the input is 0.05 in pixels (lr 0.05).
+  Returns the `InversionResult`.
+  """
+  a, case = config.attack, out["case"]
+  k, n = int(a.num_clients), int(a.images_per_client)
+  c = inversion.inverting_gradients_config()
+  c.tau, c.eta = int(a.tau), float(a.eta)
+  c.image_size = int(case["images"].shape[1])
+  c.iterations, c.seed = int(iterations), int(seed)
+  scale = float(inversion.fedface_input(jnp.ones(())) - inversion.fedface_input(jnp.zeros(())))
+  c.init_std, c.tv_weight, c.lr, c.restarts = 1.0 / scale, 0.2 * scale, 0.1 / scale, 1
+  model = lenet_lib.LeNet5(num_classes=k)
+  labels = inversion.onehot(np.repeat(np.arange(1, k), n), k)
+  return inversion.invert_inverting_gradients(
+      lambda p, x: model.apply({"params": p}, x), case["w_t"], case["target"], labels, c,
+      input_transform=inversion.fedface_input, progress=False)
+
+
 def _units(per_image: dict, v: int, n: int) -> dict[str, np.ndarray]:
   return attack_sweeps.unit_values(per_image, v, n)
 
@@ -191,6 +218,19 @@ def summarise(seeds_out: list[dict], v: int, n: int) -> list[dict]:
                  "shown, PyTorch CPU"},
         {"method": f"breaching ({it} it.) - ours, paired", "ci": _ci(diff), "iterations": None,
          "wall_s": None, "what": "per (seed, victim) unit difference"}]
+  for it in first.get("ours_ig", {}):
+    ig = [_units(s["ours_ig"][it]["per_image"], v, n) for s in seeds_out]
+    rows.append({"method": f"ours: inverting_gradients, {it} it.", "ci": _ci(ig),
+                 "iterations": it, "wall_s": [s["ours_ig"][it]["wall_s"] for s in seeds_out],
+                 "what": "our JAX Inverting Gradients with breaching's settings "
+                         "(`attack_peer.ours_inverting_gradients`): the same algorithm"})
+    if it in first["peers"]:
+      peer = [_units(s["peers"][it]["per_image"], v, n) for s in seeds_out]
+      rows.append({"method": f"breaching ({it} it.) - ours inverting_gradients ({it} it.), "
+                             "paired",
+                   "ci": _ci([{k: p[k] - o[k] for k in o} for o, p in zip(ig, peer)]),
+                   "iterations": None, "wall_s": None,
+                   "what": "per (seed, victim) unit difference, same algorithm"})
   for r in rows:
     r.update(seeds=seeds, units=int(next(iter(r["ci"].values()))["units"]))
   for name in ("baseline: uniform noise", "ceiling: originals"):
@@ -206,6 +246,7 @@ def summarise(seeds_out: list[dict], v: int, n: int) -> list[dict]:
 
 def run(suite: str, seeds: tuple[int, ...], workdir: str, command: str, *,
         iterations: int = 200, peer_iterations: tuple[int, ...] = (200,),
+        ig_iterations: tuple[int, ...] = (),
         pretrained: str | None = None,
         judge: str = "", peer_python: str = DEFAULT_PEER_PYTHON, threads: int = 1,
         splits=None, backbone_params=None, mesh=None, sweep_overrides: dict | None = None
@@ -249,9 +290,17 @@ def run(suite: str, seeds: tuple[int, ...], workdir: str, command: str, *,
       peers[int(it)] = peer
       with open(os.path.join(sdir, f"breaching_it{it}_scores.json"), "w") as f:
         json.dump({k: v for k, v in peer.items() if k != "attack_config"}, f, indent=1)
+    ours_ig = {}
+    for it in ig_iterations:
+      logging.info("peer comparison: our inverting_gradients, seed %d (%d iterations)", seed, it)
+      ig = ours_inverting_gradients(out, config, it, seed)
+      scored = out["case"]["score"](ig.images)
+      ours_ig[int(it)] = {"per_image": scored["per_image"], "summary": scored["summary"],
+                          "wall_s": float(ig.timing["total_s"]),
+                          "final_matching": float(ig.final_matching)}
     name = config.attack.objective
     res = out["results"][name]
-    seeds_out.append({"seed": int(seed), "out": out, "ours_name": name,
+    seeds_out.append({"seed": int(seed), "out": out, "ours_name": name, "ours_ig": ours_ig,
                       "ours_iterations": int(config.attack.iterations),
                       "ours_inversion_s": float(res["timing"]["total_s"]),
                       "ours": res["raw"], "peers": peers,
@@ -275,6 +324,9 @@ def run(suite: str, seeds: tuple[int, ...], workdir: str, command: str, *,
       "peer_objective_first_last": [
           {"seed": s["seed"], "iterations": it, "first": p.get("objective_first"),
            "last": p.get("objective_last")} for s in seeds_out for it, p in s["peers"].items()],
+      "ours_ig_final_matching": [
+          {"seed": s["seed"], "iterations": it, "last": g["final_matching"]}
+          for s in seeds_out for it, g in s["ours_ig"].items()],
       "timing_s": time.time() - t_start, "workdir": os.path.abspath(workdir),
       "jax": jax.__version__, "python": sys.version.split()[0],
   }
@@ -380,7 +432,8 @@ def write_block(result: dict, results_dir: str = "results",
                                   "num_clients", "eta", "image_size", "sf", "judges",
                                   "chance_rank1", "checks", "target_recovery_rel_err",
                                   "peer_versions", "peer_attack_config", "peer_torch_threads",
-                                  "peer_objective_first_last", "timing_s", "jax", "python")}
+                                  "peer_objective_first_last", "ours_ig_final_matching",
+                                  "timing_s", "jax", "python") if k in result}
   extra["run_date"] = result["date"]
   return results_md.write_results_json(results_dir, key, result["command"],
                                        results_rows(result), note, extra)

@@ -98,6 +98,30 @@ def test_case_npz_layout(case_file):
   assert rel < 1e-3, rel
 
 
+def test_ours_inverting_gradients_maps_breachings_settings_to_pixels(case_file, monkeypatch):
+  """The same-algorithm row: breaching's lr, init and TV map from its normalised space (our model
+  input, ~2x - 1) to [0, 1] pixels, on the case's own w_t, target and victim labels."""
+  _, out, config = case_file
+  seen = {}
+
+  def fake(apply_fn, params0, target, labels, c, **kw):
+    seen.update(params0=params0, target=target, labels=np.asarray(labels), c=c, kw=kw)
+    return "result"
+  monkeypatch.setattr(inversion, "invert_inverting_gradients", fake)
+  assert attack_peer.ours_inverting_gradients(out, config, 7, seed=3) == "result"
+  c, a = seen["c"], config.attack
+  scale = 255.0 / 128.0
+  assert c.iterations == 7 and c.seed == 3 and c.tau == a.tau and c.eta == a.eta
+  assert c.matching == "cosine" and c.signed and c.boxed and c.lr_decay and c.restarts == 1
+  np.testing.assert_allclose([c.lr, c.init_std, c.tv_weight], [0.1 / scale, 1 / scale,
+                                                               0.2 * scale], rtol=1e-6)
+  k, n = int(a.num_clients), int(a.images_per_client)
+  assert seen["labels"].shape == ((k - 1) * n, k)
+  np.testing.assert_array_equal(seen["labels"].argmax(1), np.repeat(np.arange(1, k), n))
+  assert seen["target"] is out["case"]["target"] and seen["params0"] is out["case"]["w_t"]
+  assert seen["kw"]["input_transform"] is inversion.fedface_input
+
+
 def test_read_case_refuses_a_bad_layout(case_file, tmp_path):
   path, _, _ = case_file
   with np.load(path) as z:
@@ -121,15 +145,20 @@ needs_breaching = pytest.mark.skipif(
 def test_breaching_on_the_same_update_scored_by_ours(toy, tmp_path):
   _, splits, params, mesh = toy
   result = attack_peer.run("synthetic", (0,), str(tmp_path), "test", iterations=3,
-                           peer_iterations=(2,), splits=splits, backbone_params=params, mesh=mesh,
+                           peer_iterations=(2,), ig_iterations=(2,), splits=splits,
+                           backbone_params=params, mesh=mesh,
                            sweep_overrides=TINY, peer_python=str(PEER_PYTHON))
   (check,) = result["checks"]
   assert check["ok"] and check["forward_max_abs_diff"] <= 1e-5, check
   assert check["victims_direct_rel_l2_diff"] <= 1e-5, check
   assert check["round_update_rel_l2_diff"] <= 1e-4, check
   methods = [r["method"] for r in result["rows"]]
-  assert methods[:3] == ["ours: paper_faithful", "breaching: invertinggradients, 2 it.",
-                         "breaching (2 it.) - ours, paired"]
+  assert methods[:5] == ["ours: paper_faithful", "breaching: invertinggradients, 2 it.",
+                         "breaching (2 it.) - ours, paired", "ours: inverting_gradients, 2 it.",
+                         "breaching (2 it.) - ours inverting_gradients (2 it.), paired"]
+  ig = result["rows"][3]
+  assert ig["iterations"] == 2 and ig["units"] == 2 and np.isfinite(ig["ci"]["psnr"]["mean"])
+  assert result["ours_ig_final_matching"][0]["iterations"] == 2
   peer = result["rows"][1]
   assert peer["iterations"] == 2 and peer["units"] == 2
   for k in ("psnr", "ssim", "similarity", "rank1"):
@@ -139,5 +168,5 @@ def test_breaching_on_the_same_update_scored_by_ours(toy, tmp_path):
   assert "breaching: invertinggradients, 2 it." in md and "| ours: paper_faithful |" in md
   path = attack_peer.write_block(result, str(tmp_path), str(tmp_path / "RESULTS.md"))
   payload = json.load(open(path))
-  assert payload["block"] == "attack-peer-breaching" and len(payload["rows"]) == 5
+  assert payload["block"] == "attack-peer-breaching" and len(payload["rows"]) == 7
   assert payload["peer_versions"]["breaching"] == "0.1.2"
