@@ -74,6 +74,13 @@ results-synthetic: $(STAMP)
 	$(BIN)/python -m launch.attack_results --suite=synthetic --fedface_iterations=60 \
 	    --sweeps=class_embedding --judge=model --block=attack-synthetic-class-embedding \
 	    --workdir=runs/attack_results/synthetic_class_embedding
+	$(BIN)/python -m launch.attack_results --suite=synthetic --fedface_iterations=300 \
+	    --sweeps=class_embedding --judge=model --block=attack-synthetic-class-embedding-long \
+	    --workdir=runs/attack_results/synthetic_class_embedding_long
+	$(BIN)/python -m launch.attack_results --suite=synthetic --fedface_iterations=60 \
+	    --sweeps=class_embedding --judge=model --matching=cosine \
+	    --block=attack-synthetic-class-embedding-cosine \
+	    --workdir=runs/attack_results/synthetic_class_embedding_cosine
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= \
 	    --defence_noise=0.01,0.1,1
 	$(BIN)/python -m launch.privacy_utility --suite=synthetic
@@ -104,7 +111,7 @@ benchmark: $(STAMP)
 attack-peer: $(STAMP)
 	bash scripts/setup_peer_venvs.sh breaching
 	nice -n 19 $(BIN)/python -m launch.attack_peer --suite=synthetic --seeds=0,1,2 \
-	    --iterations=200 --peer_iterations=200,1000,3000
+	    --iterations=200 --peer_iterations=200,1000,3000 --ig_iterations=200,1000,3000
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,16 +1,17 @@
 """A peer attack on the same update: breaching's Inverting Gradients next to our attack.
 
   python -m launch.attack_peer --suite=synthetic --seeds=0,1,2 --iterations=200 \
-      --peer_iterations=200,1000,3000
+      --peer_iterations=200,1000,3000 --ig_iterations=200,1000,3000
   python -m launch.attack_peer --suite=celeba --seeds=0,1,2   # real faces: numbers only
 
 Needs the breaching venv (scripts/peers/README.md: `bash scripts/setup_peer_venvs.sh breaching`)
 and the suite's pretrained backbone (synthetic: runs/demo/pretrain from `make demo`). For each seed:
 our honest round and attack at the attack sweeps' base point, the case written as an .npz under
 --workdir, breaching's attack on it in its venv (after checking that its torch LeNet reproduces our
-logits and our round's update), both scored by our metrics and judges. Writes RESULTS.md's
-`attack-peer-breaching` block and results/attack-peer-breaching.json (celeba: `-celeba` suffix;
-numbers only, the cases and reconstructions stay under --workdir).
+logits and our round's update), both scored by our metrics and judges. --ig_iterations adds our
+own Inverting Gradients with breaching's settings on the same update: the same-algorithm row.
+Writes RESULTS.md's `attack-peer-breaching` block and results/attack-peer-breaching.json (celeba:
+`-celeba` suffix; numbers only, the cases and reconstructions stay under --workdir).
 """
 
 from absl import flags
