@@ -328,6 +328,7 @@ def run(suite: str, seeds: tuple[int, ...], workdir: str, command: str, *,
           {"seed": s["seed"], "iterations": it, "last": g["final_matching"]}
           for s in seeds_out for it, g in s["ours_ig"].items()],
       "timing_s": time.time() - t_start, "workdir": os.path.abspath(workdir),
+      "nice": os.nice(0),
       "jax": jax.__version__, "python": sys.version.split()[0],
   }
 
@@ -391,8 +392,15 @@ def markdown_section(result: dict) -> str:
       "(seed, victim) units; the difference row is paired by unit.",
       "Wall time: ours = the inversion (incl. JIT compile), breaching = `reconstruct` alone; "
       f"whole comparison {result['timing_s'] / 60:.1f} min (run {result['date']}), "
-      "on a shared 2-core CPU at nice 19: the timings are indicative only.",
+      f"on a {os.cpu_count()}-core CPU" + (f" at nice {result['nice']}" if result.get("nice")
+                                          else "") + ": the timings are indicative only.",
   ]
+  if any(r["method"].startswith("ours: inverting_gradients") for r in result["rows"]):
+    facts.insert(-1, "Same algorithm: `ours: inverting_gradients` is our JAX Inverting Gradients "
+                 "with breaching's settings (`attack_peer.ours_inverting_gradients`: cosine, "
+                 "TV, signed Adam with step decay, box, one trial, each mapped from breaching's "
+                 "normalised space to pixels) on the same update, same seeds; its paired "
+                 "difference row is breaching minus it, unit by unit.")
   body = "\n".join(lines)
   return results_md.section(f"Peer attack on the same update: breaching ({result['suite']})",
                             result["command"], body, tuple(facts))
@@ -433,7 +441,7 @@ def write_block(result: dict, results_dir: str = "results",
                                   "chance_rank1", "checks", "target_recovery_rel_err",
                                   "peer_versions", "peer_attack_config", "peer_torch_threads",
                                   "peer_objective_first_last", "ours_ig_final_matching",
-                                  "timing_s", "jax", "python") if k in result}
+                                  "timing_s", "nice", "jax", "python") if k in result}
   extra["run_date"] = result["date"]
   return results_md.write_results_json(results_dir, key, result["command"],
                                        results_rows(result), note, extra)

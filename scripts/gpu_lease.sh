@@ -8,6 +8,7 @@
 # Usage (repository root, on the GPU machine):
 #   OUT=/some/dir SWEEP_TIMEOUT_S=330 bash scripts/gpu_lease.sh
 #   SEED_WORKDIR=<first lease's workdir> CONFIG=...:variant=lease,skip=<rows it ran> ...
+#   SEED_JSON=benchmarks/gpu.json CONFIG=...:variant=lease,skip=<rows it has> ...  (next session)
 # PY (default python3) must have jax with a CUDA backend, flax, optax and ml_collections.
 # Everything it prints also goes to $OUT/lease.log; $OUT gets gpu.json, BENCHMARKS.md and the
 # workdir (logs, HLO) as workdir.tgz.
@@ -40,6 +41,15 @@ if [[ -n "${SEED_WORKDIR:-}" ]]; then
   # A second lease continues the first one's workdir (results.jsonl, meta.json): its rows are
   # appended, and the config's `skip` leaves out the rows the first already measured.
   mkdir -p "${WORKDIR}" && cp -r "${SEED_WORKDIR}"/. "${WORKDIR}/"
+elif [[ -n "${SEED_JSON:-}" ]]; then
+  # A later session continues a committed results JSON (e.g. benchmarks/gpu.json) the same way.
+  mkdir -p "${WORKDIR}" && "${PY}" - "${SEED_JSON}" "${WORKDIR}" <<'EOF2'
+import json, os, sys
+res = json.load(open(sys.argv[1]))
+with open(os.path.join(sys.argv[2], "results.jsonl"), "w") as f:
+  f.writelines(json.dumps(r) + "\n" for r in res["rows"])
+json.dump(res["meta"], open(os.path.join(sys.argv[2], "meta.json"), "w"), indent=1)
+EOF2
 else
   timeout 150 "${PY}" -m launch.benchmark --config="${CONFIG}" --workdir="${WORKDIR}" \
       --parts=class_table
