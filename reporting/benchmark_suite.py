@@ -216,6 +216,10 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   `config_args` (`--config=<file[:arg]>` and every `--config.<key>=<value>` override) are passed
   on to each worker, so the workers measure the config the parent was given.
   """
+  if cfg.results_role == "gpu" and "JAX_PLATFORMS" not in os.environ:
+    # Workers default to the CPU backend (fake CPU devices); a GPU run's workers must see the
+    # accelerator, and the CPU too (FLOPs are counted there): "" lets JAX start every backend.
+    os.environ["JAX_PLATFORMS"] = ""
   # Workers run from the repository root: a relative --workdir would land elsewhere for them.
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
