@@ -99,3 +99,24 @@ def test_peak_text_names_the_gpu_and_its_bf16_peak():
   cpu = benchmark_report._peak_text(  # pylint: disable=protected-access
       dict(devices=8, device_kind="cpu", backend="cpu", peak_flops=2e11, load_avg=[1.0]))
   assert cpu.startswith("8 dev: 200.0 GFLOP/s")
+
+
+def test_a_gpu_run_does_not_pin_its_workers_to_the_cpu(tmp_path):
+  """The suite's workers default to the CPU backend; a GPU-role run must leave JAX its choice."""
+  from reporting import benchmark_suite  # pylint: disable=g-import-not-at-top
+  saved = os.environ.pop("JAX_PLATFORMS", None)
+  try:
+    cfg = benchmark_gpu.get_config("variant=lease,scale=0.05")
+    cfg.report_path = str(tmp_path / "BENCHMARKS.md")
+    cfg.append = True   # keeps the empty results.jsonl below: no part runs
+    os.makedirs(tmp_path / "w")
+    (tmp_path / "w" / "results.jsonl").write_text("")
+    benchmark_suite.run_suite(cfg, str(tmp_path / "w"), [], "test", parts=())
+    assert os.environ["JAX_PLATFORMS"] == ""
+    os.environ["JAX_PLATFORMS"] = "cpu"   # an explicit choice is kept
+    benchmark_suite.run_suite(cfg, str(tmp_path / "w"), [], "test", parts=())
+    assert os.environ["JAX_PLATFORMS"] == "cpu"
+  finally:
+    os.environ.pop("JAX_PLATFORMS", None)
+    if saved is not None:
+      os.environ["JAX_PLATFORMS"] = saved
