@@ -28,6 +28,8 @@ flags.DEFINE_list("ig_iterations", [], "Our own Inverting Gradients (breaching's
 flags.DEFINE_enum("judge", "", ["", "model", "dlib", "both"], "Identity judge ('' = suite's).")
 flags.DEFINE_string("peer_python", None, "The breaching venv's python.")
 flags.DEFINE_integer("threads", 1, "torch threads of the peer.")
+flags.DEFINE_bool("reuse", False, "Run nothing: rewrite the block and its JSON from the last "
+                  "run's --workdir/result.json (after a change of the block's layout).")
 FLAGS = flags.FLAGS
 
 
@@ -39,6 +41,12 @@ def main(argv):
   # pylint: enable=g-import-not-at-top
   common.quiet_library_logs()
   workdir = _attack_flags.suite_workdir("attack_peer")
+  if FLAGS.reuse:
+    result = attack_peer.load_result(workdir)
+    print(attack_peer.markdown_section(result))
+    if FLAGS.update_results_md:
+      print("wrote", attack_peer.write_block(result, FLAGS.results_dir))
+    return
   result = attack_peer.run(
       FLAGS.suite, tuple(int(s) for s in FLAGS.seeds), workdir,
       common.invocation("launch.attack_peer"), iterations=FLAGS.iterations,

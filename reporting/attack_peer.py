@@ -428,6 +428,14 @@ def save_result(result: dict, workdir: str) -> str:
   return path
 
 
+def load_result(workdir: str) -> dict:
+  """`save_result`'s `workdir/result.json`, for `launch.attack_peer --reuse`."""
+  result = results_md.load_json(os.path.join(workdir, "result.json"))
+  if not result or "rows" not in result:
+    raise FileNotFoundError(f"no finished comparison in {workdir}/result.json; run it first")
+  return result
+
+
 def write_block(result: dict, results_dir: str = "results",
                 results_md_path: str = "RESULTS.md") -> str:
   """The suite's RESULTS.md block and its JSON twin; returns the JSON's path."""

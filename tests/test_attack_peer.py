@@ -122,6 +122,11 @@ def test_ours_inverting_gradients_maps_breachings_settings_to_pixels(case_file, 
   assert seen["kw"]["input_transform"] is inversion.fedface_input
 
 
+def test_reuse_without_a_finished_comparison_is_an_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no finished comparison"):
+    attack_peer.load_result(str(tmp_path))
+
+
 def test_read_case_refuses_a_bad_layout(case_file, tmp_path):
   path, _, _ = case_file
   with np.load(path) as z:
@@ -166,6 +171,9 @@ def test_breaching_on_the_same_update_scored_by_ours(toy, tmp_path):
   assert os.path.exists(tmp_path / "seed0" / "breaching_it2.npz")
   md = attack_peer.markdown_section(result)
   assert "breaching: invertinggradients, 2 it." in md and "| ours: paper_faithful |" in md
+  attack_peer.save_result(result, str(tmp_path))
+  again = attack_peer.load_result(str(tmp_path))   # what --reuse renders from
+  assert attack_peer.markdown_section(again) == md
   path = attack_peer.write_block(result, str(tmp_path), str(tmp_path / "RESULTS.md"))
   payload = json.load(open(path))
   assert payload["block"] == "attack-peer-breaching" and len(payload["rows"]) == 7
