@@ -181,12 +181,22 @@ def wl_bench_models() -> tuple[str, ...]:
   return tuple(wl.BENCH_MODELS)
 
 
-def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float) -> int:
+def worker_platforms(cfg: mlc.ConfigDict) -> str:
+  """JAX_PLATFORMS for the workers when the caller set none.
+
+  The CPU backend (fake CPU devices) for a CPU run; for a GPU run "", which lets JAX start
+  every backend: the accelerator, and the CPU that FLOPs are counted on.
+  """
+  return "" if cfg.results_role == "gpu" else "cpu"
+
+
+def _subprocess(args: list[str], devices: int, log_path: str, timeout_s: float,
+                platforms: str = "cpu") -> int:
   env = dict(os.environ)
   flags = [f for f in env.get("XLA_FLAGS", "").split()
            if not f.startswith("--xla_force_host_platform_device_count")]
   env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-  env.setdefault("JAX_PLATFORMS", "cpu")
+  env.setdefault("JAX_PLATFORMS", platforms)
   with open(log_path, "w") as log:
     try:
       proc = subprocess.run([sys.executable, "-m", "launch.benchmark"] + args, cwd=REPO_ROOT,
@@ -216,10 +226,6 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   `config_args` (`--config=<file[:arg]>` and every `--config.<key>=<value>` override) are passed
   on to each worker, so the workers measure the config the parent was given.
   """
-  if cfg.results_role == "gpu" and "JAX_PLATFORMS" not in os.environ:
-    # Workers default to the CPU backend (fake CPU devices); a GPU run's workers must see the
-    # accelerator, and the CPU too (FLOPs are counted there): "" lets JAX start every backend.
-    os.environ["JAX_PLATFORMS"] = ""
   # Workers run from the repository root: a relative --workdir would land elsewhere for them.
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -232,14 +238,16 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
     for devices in sorted({int(dict(r).get("devices", 1)) for r in cfg.runs}):
       rc = _subprocess(config_args + [f"--worker_devices={devices}",
                         f"--worker_out={out_path}"], devices,
-                       os.path.join(workdir, f"worker_{devices}dev.log"), cfg.worker_timeout_s)
+                       os.path.join(workdir, f"worker_{devices}dev.log"), cfg.worker_timeout_s,
+                       platforms=worker_platforms(cfg))
       if rc:
         worker.emit(out_path, {"kind": "error", "name": f"worker_{devices}dev",
                                "error": f"worker exited with {rc}; see worker_{devices}dev.log"})
   if "class_table" in parts and cfg.class_table.enabled:
     rc = _subprocess(config_args + ["--worker_class_table",
                       f"--worker_out={out_path}"], int(cfg.class_table.devices),
-                     os.path.join(workdir, "class_table.log"), cfg.worker_timeout_s)
+                     os.path.join(workdir, "class_table.log"), cfg.worker_timeout_s,
+                     platforms=worker_platforms(cfg))
     if rc:
       worker.emit(out_path, {"kind": "error", "name": "class_table",
                              "error": f"class-table worker exited with {rc}; see class_table.log"})

@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from experiments import benchmark_cpu
 from experiments import benchmark_gpu
 from fedface_jax.benchmark import measure
 from fedface_jax.benchmark import strategies
@@ -101,22 +102,37 @@ def test_peak_text_names_the_gpu_and_its_bf16_peak():
   assert cpu.startswith("8 dev: 200.0 GFLOP/s")
 
 
-def test_a_gpu_run_does_not_pin_its_workers_to_the_cpu(tmp_path):
-  """The suite's workers default to the CPU backend; a GPU-role run must leave JAX its choice."""
+def test_a_gpu_run_does_not_pin_its_workers_to_the_cpu(tmp_path, monkeypatch):
+  """The suite's workers default to the CPU backend; a GPU-role run must leave JAX its choice,
+  an explicit JAX_PLATFORMS is kept, and the parent's own environment is not touched."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
   from reporting import benchmark_suite  # pylint: disable=g-import-not-at-top
-  saved = os.environ.pop("JAX_PLATFORMS", None)
-  try:
-    cfg = benchmark_gpu.get_config("variant=lease,scale=0.05")
+  seen = []
+  real_run = subprocess.run
+
+  def fake_run(cmd, *args, env=None, **kw):
+    if "launch.benchmark" not in cmd:   # other tools the suite asks (machine facts) still run
+      return real_run(cmd, *args, env=env, **kw)
+    seen.append(env["JAX_PLATFORMS"])
+    return types.SimpleNamespace(returncode=0)
+  monkeypatch.setattr(subprocess, "run", fake_run)
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  cpu_cfg = benchmark_cpu.get_config("variant=smoke")
+  for cfg, explicit, expected in ((benchmark_gpu.get_config("variant=lease,scale=0.05"), None, ""),
+                                  (benchmark_gpu.get_config("variant=lease,scale=0.05"), "cpu",
+                                   "cpu"),
+                                  (cpu_cfg, None, "cpu")):
+    if explicit is None:
+      monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    else:
+      monkeypatch.setenv("JAX_PLATFORMS", explicit)
+    work = tmp_path / f"w{len(seen)}"
+    work.mkdir()
+    (work / "results.jsonl").write_text("")
     cfg.report_path = str(tmp_path / "BENCHMARKS.md")
-    cfg.append = True   # keeps the empty results.jsonl below: no part runs
-    os.makedirs(tmp_path / "w")
-    (tmp_path / "w" / "results.jsonl").write_text("")
-    benchmark_suite.run_suite(cfg, str(tmp_path / "w"), [], "test", parts=())
-    assert os.environ["JAX_PLATFORMS"] == ""
-    os.environ["JAX_PLATFORMS"] = "cpu"   # an explicit choice is kept
-    benchmark_suite.run_suite(cfg, str(tmp_path / "w"), [], "test", parts=())
-    assert os.environ["JAX_PLATFORMS"] == "cpu"
-  finally:
-    os.environ.pop("JAX_PLATFORMS", None)
-    if saved is not None:
-      os.environ["JAX_PLATFORMS"] = saved
+    cfg.results_json = str(work / "results.json")
+    cfg.append = True   # keeps the empty results.jsonl: the faked worker writes no rows
+    benchmark_suite.run_suite(cfg, str(work), [], "test", parts=("class_table",))
+    assert seen[-1] == expected
+    assert os.environ.get("JAX_PLATFORMS") == explicit
