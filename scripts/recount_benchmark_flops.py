@@ -24,12 +24,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-HOST_SOURCES = ("compiled for the host cpu", "compiled (cpu)")
 RECOUNT_SOURCE = "recounted on the CPU (scripts/recount_benchmark_flops.py)"
 
 
 def step_flops_on_cpu(workload_dict: dict, cache: dict) -> float:
-  """FLOPs of one local step of the row's workload, compiled for the CPU (cached per shape)."""
+  """FLOPs of one local step of the row's workload, counted as the worker counts them
+  (`measure.step_flops` with the same step and arguments, on the CPU; cached per shape)."""
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import strategies  # pylint: disable=g-import-not-at-top
   from fedface_jax.benchmark import workload as wl  # pylint: disable=g-import-not-at-top
@@ -40,8 +40,7 @@ def step_flops_on_cpu(workload_dict: dict, cache: dict) -> float:
     data = wl.synthetic_client_data(w)
     params = wl.init_params(w)
     step = strategies.client_step_fn(w)
-    cache[key] = measure.compiled_flops(
-        step.lower(params, data.images[0], data.class_embeddings[0]).compile())
+    cache[key], _ = measure.step_flops(step, params, data.images[0], data.class_embeddings[0])
   return cache[key]
 
 
@@ -52,6 +51,7 @@ def recount(results: dict, rtol: float = 0.01) -> tuple[int, int, float]:
   tolerance allows for another XLA version and CPU on the GPU machine's host (its fusion
   choices move the count by ~0.1%); a custom-call count is off by ~100x.
   """
+  from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
   cache: dict = {}
   recounted = checked = 0
   worst = 0.0
@@ -61,7 +61,8 @@ def recount(results: dict, rtol: float = 0.01) -> tuple[int, int, float]:
     wd = row["workload"]
     flops_update = step_flops_on_cpu(wd, cache) * int(wd["local_steps"])
     old = row.get("flops_per_update")
-    if row.get("flops_source") in HOST_SOURCES and old is not None and math.isfinite(old):
+    host = (measure.FLOPS_COMPILED_CPU, measure.FLOPS_COMPILED_HOST_CPU)
+    if row.get("flops_source") in host and old is not None and math.isfinite(old):
       worst = max(worst, abs(old - flops_update) / flops_update)
       if abs(old - flops_update) > rtol * flops_update:
         raise ValueError(f"row {row['name']}/{row.get('strategy')}: the device's host count "

@@ -68,6 +68,12 @@ def compiled_flops(compiled) -> float:
   return flops
 
 
+# Where `step_flops` counted: on a CPU run, or on a GPU machine's host CPU. Both are CPU compiles
+# of the same step (`scripts/recount_benchmark_flops.py` checks rows against them).
+FLOPS_COMPILED_CPU = "compiled (cpu)"
+FLOPS_COMPILED_HOST_CPU = "compiled for the host cpu"
+
+
 def step_flops(jitted, *args) -> tuple[float, str]:
   """(FLOPs of one call, source) for a program without loops, counted where it is honest.
 
@@ -79,11 +85,11 @@ def step_flops(jitted, *args) -> tuple[float, str]:
   in afterwards from the row's workload, never a wrong MFU.
   """
   if jax.default_backend() == "cpu":
-    return compiled_flops(jitted.lower(*args).compile()), "compiled (cpu)"
+    return compiled_flops(jitted.lower(*args).compile()), FLOPS_COMPILED_CPU
   try:
     cpu = jax.devices("cpu")[0]
     on_cpu = jax.device_put(args, cpu)
-    return compiled_flops(jitted.lower(*on_cpu).compile()), "compiled for the host cpu"
+    return compiled_flops(jitted.lower(*on_cpu).compile()), FLOPS_COMPILED_HOST_CPU
   except Exception as e:  # pylint: disable=broad-except
     return float("nan"), f"unavailable: {e!r}"[:300]
 
