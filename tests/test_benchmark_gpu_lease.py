@@ -86,6 +86,9 @@ def test_recount_fixes_device_counts_and_checks_host_counts():
   assert fixed["flops_per_update"] == true and fixed["flops_per_update_device"] == true / 100
   assert fixed["mfu"] == pytest.approx(true * 10.0 / 1e12)
   assert results["rows"][2]["mfu"] == pytest.approx(true / (2 * 8) * 1000.0 / 1e12)
+  # A second run checks the recounted rows and keeps the device's original counts.
+  again = copy.deepcopy(results)
+  assert mod.recount(again)[:2] == (0, 3) and again == results
   bad = copy.deepcopy(results)
   bad["rows"][1]["flops_per_update"] = true * 1.5
   with pytest.raises(ValueError, match="differs from this recount"):
