@@ -160,6 +160,12 @@ def fedface_runs(arg) -> tuple[dict, ...]:
   return tuple(r for _, r in sorted(runs, key=lambda ir: ir[0]))
 
 
+def _one_device_toy_rows() -> dict[str, dict]:
+  """The default run's 1-device toy CNN rows by name: what the supplements re-measure."""
+  return {r["name"]: r for r in get_config("variant=default,rows=toy").runs
+          if r["devices"] == 1}
+
+
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
@@ -241,8 +247,7 @@ def get_config(arg=None):
     # in both venvs (the JAX-version share of ours / FedJAX) and the fused-steps A/B on steps5.
     # `fairness_rows=images32+large` runs the same split on the two workloads that miss 3x
     # (with the host loop at 1 and at its default streams, for the streams' share).
-    default = {r["name"]: r for r in get_config("variant=default,rows=toy").runs
-               if r["devices"] == 1}
+    default = _one_device_toy_rows()
     names = [x for x in str(arg.fairness_rows).split("+") if x]
     unknown = sorted(set(names) - set(default))
     if unknown or not names:
@@ -259,9 +264,7 @@ def get_config(arg=None):
     # A supplement (appends): FedJAX on steps5 interleaved with the host loop with all 5 local
     # steps fused into one jitted call per client (`federated.host_loop_fused_steps=5`), the
     # issue's multi-step remedy, so its ratio to FedJAX is measured side by side.
-    default = {r["name"]: r for r in get_config("variant=default,rows=toy").runs
-               if r["devices"] == 1}
-    config.runs = (dict(default["steps5"], strategies=()),)
+    config.runs = (dict(_one_device_toy_rows()["steps5"], strategies=()),)
     config.peers = (dict(run="steps5", venv="fedjax", paired_strategies=("engine_host_fused",)),)
     config.class_table.enabled = False
     config.append = True
