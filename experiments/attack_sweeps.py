@@ -22,12 +22,14 @@ from experiments import fedface_celeba
 from experiments import fedface_study_synthetic
 
 SUITES = ("synthetic", "celeba")
-SWEEPS = ("victims", "images", "tau", "dp", "secure_aggregation", "class_embedding")
+SWEEPS = ("victims", "images", "tau", "dp", "secure_aggregation", "class_embedding", "enhance")
 # The FedFace variant chosen on validation by the synthetic study
 # (fedface-study-synthetic-selection).
 STUDY_FEDFACE = ("method=fedface,class_embedding=frozen,reduction=row_sum,server_momentum=0.9,"
                  "server_lr=2.0,client_lr=0.1")
 DEFAULT_PRETRAINED = {"synthetic": "runs/demo/pretrain", "celeba": "runs/celeba/pretrain"}
+# The public-face DDPM prior of the `enhance` sweep (`launch.train_prior`, demo variant).
+DEFAULT_PRIOR = {"synthetic": "runs/prior/synthetic_demo", "celeba": "runs/prior/celeba_demo"}
 
 
 def sweep_config(suite: str = "synthetic", **overrides) -> mlc.ConfigDict:
@@ -62,6 +64,12 @@ def sweep_config(suite: str = "synthetic", **overrides) -> mlc.ConfigDict:
       seeds=(0, 1, 2),
       base_seeds=(0, 1, 2, 3, 4),
       judge="",                   # "" = the suite's attack config (synthetic: model, celeba: dlib)
+      # The enhance sweep: the base point's attacks, enhanced with a public-face prior trained
+      # beforehand (`launch.train_prior`; a missing prior is an error, not a skip).
+      prior_workdir=DEFAULT_PRIOR[suite],
+      prior_variant="demo",       # diffusion.train_prior.default_prior_config variant
+      prior_num_steps=0,          # > 0: the prior's training steps (else the variant's)
+      enhance_method="ddrm",      # ddrm | sdedit
       # Defence cost (FedFace TAR@FAR under the same DP): off unless asked for, minutes per run.
       defence_noise=(0.01, 0.1, 1.0),
       defence_clip_norm=0.0,       # 0 = mean client ||delta|| of one probe round from theta_0
@@ -96,13 +104,14 @@ class Point:
   noise: float | None = None      # DP-FedAvg z; None = DP off
   clip: float | None = None
   secure_aggregation: bool = False
+  enhance: bool = False           # also enhance the reconstructions with the public prior
 
   @property
   def name(self) -> str:
     s = f"{self.objective}_v{self.victims}_n{self.images}_tau{self.tau}"
     if self.noise is not None:
       s += f"_dp_z{self.noise:g}_S{self.clip:.3g}"
-    return s + ("_sa" if self.secure_aggregation else "")
+    return s + ("_sa" if self.secure_aggregation else "") + ("_enhanced" if self.enhance else "")
 
 
 def base_point(scfg: mlc.ConfigDict) -> Point:
@@ -111,8 +120,9 @@ def base_point(scfg: mlc.ConfigDict) -> Point:
 
 
 def point_seeds(scfg: mlc.ConfigDict, p: Point) -> tuple[int, ...]:
-  """The seeds point `p` runs: `base_seeds` at the base point, `seeds` elsewhere."""
-  seeds = scfg.base_seeds if p == base_point(scfg) else scfg.seeds
+  """The seeds point `p` runs: `base_seeds` at the base point (enhanced or not), `seeds` elsewhere."""
+  seeds = (scfg.base_seeds if dataclasses.replace(p, enhance=False) == base_point(scfg)
+           else scfg.seeds)
   seeds = tuple(int(s) for s in seeds)
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
@@ -138,6 +148,11 @@ def point_config(scfg: mlc.ConfigDict, p: Point, seed: int = 0) -> mlc.ConfigDic
     a.class_embedding_modes = tuple(scfg.class_embedding_modes)
   else:
     a.iterations = int(scfg.iterations)
+  if p.enhance:
+    e = config.enhance
+    e.enabled, e.method, e.train_if_missing = True, str(scfg.enhance_method), False
+    e.prior_workdir, e.prior_variant = str(scfg.prior_workdir), str(scfg.prior_variant)
+    e.prior_num_steps = int(scfg.prior_num_steps)
   f = config.federated
   f.clients_per_round = p.victims + 1
   f.secure_aggregation = bool(p.secure_aggregation)

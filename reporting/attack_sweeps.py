@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import time
 from typing import Any
@@ -108,6 +109,11 @@ class _Runner:
         out = attack_tables.run_attack(config, workdir, backbone_params=self.backbone,
                                        splits=self.splits, mesh=self.mesh, return_target=True,
                                        judge_cache=self.judge_cache)
+        if p.enhance and out["enhance_status"] != "ok":
+          raise FileNotFoundError(
+              f"enhance sweep: {out['enhance_status']} (prior_workdir {config.enhance.prior_workdir};"
+              f" train it with `python -m launch.train_prior --config "
+              f"experiments/prior_{self.scfg.suite}.py --workdir {config.enhance.prior_workdir}`)")
         out["wall_s"] = time.time() - t0
         out["num_federated_identities"] = self.splits["federated"].num_identities
         out["target"] = _flat_target(out["target"])
@@ -194,16 +200,32 @@ def _mean(xs):
   return float(np.mean(xs)) if xs else None
 
 
-def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], seeds, method: str
-         ) -> dict:
+def paired_difference(outs: list[dict], method: str, num_victims: int, n: int,
+                      stage: str = "enhanced", reference: str = "raw") -> dict:
+  """CI per metric of `stage` minus `reference` on the same (seed, victim) units.
+
+  Why paired: both stages score the same reconstructions' victims, so the per-unit difference
+  removes the victim-to-victim spread that two separate intervals would both carry.
+  """
+  diffs = {}
+  for o in outs:
+    a = unit_values(o["results"][method][stage]["per_image"], num_victims, n)
+    b = unit_values(o["results"][method][reference]["per_image"], num_victims, n)
+    for k in a:
+      diffs.setdefault(k, []).append(a[k] - b[k])
+  return bootstrap.bootstrap_unit_means({k: np.concatenate(v) for k, v in diffs.items()})
+
+
+def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], seeds, method: str,
+         stage: str = "raw") -> dict:
   """One table row: a point's metrics over its seeds (means, and CIs over (seed, victim) units)."""
-  ci, per_seed = point_summary(outs, method, p.victims, p.images)
+  ci, per_seed = point_summary(outs, method, p.victims, p.images, stage)
   summaries = [_summary_row(o, f"{method}: raw") for o in outs]
   noise = [_summary_row(o, "baseline: uniform noise") for o in outs]
   ceiling = [_summary_row(o, "ceiling: originals") for o in outs]
   res = [o["results"][method] for o in outs]
   row = {
-      "sweep": sweep, "setting": setting, "point": p.name, "method": method,
+      "sweep": sweep, "setting": setting, "point": p.name, "method": method, "stage": stage,
       "objective": p.objective,
       "victims": p.victims, "num_clients": p.victims + 1, "images_per_client": p.images,
       "victim_images": p.victims * p.images, "tau": p.tau,
@@ -236,6 +258,29 @@ def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], see
                dp_clip_fraction=_mean([o["round_metrics"].get("dp_clip_fraction")
                                        for o in outs]))
   return row
+
+
+def prior_facts(prior_workdir: str) -> dict:
+  """What the prior is and how long it trained, from its `prior_meta.json` and metrics log.
+
+  `train_s` adds up the logged segments (a resumed run restarts its clock at 0).
+  """
+  facts: dict[str, Any] = {"workdir": prior_workdir}
+  meta = results_md.load_json(os.path.join(prior_workdir, "prior_meta.json")) or {}
+  facts.update(image_size=meta.get("image_size"), model=meta.get("model"))
+  path = os.path.join(prior_workdir, "prior_metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    train_s, last = 0.0, 0.0
+    for r in records:
+      if r["elapsed_s"] < last:
+        train_s += last
+      last = r["elapsed_s"]
+    if records:
+      facts.update(steps=int(records[-1]["step"]), final_loss=records[-1]["prior_loss"],
+                   train_s=round(train_s + last, 1))
+  return facts
 
 
 def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
@@ -337,6 +382,16 @@ def run_sweeps(scfg: mlc.ConfigDict, workroot: str, splits: dict | None = None,
   if "class_embedding" in sweeps:
     add("class_embedding", "fedface objective",
         dataclasses.replace(base, objective="fedface", tau=1))
+  if "enhance" in sweeps:   # before / after on the same attacks of the base point
+    p = dataclasses.replace(base, enhance=True)
+    outs, seeds = runner.run_seeds(p), sweep_configs.point_seeds(scfg, p)
+    label = f"+ {scfg.enhance_method} (public prior)"
+    for m in outs[0]["results"]:
+      rows.append(_row("enhance", "raw", p, outs, seeds, m))
+      rows.append(_row("enhance", label, p, outs, seeds, m, stage="enhanced"))
+      rows[-1]["paired_difference"] = paired_difference(outs, m, p.victims, p.images)
+      rows[-1]["prior"] = prior_facts(scfg.prior_workdir)
+      rows[-1]["prior"]["public_images"] = int(splits["pretrain"].images.shape[0])
   for out in runner.cache.values():
     out.pop("target", None)   # large; not part of the results
   return {"rows": rows, "secure_aggregation_check": sa_check, "dp_clip_norm": clip,

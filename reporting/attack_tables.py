@@ -106,6 +106,7 @@ SWEEP_TITLES = {
     "dp": "DP-FedAvg noise (clip S, noise multiplier z)",
     "secure_aggregation": "Secure aggregation (pairwise masks)",
     "class_embedding": "fedface objective: attacker's knowledge of the victims' class embeddings",
+    "enhance": "Enhancement with the public-face prior (the base point's attacks, before / after)",
 }
 
 
@@ -159,6 +160,44 @@ def trend_lines(rows: list[dict], sweep: str) -> list[str]:
   return out
 
 
+def enhance_lines(rows: list[dict]) -> list[str]:
+  """The paired change (enhanced - raw, same units) per metric, and what the prior was.
+
+  A change is called a gain or a loss only where its 95% CI excludes 0; else "no difference".
+  """
+  out = []
+  for r in rows:
+    diff = r.get("paired_difference")
+    if not diff:
+      continue
+    cells, same = [], []
+    for key, name, digits in table_metrics(_judges([r])):
+      c = diff.get(key)
+      if c is None or c["ci_low"] is None:
+        continue
+      cell = (f"{name} {c['mean']:+.{digits}f} [{c['ci_low']:+.{digits}f}, "
+              f"{c['ci_high']:+.{digits}f}]")
+      if c["ci_low"] > 0 or c["ci_high"] < 0:
+        cells.append(cell)
+      else:
+        same.append(cell)
+    out.append(f"- {r['method']} {r['setting']} minus raw, paired over the same "
+               f"{r.get('units', '?')} (seed, victim) units: "
+               + ("; ".join(cells) + " (CI excludes 0)" if cells else "no metric's CI excludes 0")
+               + ("; no difference: " + "; ".join(same) if same else "") + ".")
+    p = r.get("prior") or {}
+    if p:
+      model = p.get("model") or {}
+      out.append(
+          f"- The prior: DDPM U-Net (base {model.get('base_channels', '?')} channels, mults "
+          f"{tuple(model.get('channel_mults', ()))}) at {p.get('image_size', '?')} px, trained "
+          f"{p.get('steps', '?')} steps in {_f(p.get('train_s'), 0)} s on the "
+          f"{p.get('public_images', '?')} photos of the public (pretraining) identities only, "
+          f"disjoint from every victim; final loss {_f(p.get('final_loss'), 4)} "
+          f"(`{p.get('workdir')}`).")
+  return out
+
+
 def markdown_tables(result: dict) -> str:
   """One table per sweep: PSNR, SSIM, identity cosine, rank-1 vs chance (mean [95% CI]), target
   error; under each ordered sweep, the trends whose CIs separate."""
@@ -190,6 +229,8 @@ def markdown_tables(result: dict) -> str:
     trends = trend_lines(rs, sweep)
     if trends:
       lines += [""] + trends
+    if sweep == "enhance":
+      lines += [""] + enhance_lines(rs)
     ident = next((r["identifiability"] for r in rs if r.get("identifiability")), None)
     if ident:
       lines += [""] + identifiability_lines(ident, rs)

@@ -9,12 +9,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fedface_jax.attack import inversion
 from fedface_jax.attack import lenet
 from fedface_jax.attack import metrics
 from fedface_jax.attack import objectives
+from fedface_jax.attack import optimise
 from fedface_jax.attack import unroll
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +123,34 @@ def test_paper_faithful_attack_lowers_loss_and_beats_random(lenet_case):
   psnr_rec, psnr_rand = metrics.psnr(images, r.images), metrics.psnr(images, rand)
   assert psnr_rec.mean() > psnr_rand.mean() + 8.0, (psnr_rec, psnr_rand)
   assert set(r.timing) >= {"total_s", "first_chunk_s", "per_iteration_s"}
+
+
+def test_host_and_scan_loops_and_unrolled_steps_agree(lenet_case):
+  """The CPU fast paths (host loop, unrolled local steps) run the same iterations as the scans."""
+  apply_fn, params, images, labels, target = lenet_case
+  loss = lambda p, b: inversion.cross_entropy_onehot(apply_fn(p, b[0]), b[1])
+  rolled, unrolled = (
+      jax.jit(lambda p, x, u=u: unroll.unrolled_pseudograd(loss, p, (x, labels), 0.003, 3,
+                                                             unroll=u))(params, images)
+      for u in (False, True))
+  for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(unrolled)):
+    # (w0 - w_tau) / eta: float32 rounding of w is amplified by 1 / eta, so compare in norm.
+    assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b)
+
+  def objective(z, aux):
+    g = unroll.unrolled_pseudograd(loss, params, (inversion.upsample(z, 2), labels), 0.003, 2)
+    m = objectives.l2_matching(g, aux["target"])
+    return m, {"matching": m}
+
+  z0 = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  outs = [optimise.Runner(objective, optax.adam(0.05), loop=loop).run(
+      z0, {"target": target}, iterations=7, chunk=3, progress=False) for loop in ("scan", "host")]
+  np.testing.assert_allclose(outs[0].loss_history, outs[1].loss_history, rtol=1e-4)
+  np.testing.assert_allclose(outs[0].variables, outs[1].variables, rtol=1e-4, atol=1e-6)
+  assert outs[0].final_matching == pytest.approx(outs[1].final_matching, rel=1e-4)
+  assert outs[1].loss_history[-1] < outs[1].loss_history[0]
+  with pytest.raises(ValueError, match="loop must be one of"):
+    optimise.Runner(objective, optax.adam(0.05), loop="python")
 
 
 def test_inverting_gradients_attack_restarts_and_box(lenet_case):

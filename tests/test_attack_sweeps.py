@@ -14,6 +14,7 @@ from experiments import attack_sweeps as sweep_configs
 from fedface_jax import models
 from fedface_jax import sharding as sh
 from fedface_jax.attack import pipeline
+from fedface_jax.attack.diffusion import train_prior
 from fedface_jax.data.faces import FaceArrays
 from reporting import attack_sweeps
 from reporting import attack_tables
@@ -202,3 +203,35 @@ def test_class_embedding_sweep_carries_the_identifiability_measurement(tmp_path)
   assert "Is w_c determined by the update?" in md and "mean feature of the true images" in md
   js = attack_tables.results_rows(out)
   assert js[0]["identifiability"]["ci"]["residual_true"] == ident["ci"]["residual_true"]
+
+
+def test_enhance_sweep_pairs_raw_and_enhanced_on_the_same_attacks(tmp_path):
+  """The enhance point scores the same reconstructions raw and enhanced; the paired difference
+  is the per-unit mean of enhanced - raw; a missing prior stops the sweep instead of skipping."""
+  scfg = sweep_configs.sweep_config(
+      "synthetic", variant="tiny", sweeps=("enhance",), base_victims=2, base_images=1,
+      iterations=3, seeds=(0,), base_seeds=(0, 1), prior_variant="tiny", prior_num_steps=4,
+      prior_workdir=str(tmp_path / "prior"))
+  splits, params, mesh = _toy(scfg)
+  run = lambda: attack_sweeps.run_sweeps(scfg, str(tmp_path / "runs"), splits=splits,
+                                         backbone_params=params, mesh=mesh)
+  with pytest.raises(FileNotFoundError, match="launch.train_prior"):
+    run()
+  pcfg = train_prior.default_prior_config("tiny")
+  pcfg.train.update(num_steps=4, checkpoint_every=2, log_every=2)
+  train_prior.load_or_train_prior(pcfg, splits["pretrain"].images, str(tmp_path / "prior"))
+  out = run()
+  raw, enhanced = out["rows"]
+  assert [r["stage"] for r in out["rows"]] == ["raw", "enhanced"]
+  assert raw["seeds"] == enhanced["seeds"] == [0, 1] and raw["units"] == enhanced["units"] == 4
+  diff = enhanced["paired_difference"]
+  for k in ("psnr", "similarity", "rank1"):
+    np.testing.assert_allclose(diff[k]["mean"], enhanced["ci"][k]["mean"] - raw["ci"][k]["mean"],
+                               atol=1e-9)
+  assert enhanced["psnr"] != raw["psnr"]   # the enhancer changed the images
+  prior = enhanced["prior"]
+  assert prior["steps"] == 4 and prior["image_size"] == 16 and prior["train_s"] > 0
+  assert prior["public_images"] == splits["pretrain"].images.shape[0]
+  md = attack_tables.markdown_tables(out)
+  assert "minus raw, paired over the same 4 (seed, victim) units" in md
+  assert "trained 4 steps" in md

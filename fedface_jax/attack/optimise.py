@@ -1,9 +1,19 @@
 """The optimisation loop the gradient-inversion attacks share (`inversion.py`).
 
 Why one loop: the three attacks differ in their objective, optimiser and projection, not in how
-they are run; jitted chunks of `lax.scan` steps with a progress bar between chunks keep the Python
-overhead off the critical path while still showing progress, and the loss at every iteration is
-recorded before the update, as the reference's `closure` does.
+they are run. The loss at every iteration is recorded before the update, as the reference's
+`closure` does, and a progress bar advances once per chunk of iterations.
+
+Two ways to run the iterations (`loop`):
+  * "scan": each chunk is one jitted `lax.scan` of iterations (no Python between iterations). Right
+    on GPU/TPU, where a `while` body compiles like straight-line code.
+  * "host": one jitted iteration per call, dispatched asynchronously from Python, so that no
+    convolution gradient sits inside a `while` loop. XLA:CPU compiles a `while` body without its
+    fast convolution path: the reference's LeNet at 128 px (16 photos, tau = 3, second order)
+    measured 61.7 s per iteration inside a scan, even a scan of length 1, against 7.5 s unrolled
+    (`scripts/attack_loop_probe.py`). The engine avoids the same trap with its host loop
+    (`federated/loops.py`).
+  * "auto" (default): "host" on the CPU backend, else "scan".
 """
 
 from __future__ import annotations
@@ -15,12 +25,23 @@ from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from fedface_jax import progress as progress_lib
 
 PyTree = Any
+LOOPS = ("auto", "scan", "host")
+
+
+def resolve_loop(loop: str) -> str:
+  """"scan" or "host" for a `loop` setting on the default backend (see the module doc)."""
+  if loop not in LOOPS:
+    raise ValueError(f"attack loop must be one of {LOOPS}, got {loop!r}")
+  if loop == "auto":
+    return "host" if jax.default_backend() == "cpu" else "scan"
+  return loop
 
 
 @dataclasses.dataclass
@@ -46,30 +67,50 @@ class Runner:
   Arrays that the objective reads (global params, target, labels) travel in `aux` as jit
   *arguments*, never as closure constants, so a 34M-parameter model is not baked into the compiled
   program. One runner compiles once and serves every restart of the same shapes.
+
+  `loop`: "auto" | "scan" | "host", see the module doc. Both loops run the same iterations; they
+  agree to float rounding (tests/test_attack_inversion.py).
   """
 
   def __init__(self, objective: Callable[[PyTree, PyTree], tuple[jax.Array, jax.Array]],
-               tx: optax.GradientTransformation, project: Callable[[PyTree], PyTree] | None = None):
+               tx: optax.GradientTransformation, project: Callable[[PyTree], PyTree] | None = None,
+               loop: str = "auto"):
     self._objective = objective
     self._tx = tx
     self._project = project
+    self.loop = resolve_loop(loop)
     self._chunk_fn = jax.jit(self._chunk, static_argnames=("length",))
+    self._step_fn = jax.jit(self._step)
+    self._evaluate_fn = jax.jit(self._objective)
+
+  def _step(self, v, s, aux):
+    (total, outputs), grads = jax.value_and_grad(self._objective, has_aux=True)(v, aux)
+    updates, s = self._tx.update(grads, s, v)
+    v = optax.apply_updates(v, updates)
+    if self._project is not None:
+      v = self._project(v)
+    return v, s, total, outputs["matching"]
 
   def _chunk(self, variables, opt_state, aux, length: int):
     def body(carry, _):
-      v, s = carry
-      (total, outputs), grads = jax.value_and_grad(self._objective, has_aux=True)(v, aux)
-      updates, s = self._tx.update(grads, s, v)
-      v = optax.apply_updates(v, updates)
-      if self._project is not None:
-        v = self._project(v)
-      return (v, s), (total, outputs["matching"])
+      v, s, total, matching = self._step(*carry, aux)
+      return (v, s), (total, matching)
 
     (variables, opt_state), (totals, matchings) = jax.lax.scan(
         body, (variables, opt_state), None, length=length)
     # The objective at the chunk's final variables, in the same program: a separate jitted
     # evaluation would cost a second compilation (seconds on CPU) for a value needed once per run.
     return variables, opt_state, totals, matchings, self._objective(variables, aux)
+
+  def _host_chunk(self, variables, opt_state, aux, length: int, last: bool):
+    """`_chunk` as `length` asynchronous calls of one jitted iteration (no `while` loop)."""
+    totals, matchings = [], []
+    for _ in range(length):
+      variables, opt_state, total, matching = self._step_fn(variables, opt_state, aux)
+      totals.append(total)
+      matchings.append(matching)
+    final = self._evaluate_fn(variables, aux) if last else None
+    return variables, opt_state, jnp.stack(totals), jnp.stack(matchings), final
 
   def run(self, variables: PyTree, aux: PyTree, iterations: int, chunk: int = 10,
           progress: bool = True, desc: str = "inversion") -> RunOutput:
@@ -84,8 +125,12 @@ class Runner:
     with progress_lib.progress(iterations, desc, disable=not progress, unit="it") as bar:
       while done < iterations:
         length = min(chunk, iterations - done)
-        variables, opt_state, tot, mat, final = self._chunk_fn(variables, opt_state, aux,
-                                                               length=length)
+        if self.loop == "host":
+          variables, opt_state, tot, mat, final = self._host_chunk(
+              variables, opt_state, aux, length, last=done + length >= iterations)
+        else:
+          variables, opt_state, tot, mat, final = self._chunk_fn(variables, opt_state, aux,
+                                                                 length=length)
         tot = np.asarray(tot)  # blocks: the timing below is real
         totals.append(tot)
         matchings.append(np.asarray(mat))

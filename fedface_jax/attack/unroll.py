@@ -3,11 +3,13 @@
 The attacker's forward model (ATTACK.md 2.3) is g_hat(x) = (w_t - Phi_tau(w_t; x)) / eta, where
 Phi_tau runs tau full-batch gradient-descent steps on the dummy data x. Inverting it needs
 d g_hat / d x, i.e. gradients *through* the local optimisation (second order: the inner step
-contains a gradient). ``jax.lax.scan`` keeps the compiled program size independent of tau, and
-``jax.checkpoint`` on the step stores only the params between steps and recomputes each step's
-activations during the backward pass; for the reference LeNet at 128x128 the fc1 layer
-(65,536 x 512) dominates memory, so without remat the memory grows with tau times the batch
-activations.
+contains a gradient). The steps are a ``jax.lax.scan``, unrolled on the CPU backend: XLA:CPU
+compiles a ``while`` body without its fast convolution path, and a convolution's weight gradient
+inside one ran ~33x slower than the same three steps unrolled (conv 5x5 32->64 at 64x64, 8
+images). On GPU/TPU the rolled scan keeps the program size independent of tau. ``jax.checkpoint``
+on the step stores only the params between steps and recomputes each step's activations during
+the backward pass; for the reference LeNet at 128x128 the fc1 layer (65,536 x 512) dominates
+memory, so without remat the memory grows with tau times the batch activations.
 
 ``per_client_unrolled_pseudograd`` simulates the real protocol (each client trains on its own data,
 the server averages) and exists to measure the *super-client* approximation used by the attack: for
@@ -35,11 +37,16 @@ def _check_tau_eta(tau: int, eta: float) -> None:
     raise ValueError(f"eta must be positive, got {eta}")
 
 
+def unroll_steps(unroll: bool | None) -> bool:
+  """Whether to unroll the local steps: ``None`` means on the CPU backend (see the module doc)."""
+  return jax.default_backend() == "cpu" if unroll is None else bool(unroll)
+
+
 def gd_steps(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: int,
-             remat: bool = True, momentum: float = 0.0) -> PyTree:
+             remat: bool = True, momentum: float = 0.0, unroll: bool | None = None) -> PyTree:
   """Phi_tau: tau full-batch (heavy-ball) GD steps from ``params0``.
 
-  Differentiable in params0 and batch.
+  Differentiable in params0 and batch. ``unroll``: unroll the tau steps (None: on CPU only).
 
   ``momentum`` follows ``torch.optim.SGD`` (buf = mu * buf + g, p -= eta * buf, buf starting at 0).
   The reference uses plain GD (momentum 0); FedFace's client code uses momentum 0.9
@@ -60,24 +67,28 @@ def gd_steps(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: i
   if remat:
     step = jax.checkpoint(step)
   buf0 = jax.tree.map(jnp.zeros_like, params0)
-  (params_tau, _), _ = jax.lax.scan(step, (params0, buf0), None, length=int(tau))
+  (params_tau, _), _ = jax.lax.scan(step, (params0, buf0), None, length=int(tau),
+                                    unroll=unroll_steps(unroll))
   return params_tau
 
 
 def unrolled_pseudograd(loss_fn: LossFn, params0: PyTree, batch: PyTree, eta: float, tau: int,
-                        remat: bool = True, momentum: float = 0.0) -> PyTree:
+                        remat: bool = True, momentum: float = 0.0,
+                        unroll: bool | None = None) -> PyTree:
   """(w_t - Phi_tau(w_t)) / eta for one (super-)client holding ``batch``.
 
   tau = 1 gives grad(loss_fn).
   """
-  params_tau = gd_steps(loss_fn, params0, batch, eta, tau, remat=remat, momentum=momentum)
+  params_tau = gd_steps(loss_fn, params0, batch, eta, tau, remat=remat, momentum=momentum,
+                        unroll=unroll)
   return jax.tree.map(lambda a, b: (a - b) / eta, params0, params_tau)
 
 
 def per_client_unrolled_pseudograd(
     loss_fn: LossFn, params0: PyTree, client_batches: PyTree, eta: float, tau: int,
     weights: Sequence[float] | np.ndarray | jax.Array | None = None, remat: bool = True,
-    momentum: float = 0.0, return_per_client: bool = False) -> PyTree | tuple[PyTree, PyTree]:
+    momentum: float = 0.0, return_per_client: bool = False,
+    unroll: bool | None = None) -> PyTree | tuple[PyTree, PyTree]:
   """FedAvg of per-client pseudo-gradients, each client on its own batch (leading axis = clients).
 
   Args:
@@ -91,13 +102,14 @@ def per_client_unrolled_pseudograd(
     remat: checkpoint each unrolled step.
     momentum: local SGD momentum (see ``gd_steps``).
     return_per_client: also return the stacked per-client pseudo-gradients [K, ...].
+    unroll: unroll the tau steps (None: on CPU only, see the module doc).
 
   Returns:
     sum_k p_k g_k, and optionally the per-client g_k.
   """
   per_client = jax.vmap(
-      lambda b: unrolled_pseudograd(loss_fn, params0, b, eta, tau, remat=remat, momentum=momentum)
-  )(client_batches)
+      lambda b: unrolled_pseudograd(loss_fn, params0, b, eta, tau, remat=remat, momentum=momentum,
+                                    unroll=unroll))(client_batches)
   num_clients = jax.tree.leaves(per_client)[0].shape[0]
   if weights is None:
     p = jnp.full((num_clients,), 1.0 / num_clients, jnp.float32)
