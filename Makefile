@@ -94,11 +94,16 @@ results-celeba: $(STAMP)
 	$(BIN)/python -m launch.fedface_study --config experiments/fedface_study_celeba.py \
 	    --workroot runs/study_celeba --block fedface-study-celeba --stage=all --update_results_md \
 	    --variants=frozen+row_sum,frozen+row_sum+m0.9,frozen+row_sum+public+m0.9
+	$(BIN)/python -m launch.pretrain --config experiments/pretrain_celeba.py --workdir runs/celeba/pretrain
 	$(BIN)/python -m launch.evaluate --config experiments/pretrain_celeba.py \
 	    --workdir runs/celeba/pretrain --results_md_key=evaluate-celeba
 	$(BIN)/python -m launch.evaluate --config experiments/eval_celeba_dlib.py \
 	    --workdir runs/celeba/dlib --num_resamples=1000 --results_md_key=evaluate-celeba-dlib
-	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=victims --victims=1,2,4 --iterations=100
+	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=victims,images,tau,dp,secure_aggregation \
+	    --victims=1,2,4 --iterations=100 --judge=both
+	$(BIN)/python -m launch.train_prior --config experiments/prior_celeba.py --workdir runs/prior/celeba_demo
+	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=enhance --iterations=100 --judge=both \
+	    --block=attack-celeba-enhanced --workdir=runs/attack_results/celeba_enhanced
 	$(BIN)/python -m launch.attack_reference --seeds=0,1,2,3,4 \
 	    --config experiments/attack_celeba.py:variant=reference128,judge=both
 

@@ -453,7 +453,7 @@ def results_rows(result: dict) -> list[dict]:
     for k in ("objective", "victims", "num_clients", "images_per_client", "tau",
               "dp_noise_multiplier", "dp_clip_norm", "secure_aggregation", "epsilon", "delta",
               "target_recovery_rel_err", "iterations", "identifiability", "matching_loss_first",
-              "matching_loss_last", "noise_psnr"):
+              "matching_loss_last", "noise_psnr", "stage", "paired_difference", "prior"):
       if k in r:
         row[k] = r[k]
     out.append(row)

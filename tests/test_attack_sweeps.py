@@ -235,3 +235,6 @@ def test_enhance_sweep_pairs_raw_and_enhanced_on_the_same_attacks(tmp_path):
   md = attack_tables.markdown_tables(out)
   assert "minus raw, paired over the same 4 (seed, victim) units" in md
   assert "trained 4 steps" in md
+  js = attack_tables.results_rows(out)
+  assert [r["stage"] for r in js] == ["raw", "enhanced"]
+  assert js[1]["paired_difference"]["psnr"] == diff["psnr"] and js[1]["prior"]["steps"] == 4

@@ -9,10 +9,11 @@ Two ways to run the iterations (`loop`):
     on GPU/TPU, where a `while` body compiles like straight-line code.
   * "host": one jitted iteration per call, dispatched asynchronously from Python, so that no
     convolution gradient sits inside a `while` loop. XLA:CPU compiles a `while` body without its
-    fast convolution path: the reference's LeNet at 128 px (16 photos, tau = 3, second order)
-    measured 61.7 s per iteration inside a scan, even a scan of length 1, against 7.5 s unrolled
-    (`scripts/attack_loop_probe.py`). The engine avoids the same trap with its host loop
-    (`federated/loops.py`).
+    fast convolution path: the reference's LeNet at 128 px (16 photos, tau = 3, second order) took
+    108 s per iteration in a scan of length 1 with the local steps a scan too, 65 s with the steps
+    unrolled, and 9.2 s in the host loop with unrolled steps, to the same loss
+    (`benchmarks/attack_loop_probe.json`, `scripts/attack_loop_probe.py`). The engine avoids the
+    same trap with its host loop (`federated/loops.py`).
   * "auto" (default): "host" on the CPU backend, else "scan".
 """
 
