@@ -101,8 +101,10 @@ results-celeba: $(STAMP)
 	    --workdir runs/celeba/dlib --num_resamples=1000 --results_md_key=evaluate-celeba-dlib
 	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=victims,images,tau,dp,secure_aggregation \
 	    --victims=1,2,4 --iterations=100 --judge=both
-	$(BIN)/python -m launch.train_prior --config experiments/prior_celeba.py --workdir runs/prior/celeba_demo
+	$(BIN)/python -m launch.train_prior --config experiments/prior_celeba.py:steps=1000 \
+	    --workdir runs/prior/celeba_demo_1000
 	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=enhance --iterations=100 --judge=both \
+	    --prior_workdir=runs/prior/celeba_demo_1000 --prior_num_steps=1000 \
 	    --block=attack-celeba-enhanced --workdir=runs/attack_results/celeba_enhanced
 	$(BIN)/python -m launch.attack_reference --seeds=0,1,2,3,4 \
 	    --config experiments/attack_celeba.py:variant=reference128,judge=both

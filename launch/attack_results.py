@@ -36,6 +36,10 @@ flags.DEFINE_enum("matching", None, ["l2", "cosine", "cosine_per_layer"],
                   "Gradient-matching loss of every point (default: the attack config's, l2).")
 flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
+flags.DEFINE_string("prior_workdir", None, "enhance sweep: the public-face prior's launch.train_prior "
+                    "workdir (default runs/prior/<suite>_demo).")
+flags.DEFINE_integer("prior_num_steps", None, "enhance sweep: the prior's training steps, when "
+                     "it was trained with steps= (default: the variant's).")
 flags.DEFINE_bool("defence_cost", False, "Also run FedFace under DP-FedAvg and report TAR@FAR.")
 flags.DEFINE_list("defence_noise", None, "Noise multipliers of the defence-cost FedFace runs.")
 flags.DEFINE_integer("defence_rounds", None,
@@ -63,7 +67,7 @@ def main(argv):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
   for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds",
-               "judge", "matching"):
+               "judge", "matching", "prior_workdir", "prior_num_steps"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)
@@ -72,7 +76,7 @@ def main(argv):
   result = attack_sweeps.run_or_reuse(scfg, workdir, command)
   cost = defence_cost.run_or_reuse(scfg, workdir, command, FLAGS.defence_cost,
                                    baseline_workdir=FLAGS.defence_baseline)
-  section = attack_tables.markdown_section(FLAGS.suite, command, result, cost)
+  section = attack_tables.markdown_section(FLAGS.suite, command, result, cost, block=FLAGS.block)
   print(section)
   if FLAGS.update_results_md:
     path = attack_tables.write_block(FLAGS.suite, command, section, result, FLAGS.results_dir,

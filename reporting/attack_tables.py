@@ -281,11 +281,17 @@ def defence_table(cost: dict) -> str:
   return "\n".join(lines)
 
 
-def markdown_section(suite: str, command: str, result: dict | None, cost: dict | None) -> str:
-  """The RESULTS.md block: command, machine, date, sizes, then the tables."""
+def markdown_section(suite: str, command: str, result: dict | None, cost: dict | None,
+                     block: str = "") -> str:
+  """The RESULTS.md block: command, machine, date, sizes, then the tables.
+
+  A sweep run written apart from the suite's main block (`block`) is titled by its block name.
+  """
   commands = [c for c in ((result or {}).get("command"), (cost or {}).get("command")) if c]
   commands = list(dict.fromkeys(commands)) or [command]
-  lines = [f"### Curious-client attack sweeps ({suite})", ""]
+  title = (f"### Curious-client attack sweeps ({suite})" if block in ("", f"attack-{suite}")
+           else f"### {block}: curious-client attack sweep ({suite})")
+  lines = [title, ""]
   lines += results_md.provenance_lines(*commands)
   if result is not None:
     sc = result["sweep_config"]
