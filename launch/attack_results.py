@@ -34,6 +34,8 @@ flags.DEFINE_enum("judge", None, ["model", "dlib", "both"],
                   "Identity judge (default: synthetic model, celeba dlib).")
 flags.DEFINE_enum("matching", None, ["l2", "cosine", "cosine_per_layer"],
                   "Gradient-matching loss of every point (default: the attack config's, l2).")
+flags.DEFINE_enum("fedface_init", None, ["uniform", "public"],
+                  "fedface objective's start: uniform noise (default) or public faces.")
 flags.DEFINE_integer("iterations", None, "Inversion iterations (LeNet objectives).")
 flags.DEFINE_integer("fedface_iterations", None, "Inversion iterations (fedface objective).")
 flags.DEFINE_string("prior_workdir", None, "enhance sweep: the public-face prior's launch.train_prior "
@@ -67,7 +69,7 @@ def main(argv):
     if getattr(FLAGS, name) is not None:
       overrides[name] = tuple(cast(x) for x in getattr(FLAGS, name))
   for name in ("pretrained", "clip_norm", "iterations", "fedface_iterations", "defence_rounds",
-               "judge", "matching", "prior_workdir", "prior_num_steps"):
+               "judge", "matching", "prior_workdir", "prior_num_steps", "fedface_init"):
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   scfg = sweep_configs.sweep_config(FLAGS.suite, **overrides)

@@ -8,6 +8,7 @@ margin.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections as mlc
 import numpy as np
 import optax
 import pytest
@@ -234,6 +235,40 @@ def test_fedface_mean_feature_attack_lowers_loss():
   ce = r.extras["class_embeddings"]
   assert ce.shape == (2, 16)
   np.testing.assert_allclose(np.linalg.norm(ce, axis=1), 1.0, rtol=1e-5)
+  # A given start (the public-face init) replaces the random draw: handed the very draw the
+  # default makes, the attack is the same; a wrong shape is refused.
+  c.iterations = 3
+  run = lambda **kw: inversion.invert_fedface(
+      apply_fn, params, target, num_victims=2, images_per_victim=2, config=c,
+      class_embedding_mode="mean_feature", progress=False, **kw)
+  draw = jax.random.uniform(jax.random.key(c.seed), (4, 8, 8, 3), jnp.float32)
+  default, given = run(), run(init_latent=np.asarray(draw))
+  np.testing.assert_allclose(given.latent, default.latent, rtol=1e-5, atol=1e-6)
+  assert np.abs(given.latent - np.asarray(draw)).max() > 1e-3   # and it moved from the start
+  start = draw
+  with pytest.raises(ValueError, match="latent's shape"):
+    inversion.invert_fedface(apply_fn, params, target, num_victims=2, images_per_victim=2,
+                             config=c, class_embedding_mode="mean_feature", progress=False,
+                             init_latent=start[:2])
+
+
+def test_public_init_latent_uses_one_public_identity_per_slot():
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from fedface_jax.attack import pipeline  # pylint: disable=g-import-not-at-top
+  from fedface_jax.data.faces import FaceArrays  # pylint: disable=g-import-not-at-top
+  labels = np.repeat(np.arange(5), [3, 1, 4, 2, 3]).astype(np.int32)
+  # Every photo is filled with its identity's value: the slots' identities can be read back.
+  images = np.repeat(labels * 40, 32 * 32 * 3).reshape(-1, 32, 32, 3).astype(np.uint8)
+  public = FaceArrays(images, labels, tuple(f"p{i}" for i in range(5)))
+  config = mlc.ConfigDict({"attack": common.attack_section(images_per_client=2, sf=2,
+                                                           attack_seed=3)})
+  z = pipeline.public_init_latent(config, public, num_slots=3, image_size=32)
+  assert z.shape == (6, 16, 16, 3) and z.dtype == np.float32
+  slot_ids = np.round(z[:, 0, 0, 0] * 255 / 40).astype(int).reshape(3, 2)
+  assert (slot_ids[:, 0] == slot_ids[:, 1]).all() and len(set(slot_ids[:, 0])) == 3
+  np.testing.assert_array_equal(z, pipeline.public_init_latent(config, public, 3, 32))
+  with pytest.raises(ValueError, match="public"):
+    pipeline.public_init_latent(config, public, num_slots=6, image_size=32)
 
 
 @pytest.mark.parametrize("hidden_is_mean_feature", [True, False])

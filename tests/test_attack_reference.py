@@ -81,8 +81,9 @@ def test_summary_json_and_block(tmp_path):
 
 def test_tiny_run_at_128px_writes_the_block(tmp_path):
   """The variant's 128 px pipeline end to end on random 128 px faces (the reference's 32 px latent
-  x4 and eta): 1 victim x 1 photo, tau=1 and 2 iterations to stay fast (second-order LeNet grads
-  at 128 px cost ~15 s per image, step and iteration on CPU), summarised like the real run."""
+  x4 and eta): 1 victim x 1 photo, tau=1 and 2 iterations to stay fast, summarised like the real
+  run. The model judge is a backbone trained at 64 px (as runs/celeba/pretrain's) judging 128 px
+  photos: it must run at its own size."""
   def faces(num_ids, seed, per_id=4):
     labels = np.repeat(np.arange(num_ids), per_id).astype(np.int32)
     images = np.random.default_rng(seed).integers(0, 256, (labels.size, 128, 128, 3), np.uint8)
@@ -94,7 +95,8 @@ def test_tiny_run_at_128px_writes_the_block(tmp_path):
                             tau=1, progress=False))
   model = models.create_model(config.model.name, config.model.embedding_dim,
                               **config.model.kwargs)
-  params = models.init_params(model, jax.random.key(0), (128, 128, 3))
+  params = models.init_params(model, jax.random.key(0), (64, 64, 3))
+  assert config.attack.model_judge_size == 64
   mesh = sh.make_mesh(1, 1, jax.devices()[:1])
   outs = attack_reference.run_seeds(config, [0], str(tmp_path / "runs"), splits=splits,
                                     backbone_params=params, mesh=mesh)

@@ -445,6 +445,7 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
                    class_embeddings: jax.Array | None = None, key: jax.Array | None = None,
                    input_transform: InputTransform = fedface_input,
                    client_loss_fn: Callable[..., jax.Array] = positive_only_hinge,
+                   init_latent: jax.Array | None = None,
                    progress: bool = True) -> InversionResult:
   """Reconstructs ``images_per_victim`` images of each of ``num_victims`` FedFace victims.
 
@@ -463,6 +464,8 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
     key: PRNG key (default ``jax.random.key(config.seed)``).
     input_transform: [0, 1] pixels -> model input (FedFace normalisation by default).
     client_loss_fn: (embeddings [n, D], class_embedding [D], margin) -> scalar, the victims' loss.
+    init_latent: [V * n, h, w, 3] starting latent in [0, 1] (e.g. public faces at the latent's
+      size), instead of ``config.init``'s random draw.
     progress: show a tqdm bar.
 
   Returns:
@@ -515,7 +518,12 @@ def invert_fedface(apply_fn: ApplyFn, params0: PyTree, target: PyTree, *, num_vi
     return total, {"matching": m, "images": x01, "class_embeddings": _normalise(w)}
 
   key = jax.random.key(c.seed) if key is None else key
-  z0 = _init_images(key, shape, c.init, c.init_std)
+  if init_latent is None:
+    z0 = _init_images(key, shape, c.init, c.init_std)
+  else:
+    z0 = jnp.asarray(init_latent, jnp.float32)
+    if z0.shape != shape:
+      raise ValueError(f"init_latent must have the latent's shape {shape}, got {z0.shape}")
   if c.boxed:
     z0 = jnp.clip(z0, 0.0, 1.0)
   variables = {"z": z0}

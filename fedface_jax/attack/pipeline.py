@@ -238,9 +238,41 @@ def _known_images(config, round_faces, image_size):
   return jnp.asarray(resize_u8(own, image_size), jnp.float32) / 255.0
 
 
+FEDFACE_INITS = ("uniform", "public")
+# The row scoring a public-face start as it is (fedface_init = "public"), next to the attacks.
+PUBLIC_INIT_BASELINE = "public-face start (no attack)"
+
+
+def public_init_latent(config: mlc.ConfigDict, public: faces_lib.FaceArrays, num_slots: int,
+                       image_size: int) -> np.ndarray:
+  """[num_slots * n, s, s, 3] in [0, 1]: photos of `num_slots` random public identities, n each.
+
+  Why: with unknown class embeddings the fedface objective stalls on random images that explain the
+  small update with their own mean feature; starting from real faces of *other* (public,
+  pretraining) people tests whether a face-like start leaves that plateau. One identity per slot
+  keeps each slot's mean feature a person's. s = image_size // sf (the latent's size); an identity
+  with fewer than n photos repeats them. Seeded by `attack.attack_seed`.
+  """
+  a = config.attack
+  n, size = int(a.images_per_client), int(image_size) // max(1, int(a.sf))
+  if public is None or public.num_identities < num_slots:
+    raise ValueError(f"fedface_init='public' needs >= {num_slots} public (pretraining) identities")
+  rng = np.random.default_rng([int(a.attack_seed), 7])
+  rows = []
+  for ident in rng.choice(public.num_identities, size=num_slots, replace=False):
+    idx = public.indices_of_identity(int(ident))
+    rows.append(rng.choice(idx, size=n, replace=len(idx) < n))
+  photos = resize_u8(public.images[np.concatenate(rows)], size)
+  return photos.astype(np.float32) / 255.0
+
+
 def invert(config: mlc.ConfigDict, model, seen: dict, target, round_faces, image_size: int,
-           mode: str | None = None) -> inversion.InversionResult:
-  """Runs the configured objective; rows are victim-major (victim v = rows v*n .. v*n+n-1)."""
+           mode: str | None = None, public: faces_lib.FaceArrays | None = None
+           ) -> inversion.InversionResult:
+  """Runs the configured objective; rows are victim-major (victim v = rows v*n .. v*n+n-1).
+
+  `public`: the pretraining identities' faces, for `attack.fedface_init = "public"`.
+  """
   a = config.attack
   k, n = int(a.num_clients), int(a.images_per_client)
   icfg = _inversion_config(config, image_size)
@@ -265,11 +297,16 @@ def invert(config: mlc.ConfigDict, model, seen: dict, target, round_faces, image
                                                 input_transform=inversion.fedface_input,
                                                 progress=progress)
   from fedface_jax import losses  # pylint: disable=g-import-not-at-top
+  if a.fedface_init not in FEDFACE_INITS:
+    raise ValueError(f"attack.fedface_init must be one of {FEDFACE_INITS}, got {a.fedface_init!r}")
+  init = (public_init_latent(config, public, len(victims), image_size)
+          if a.fedface_init == "public" else None)
   res = inversion.invert_fedface(
       apply_fn, seen["w_t"], target, num_victims=len(victims), images_per_victim=n, config=icfg,
       class_embedding_mode=mode, class_embeddings=seen["class_rows"][victims],
       input_transform=inversion.fedface_input,
-      client_loss_fn=lambda e, w, m: losses.positive_only_loss(e, w, margin=m), progress=progress)
+      client_loss_fn=lambda e, w, m: losses.positive_only_loss(e, w, margin=m),
+      init_latent=init, progress=progress)
   if not a.knows_num_clients:   # drop the attacker's own slot (client 0)
     res.images = res.images[n:]
     res.latent = res.latent[n:]
@@ -393,8 +430,15 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   # The face backbone is the fedface objective's victim model and the "model" judge; a LeNet attack
   # judged by dlib alone never touches it, so it is not required (nor loaded) then.
   face_model, face_params = None, None
+  # The backbone's input size: the data's for the fedface objective (it is the attacked model);
+  # for a LeNet attack it is only the model judge, which may have trained at another size.
+  judge_size = int(a.get("model_judge_size", 0)) or data_size
+  if not classifier and judge_size != data_size:
+    raise ValueError(f"attack.model_judge_size={judge_size} with the fedface objective: the "
+                     f"backbone is the attacked model and runs at the data's {data_size} px")
   if not classifier or "model" in judges_lib.judge_names(str(a.judge)):
-    face_model, face_params = load_face_backbone(config, fed.image_shape, backbone_params)
+    face_model, face_params = load_face_backbone(
+        config, (judge_size, judge_size, fed.image_shape[2]), backbone_params)
   image_size = int(a.image_size) if classifier else data_size
 
   # Participants: attacker (0) and victims; their round photos and their held-out photos.
@@ -461,7 +505,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   for name in judges_lib.judge_names(str(a.judge)):
     # Every federated image's embedding, once per (splits, backbone) when the caller keeps a
     # cache (sweeps): the dlib judge costs ~a minute on 2 CPU cores for a thousand images.
-    embed = judges_lib.make_judge_embedder(name, face_model, face_params, data_size)
+    embed = judges_lib.make_judge_embedder(name, face_model, face_params, judge_size)
     all_emb = None if judge_cache is None else judge_cache.get(name)
     if all_emb is None:
       all_emb = embed(fed.images)
@@ -478,7 +522,8 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   modes = tuple(a.class_embedding_modes) if a.objective == "fedface" else (None,)
   for mode in modes:
     name = a.objective if mode is None else f"fedface[{mode}]"
-    res = invert(config, model, seen, target, round_faces, image_size, mode)
+    res = invert(config, model, seen, target, round_faces, image_size, mode,
+                 public=splits.get("pretrain"))
     order = judges_lib.pair_within_victims(originals01, np.asarray(res.images, np.float32),
                                            k - 1, n)
     recon = np.asarray(res.images, np.float32)[order]
@@ -488,6 +533,18 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
                      "loss_last": float(res.final_matching), "timing": res.timing}
     images_out[name] = {"recon": recon, "latent": np.asarray(res.latent)[order]}
     lap(f"invert_{name}")
+
+  if a.objective == "fedface" and a.fedface_init == "public":
+    # The start itself, scored like a reconstruction: what public faces alone already score
+    # against the victims (any face is nearer a face template than noise is).
+    start = inversion.upsample(jnp.asarray(public_init_latent(
+        config, splits.get("pretrain"), k - 1 if a.knows_num_clients else k, image_size)),
+        max(1, int(a.sf)))
+    start = np.clip(np.asarray(start, np.float32), 0.0, 1.0)[-(k - 1) * n:]
+    name = PUBLIC_INIT_BASELINE
+    s = ev(start)
+    rows.append({"name": f"{name}: raw", "summary": s["summary"]})
+    results[name] = {"raw": s, "loss_first": None, "loss_last": None, "timing": {}}
 
   # Baselines: noise images (floor) and the originals at the attack resolution (ceiling).
   noise = np.asarray(jax.random.uniform(jax.random.key(99), originals01.shape))
