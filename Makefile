@@ -81,6 +81,10 @@ results-synthetic: $(STAMP)
 	    --sweeps=class_embedding --judge=model --matching=cosine \
 	    --block=attack-synthetic-class-embedding-cosine \
 	    --workdir=runs/attack_results/synthetic_class_embedding_cosine
+	$(BIN)/python -m launch.attack_results --suite=synthetic --fedface_iterations=60 \
+	    --sweeps=class_embedding --judge=model --fedface_init=public \
+	    --block=attack-synthetic-class-embedding-public \
+	    --workdir=runs/attack_results/synthetic_class_embedding_public
 	$(BIN)/python -m launch.attack_results --suite=synthetic --defence_cost --sweeps= \
 	    --defence_noise=0.01,0.1,1
 	$(BIN)/python -m launch.privacy_utility --suite=synthetic
