@@ -135,6 +135,9 @@ def summarize(outs: list[dict]) -> dict[str, Any]:
                     "originals": _baseline(outs, "ceiling: originals")},
       "matching_loss": [[o["loss_first"], o["loss_last"]] for o in outs],
       "wall_time_s": [round(float(o["timing_s"]), 1) for o in outs],
+      # Steady-state seconds per Adam iteration (after the first chunk's compile).
+      "iteration_s": [round(float(o["results"][METHOD]["timing"]["per_iteration_s"]), 2)
+                      for o in outs],
       "hyper_parameters": {k: a[k] for k in (
           "objective", "num_clients", "images_per_client", "holdout_images", "tau", "eta",
           "image_size", "sf", "iterations", "lr", "lr_min", "matching", "tv_weight",
@@ -175,6 +178,7 @@ def markdown(summary: dict) -> str:
 def facts(summary: dict) -> tuple[str, ...]:
   h = summary["hyper_parameters"]
   t = summary["wall_time_s"]
+  it = summary.get("iteration_s", [])
   short = ([] if h["iterations"] == REFERENCE_ITERATIONS else [
       f"**Shortened: {h['iterations']} Adam iterations, not the reference's "
       f"{REFERENCE_ITERATIONS}** (CPU time); the cosine schedule spans the shortened run."])
@@ -193,8 +197,10 @@ def facts(summary: dict) -> tuple[str, ...]:
       f". Rank-1 among the enrolled federated identities, chance {summary['chance_rank1']:.3f}; "
       "templates from photos not in the round.",
       f"CIs: 95% percentile bootstrap over {summary['units']} (seed, victim) units. Seeds "
-      f"{summary['seeds']}; wall time per attack {min(t):.0f}-{max(t):.0f} s (2 shared cores, "
-      "nice 19).",
+      f"{summary['seeds']}; wall time per attack {min(t):.0f}-{max(t):.0f} s on "
+      f"{os.cpu_count()} CPU cores"
+      + (f", {min(it):.1f}-{max(it):.1f} s per iteration" if it else "")
+      + " (the host loop of `attack/optimise.py`, compile included in the wall time).",
   )
 
 

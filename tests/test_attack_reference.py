@@ -51,7 +51,8 @@ def _fake_out(seed, victims=3, n=4):
   attack.update(num_clients=victims + 1, images_per_client=n)
   return {"attack": attack, "timing_s": 100.0 + seed, "loss_first": 5.0, "loss_last": 0.5,
           "results": {"paper_faithful": {"raw": {
-              "summary": summ, "per_image": {k: v.tolist() for k, v in per.items()}}}},
+              "summary": summ, "per_image": {k: v.tolist() for k, v in per.items()}},
+              "timing": {"per_iteration_s": 20.0 + seed}}},
           "rows": [{"name": "paper_faithful: raw", "summary": summ},
                    {"name": "baseline: uniform noise", "summary": summ},
                    {"name": "ceiling: originals", "summary": summ}]}
@@ -72,6 +73,8 @@ def test_summary_json_and_block(tmp_path):
   payload = json.load(open(path))
   assert payload["block"] == "attack-celeba-reference"
   assert payload["iterations"] == 100 and payload["wall_time_total_s"] == pytest.approx(201.0)
+  assert payload["iteration_s"] == [20.0, 21.0]
+  assert any("20.0-21.0 s per iteration" in f for f in attack_reference.facts(s))
   assert payload["reference_quoted"]["psnr"] == pytest.approx(19.887)
   assert set(payload["rows"][0]["metrics"]) == {"psnr", "ssim", "reference_ssim",
                                                 "similarity_dlib", "rank1_dlib"}
