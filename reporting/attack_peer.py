@@ -40,7 +40,6 @@ from fedface_jax.attack import inversion
 from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import lenet as lenet_lib
 from fedface_jax.attack import pipeline
-from fedface_jax.evaluation import bootstrap
 from reporting import attack_sweeps
 from reporting import attack_tables
 from reporting import results_md
@@ -190,10 +189,7 @@ def _units(per_image: dict, v: int, n: int) -> dict[str, np.ndarray]:
   return attack_sweeps.unit_values(per_image, v, n)
 
 
-def _ci(units_per_seed: list[dict]) -> dict:
-  names = list(units_per_seed[0])
-  return bootstrap.bootstrap_unit_means(
-      {k: np.concatenate([u[k] for u in units_per_seed]) for k in names})
+_ci = attack_sweeps.units_ci   # the sweeps' CI over (seed, victim) units, shared
 
 
 def summarise(seeds_out: list[dict], v: int, n: int) -> list[dict]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import time
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 from experiments import attack_sweeps as sweep_configs
 from fedface_jax import config_utils
 from fedface_jax import data as data_lib
+from fedface_jax import metrics_io
 from fedface_jax import sharding as sh
 from fedface_jax.attack import judges as judges_lib
 from fedface_jax.attack import pipeline
@@ -183,16 +183,19 @@ def unit_values(per_image: dict, num_victims: int, n: int) -> dict[str, np.ndarr
   return out
 
 
+def units_ci(units_per_seed: list[dict[str, np.ndarray]]) -> dict:
+  """Mean and 95% CI per metric over the (seed, victim) units of several seeds (`unit_values`)."""
+  return bootstrap.bootstrap_unit_means(
+      {k: np.concatenate([u[k] for u in units_per_seed]) for k in units_per_seed[0]})
+
+
 def point_summary(outs: list[dict], method: str, num_victims: int, n: int,
                   stage: str = "raw") -> tuple[dict, dict]:
   """(CI summary per metric over the (seed, victim) units, per-seed means per metric)."""
   per_seed_units = [unit_values(o["results"][method][stage]["per_image"], num_victims, n)
                     for o in outs]
-  names = list(per_seed_units[0])
-  units = {k: np.concatenate([u[k] for u in per_seed_units]) for k in names}
-  ci = bootstrap.bootstrap_unit_means(units)
-  per_seed = {k: [float(np.mean(u[k])) for u in per_seed_units] for k in names}
-  return ci, per_seed
+  per_seed = {k: [float(np.mean(u[k])) for u in per_seed_units] for k in per_seed_units[0]}
+  return units_ci(per_seed_units), per_seed
 
 
 def _mean(xs):
@@ -207,13 +210,9 @@ def paired_difference(outs: list[dict], method: str, num_victims: int, n: int,
   Why paired: both stages score the same reconstructions' victims, so the per-unit difference
   removes the victim-to-victim spread that two separate intervals would both carry.
   """
-  diffs = {}
-  for o in outs:
-    a = unit_values(o["results"][method][stage]["per_image"], num_victims, n)
-    b = unit_values(o["results"][method][reference]["per_image"], num_victims, n)
-    for k in a:
-      diffs.setdefault(k, []).append(a[k] - b[k])
-  return bootstrap.bootstrap_unit_means({k: np.concatenate(v) for k, v in diffs.items()})
+  units = lambda o, s: unit_values(o["results"][method][s]["per_image"], num_victims, n)
+  return units_ci([{k: a[k] - b[k] for k in a}
+                   for a, b in ((units(o, stage), units(o, reference)) for o in outs)])
 
 
 def _row(sweep: str, setting: str, p: sweep_configs.Point, outs: list[dict], seeds, method: str,
@@ -270,8 +269,7 @@ def prior_facts(prior_workdir: str) -> dict:
   facts.update(image_size=meta.get("image_size"), model=meta.get("model"))
   path = os.path.join(prior_workdir, "prior_metrics.jsonl")
   if os.path.exists(path):
-    with open(path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
+    records = metrics_io.read_jsonl(path)
     train_s, last = 0.0, 0.0
     for r in records:
       if r["elapsed_s"] < last:

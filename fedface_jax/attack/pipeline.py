@@ -267,11 +267,11 @@ def public_init_latent(config: mlc.ConfigDict, public: faces_lib.FaceArrays, num
 
 
 def invert(config: mlc.ConfigDict, model, seen: dict, target, round_faces, image_size: int,
-           mode: str | None = None, public: faces_lib.FaceArrays | None = None
+           mode: str | None = None, init_latent: np.ndarray | None = None
            ) -> inversion.InversionResult:
   """Runs the configured objective; rows are victim-major (victim v = rows v*n .. v*n+n-1).
 
-  `public`: the pretraining identities' faces, for `attack.fedface_init = "public"`.
+  `init_latent`: the fedface objective's start (`public_init_latent`), else its random draw.
   """
   a = config.attack
   k, n = int(a.num_clients), int(a.images_per_client)
@@ -297,16 +297,12 @@ def invert(config: mlc.ConfigDict, model, seen: dict, target, round_faces, image
                                                 input_transform=inversion.fedface_input,
                                                 progress=progress)
   from fedface_jax import losses  # pylint: disable=g-import-not-at-top
-  if a.fedface_init not in FEDFACE_INITS:
-    raise ValueError(f"attack.fedface_init must be one of {FEDFACE_INITS}, got {a.fedface_init!r}")
-  init = (public_init_latent(config, public, len(victims), image_size)
-          if a.fedface_init == "public" else None)
   res = inversion.invert_fedface(
       apply_fn, seen["w_t"], target, num_victims=len(victims), images_per_victim=n, config=icfg,
       class_embedding_mode=mode, class_embeddings=seen["class_rows"][victims],
       input_transform=inversion.fedface_input,
       client_loss_fn=lambda e, w, m: losses.positive_only_loss(e, w, margin=m),
-      init_latent=init, progress=progress)
+      init_latent=init_latent, progress=progress)
   if not a.knows_num_clients:   # drop the attacker's own slot (client 0)
     res.images = res.images[n:]
     res.latent = res.latent[n:]
@@ -520,10 +516,18 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
 
   rows, results, images_out = [], {}, {}
   modes = tuple(a.class_embedding_modes) if a.objective == "fedface" else (None,)
+  public_start = None
+  if a.objective == "fedface":
+    if a.fedface_init not in FEDFACE_INITS:
+      raise ValueError(
+          f"attack.fedface_init must be one of {FEDFACE_INITS}, got {a.fedface_init!r}")
+    if a.fedface_init == "public":   # one start for every mode (and its baseline row below)
+      slots = k - 1 if a.knows_num_clients else k
+      public_start = public_init_latent(config, splits.get("pretrain"), slots, image_size)
   for mode in modes:
     name = a.objective if mode is None else f"fedface[{mode}]"
     res = invert(config, model, seen, target, round_faces, image_size, mode,
-                 public=splits.get("pretrain"))
+                 init_latent=public_start)
     order = judges_lib.pair_within_victims(originals01, np.asarray(res.images, np.float32),
                                            k - 1, n)
     recon = np.asarray(res.images, np.float32)[order]
@@ -534,12 +538,11 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
     images_out[name] = {"recon": recon, "latent": np.asarray(res.latent)[order]}
     lap(f"invert_{name}")
 
-  if a.objective == "fedface" and a.fedface_init == "public":
+  if public_start is not None:
     # The start itself, scored like a reconstruction: what public faces alone already score
-    # against the victims (any face is nearer a face template than noise is).
-    start = inversion.upsample(jnp.asarray(public_init_latent(
-        config, splits.get("pretrain"), k - 1 if a.knows_num_clients else k, image_size)),
-        max(1, int(a.sf)))
+    # against the victims (any face is nearer a face template than noise is). Without K the
+    # attacker's own slot comes first and is dropped, as `invert` drops it.
+    start = inversion.upsample(jnp.asarray(public_start), max(1, int(a.sf)))
     start = np.clip(np.asarray(start, np.float32), 0.0, 1.0)[-(k - 1) * n:]
     name = PUBLIC_INIT_BASELINE
     s = ev(start)
