@@ -92,7 +92,7 @@ def case_arrays(out: dict, config, seed: int) -> dict[str, Any]:
     raise ValueError("the peer case needs knows_num_clients=True and DP off")
   k, n = int(a.num_clients), int(a.images_per_client)
   size = int(case["images"].shape[1])
-  model = lenet_lib.LeNet5(num_classes=k)
+  model = lenet_lib.LeNet5(num_classes=k, conv_impl=a.lenet_conv)
   x = inversion.fedface_input(jnp.asarray(case["images"], jnp.float32) / 255.0)
   logits = np.asarray(model.apply({"params": case["w_t"]}, x), np.float32)
   arrays = {"format": np.array(CASE_FORMAT), "images": np.asarray(case["images"], np.uint8),
@@ -178,7 +178,7 @@ def ours_inverting_gradients(out: dict, config, iterations: int, seed: int):
   c.iterations, c.seed = int(iterations), int(seed)
   scale = float(inversion.fedface_input(jnp.ones(())) - inversion.fedface_input(jnp.zeros(())))
   c.init_std, c.tv_weight, c.lr, c.restarts = 1.0 / scale, 0.2 * scale, 0.1 / scale, 1
-  model = lenet_lib.LeNet5(num_classes=k)
+  model = lenet_lib.LeNet5(num_classes=k, conv_impl=a.lenet_conv)
   labels = inversion.onehot(np.repeat(np.arange(1, k), n), k)
   return inversion.invert_inverting_gradients(
       lambda p, x: model.apply({"params": p}, x), case["w_t"], case["target"], labels, c,

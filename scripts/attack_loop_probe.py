@@ -35,26 +35,36 @@ _SIZE = flags.DEFINE_integer("size", 128, "Image size (the reference: 128).")
 _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Iterations per variant (first = compile).")
 _OUT = flags.DEFINE_string("out", "", "Write the rows to this JSON.")
 
-# (name, Runner loop, unroll the local steps)
-VARIANTS = (("scan loop, rolled steps (before)", "scan", False),
-            ("scan loop, unrolled steps", "scan", True),
-            ("host loop, unrolled steps (CPU default)", "host", True))
+_VARIANTS = flags.DEFINE_list("variants", None, "Run only these variant numbers (0-based; "
+                               "default all).")
+
+# (name, Runner loop, unroll the local steps, the LeNet's convolution)
+VARIANTS = (("scan loop, rolled steps (before)", "scan", False, "xla"),
+            ("scan loop, unrolled steps", "scan", True, "xla"),
+            ("host loop, unrolled steps (CPU default)", "host", True, "xla"),
+            ("host loop, unrolled steps, im2col convolutions", "host", True, "im2col"))
 
 
 def main(argv):
   del argv
   m, size, tau, eta, sf = _PHOTOS.value, _SIZE.value, 3, 0.003, 4
   model, params = lenet.init_lenet(jax.random.key(0), size, 1000)
-  apply_fn = lambda p, x: model.apply({"params": p}, x)
   labels = jax.nn.one_hot(jnp.arange(m) % 1000, 1000)
-  loss = lambda p, b: inversion.cross_entropy_onehot(apply_fn(p, b[0]), b[1])
+
+  def loss_with(conv):
+    net = lenet.LeNet5(num_classes=1000, conv_impl=conv)
+    return lambda p, b: inversion.cross_entropy_onehot(net.apply({"params": p}, b[0]), b[1])
+
   victims = jax.random.uniform(jax.random.key(1), (m, size, size, 3))
-  target = jax.jit(lambda p, x: unroll.unrolled_pseudograd(loss, p, (x, labels), eta, tau))(
-      params, victims)
+  target = jax.jit(lambda p, x: unroll.unrolled_pseudograd(loss_with("xla"), p, (x, labels), eta,
+                                                           tau))(params, victims)
   z0 = jax.random.uniform(jax.random.key(2), (m, size // sf, size // sf, 3))
   rows = []
-  for name, loop, unrolled in VARIANTS:
-    def objective(z, aux, unrolled=unrolled):
+  chosen = ([VARIANTS[int(i)] for i in _VARIANTS.value] if _VARIANTS.value else VARIANTS)
+  for name, loop, unrolled, conv in chosen:
+    loss = loss_with(conv)
+
+    def objective(z, aux, unrolled=unrolled, loss=loss):
       x = inversion.upsample(z, sf)
       g = unroll.unrolled_pseudograd(loss, aux["params"], (x, labels), eta, tau, unroll=unrolled)
       match = objectives.l2_matching(g, aux["target"])
@@ -62,7 +72,7 @@ def main(argv):
     runner = optimise.Runner(objective, optax.adam(0.1), loop=loop)
     out = runner.run(z0, {"params": params, "target": target}, _ITERATIONS.value, chunk=1,
                      progress=False)
-    row = dict(variant=name, loop=loop, unrolled_steps=unrolled,
+    row = dict(variant=name, loop=loop, unrolled_steps=unrolled, conv=conv,
                first_iteration_s=out.timing["first_chunk_s"],
                per_iteration_s=out.timing["per_iteration_s"],
                final_matching=out.final_matching)
@@ -76,7 +86,8 @@ def main(argv):
     r["speedup_vs_before"] = base / r["per_iteration_s"]
   result = dict(
       command=f"PYTHONPATH=. JAX_PLATFORMS=cpu python scripts/attack_loop_probe.py "
-              f"--photos={m} --size={size} --iterations={_ITERATIONS.value}",
+              f"--photos={m} --size={size} --iterations={_ITERATIONS.value}"
+              + (f" --variants={','.join(_VARIANTS.value)}" if _VARIANTS.value else ""),
       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
       machine=results_md.machine_line(),
       setting=dict(photos=m, image_size=size, latent=size // sf, tau=tau, eta=eta, remat=True,

@@ -321,6 +321,7 @@ def inverting_gradients_config() -> mlc.ConfigDict:
   c.init_std = 0.25
   c.remat = True
   c.chunk = 10
+  c.loop = "auto"             # optimise.Runner's loop: "auto" | "scan" | "host"
   c.seed = 0
   return c
 
@@ -374,7 +375,7 @@ def invert_inverting_gradients(apply_fn: ApplyFn, params0: PyTree, target: PyTre
   parts = [_sign_gradients()] if c.signed else []
   tx = optax.chain(*parts, optax.adam(_ig_schedule(c.lr, c.iterations, c.lr_decay)))
   project = (lambda v: jnp.clip(v, 0.0, 1.0)) if c.boxed else None
-  runner = optimise.Runner(objective, tx, project)
+  runner = optimise.Runner(objective, tx, project, loop=c.get("loop", "auto"))
   aux = {"params0": params0, "target": target, "labels": labels_onehot}
   key = jax.random.key(c.seed) if key is None else key
 

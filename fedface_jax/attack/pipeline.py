@@ -449,7 +449,7 @@ def run_attack(config: mlc.ConfigDict, workdir: str, backbone_params: Any = None
   # The victims' model and theta at round t.
   if classifier:
     model, params0 = lenet_lib.init_lenet(jax.random.key(int(a.model_seed)), image_size,
-                                          num_classes=k)
+                                          num_classes=k, conv_impl=a.lenet_conv)
     label_table = np.eye(k, dtype=np.float32)
   else:
     model, params0, label_table = face_model, face_params, None
