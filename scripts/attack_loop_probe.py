@@ -9,8 +9,10 @@ the CPU backend. This script is the measurement behind that default, on the refe
       --out=benchmarks/attack_loop_probe.json
 
 Each variant runs `iterations` iterations of `optimise.Runner` (chunk 1); the first pays the
-compile, the rest are timed. The variants start from the same latent and must end at the same
-loss (checked; a mismatch beyond float rounding fails the script).
+compile, the rest are timed. The variants start from the same latent and must agree on the loss
+there, and variants with the same convolution must end at the same loss (checked; a mismatch
+beyond float rounding fails the script). The last variant writes the LeNet's convolutions as
+im2col (`models/im2col.py`, `attack.lenet_conv`).
 """
 
 import json
@@ -75,12 +77,20 @@ def main(argv):
     row = dict(variant=name, loop=loop, unrolled_steps=unrolled, conv=conv,
                first_iteration_s=out.timing["first_chunk_s"],
                per_iteration_s=out.timing["per_iteration_s"],
-               final_matching=out.final_matching)
+               first_matching=float(out.matching_history[0]), final_matching=out.final_matching)
     print(json.dumps(row), flush=True)
     rows.append(row)
-  finals = np.array([r["final_matching"] for r in rows])
-  if np.max(np.abs(finals - finals[-1])) > 1e-3 * abs(finals[-1]):
-    raise SystemExit(f"variants disagree on the final matching loss: {finals}")
+  # Every variant computes the same loss at the shared start; the same convolution must also end
+  # at the same loss (the loops only reorder work). Another convolution rounds differently, and
+  # Adam's first steps (~lr * sign(g)) turn rounding into visible differences, so its end is not
+  # compared.
+  firsts = np.array([r["first_matching"] for r in rows])
+  if np.max(np.abs(firsts - firsts[0])) > 1e-4 * abs(firsts[0]):
+    raise SystemExit(f"variants disagree on the loss at the start: {firsts}")
+  for conv in {r["conv"] for r in rows}:
+    finals = np.array([r["final_matching"] for r in rows if r["conv"] == conv])
+    if np.max(np.abs(finals - finals[-1])) > 1e-3 * abs(finals[-1]):
+      raise SystemExit(f"{conv} variants disagree on the final matching loss: {finals}")
   base = rows[0]["per_iteration_s"]
   for r in rows:
     r["speedup_vs_before"] = base / r["per_iteration_s"]
