@@ -38,8 +38,10 @@ N clients; the row says so), centralised_max_images. Strategies:
                   (`federated.host_loop_fused_steps` = steps; the multi-step A/B)
   engine          the engine's compiled round (scan over chunks, vmap within) with the model's
                   own convolutions (grouped under vmap): what launch.fedface compiles
-  engine_patchconv  the same with the benchmark-only PatchConv (im2col; bench CNN only, not an
-                  engine model: labelled as such)
+  engine_im2col   the same with the models' im2col option (model.conv_impl=im2col,
+                  models/im2col.py: shifted slices @ kernel, batched matmuls under vmap)
+  engine_patchconv  the same with the benchmark-only PatchConv (conv_general_dilated_patches;
+                  bench CNN only, not an engine model: labelled as such)
   sequential_steps  a bare Python loop of jitted SGD steps (FedJAX's jit backend, no engine)
   sequential      a Python loop of jitted whole client updates (lax.scan over steps)
   centralised     the same images and model as plain SGD at each batch size (the ceiling)
@@ -179,7 +181,8 @@ def get_config(arg=None):
     # it checks that every part runs, not how fast.
     config.runs = (
         dict(name="base", clients=8, steps=1, images=4, model="small", devices=1,
-             strategies=seq_eng + ("engine_host_1stream", "engine_patchconv", "centralised"),
+             strategies=seq_eng + ("engine_host_1stream", "engine_im2col", "engine_patchconv",
+                                   "centralised"),
              chunks=(1, 4)),
         dict(name="base", clients=8, steps=1, images=4, model="small", devices=8,
              strategies=("engine",), chunks=(1,)),
@@ -280,6 +283,22 @@ def get_config(arg=None):
     config.peers = ()
     config.class_table.enabled = False
     config.append = True
+  elif arg.variant == "im2col":
+    # A supplement (appends): the compiled round with the models' im2col option
+    # (model.conv_impl=im2col: batched matmuls where vmap makes every convolution a grouped one)
+    # on the base toy row and on resnet_small's real FedFace row, next to the rows with the
+    # models' own convolutions already in the JSON. Timed on `fedface_timed_clients` clients.
+    toy = _one_device_toy_rows()["base"]
+    real = next(r for r in fedface_runs(arg) if r["name"] == "fedface_resnet_small_c100")
+    timed = int(arg.fedface_timed_clients) or 20
+    config.runs = (dict(toy, strategies=("engine_im2col",), chunks=(1, 10, 100)),
+                   dict(real, strategies=("engine_im2col",), timed_clients=timed,
+                        chunks=(1, min(10, timed))))
+    config.timed_rounds = 5
+    config.min_timed_s = 0.0
+    config.peers = ()
+    config.class_table.enabled = False
+    config.append = True
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -299,5 +318,5 @@ def get_config(arg=None):
     config.cpu_results_json = config.report_path = ""
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
-                     "fused, sphere20_compiled, seqsteps, fedface")
+                     "fused, sphere20_compiled, im2col, seqsteps, fedface")
   return config

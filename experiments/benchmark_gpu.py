@@ -64,6 +64,12 @@ def lease_config(arg) -> mlc.ConfigDict:
     rows[f"fedface_{model}_c{large}"] = dict(
         first, name=f"fedface_{model}_c{large}", clients=large, timed_clients=n(timed, 4),
         strategies=("engine",), chunks=(n(100, 2) if model == "sphere20" else n(500, 2),))
+  # The same sphere20 row with the model's im2col option (model.conv_impl=im2col): the compiled
+  # round's convolutions as batched matmuls instead of grouped convolutions (the first lease's
+  # MFU miss, BENCHMARKS.md). Chunk 100 holds ~9 copies of the activations (the patches).
+  first = fedface[f"fedface_sphere20_c{small}"]
+  rows[f"fedface_sphere20_c{small}_im2col"] = dict(
+      first, timed_clients=0, strategies=("engine_im2col",), chunks=tuple(sorted({n(10), small})))
   toy = dict(steps=1, images=8, model="small", devices=1)
   rows[f"c{small}_s1_i8_small"] = dict(
       toy, name=f"c{small}_s1_i8_small", clients=small, chunks=(small,),
@@ -71,7 +77,8 @@ def lease_config(arg) -> mlc.ConfigDict:
   rows[f"c{large}_s1_i8_small"] = dict(toy, name=f"c{large}_s1_i8_small", clients=large,
                                        strategies=("engine",), chunks=(n(1000, 2), large))
   # Most important first: a run stopped at its limit keeps the real FedFace rows.
-  order = (f"fedface_sphere20_c{small}", f"fedface_resnet_small_c{small}",
+  order = (f"fedface_sphere20_c{small}_im2col", f"fedface_sphere20_c{small}",
+           f"fedface_resnet_small_c{small}",
            f"fedface_sphere20_c{large}", f"c{small}_s1_i8_small",
            f"fedface_resnet_small_c{large}", f"c{large}_s1_i8_small")
   # `skip` ("+"-separated row names) leaves out rows an earlier lease already measured; the

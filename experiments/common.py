@@ -44,15 +44,18 @@ def evaluation(flip=True, num_impostor_pairs=200_000, every_rounds=0, split="eva
                              fars=FARS, every_rounds=every_rounds, at_round_0=True, split=split))
 
 
-def model(name, embedding_dim, kwargs=None, dtype="float32", remat=False, pretrained=""):
+def model(name, embedding_dim, kwargs=None, dtype="float32", remat=False, pretrained="",
+          conv_impl="xla"):
   """`config.model` (`fedface_jax.models.from_config`).
 
   dtype: compute dtype ("bfloat16": mixed precision); remat: rematerialise each stage;
   pretrained: weights shipped with an installed package (e.g. "dlib") instead of
-  `config.pretrained_backbone`.
+  `config.pretrained_backbone`; conv_impl: "xla" or "im2col" (resnet_small, sphere*: the same
+  function and params, the convolutions as batched matmuls; `models/im2col.py`).
   """
   return mlc.ConfigDict(dict(name=name, embedding_dim=embedding_dim, kwargs=dict(kwargs or {}),
-                             dtype=dtype, remat=remat, pretrained=pretrained))
+                             dtype=dtype, remat=remat, pretrained=pretrained,
+                             conv_impl=conv_impl))
 
 
 def optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,

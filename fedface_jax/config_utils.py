@@ -175,6 +175,8 @@ RESUME_NEUTRAL_KEYS = {
                                    "and padded slots have zero weight",
     "federated.spreadout.block_size": "rows per block of the blockwise spreadout loss; the same "
                                       "sum in blocks",
+    "model.conv_impl": "the same convolutions on the same params, computed as XLA convolutions "
+                       "or im2col matmuls (tests/test_im2col.py)",
 }
 
 
@@ -243,6 +245,7 @@ ADDED_KEYS = {
     "model.dtype": "float32",
     "model.remat": False,
     "model.pretrained": "",
+    "model.conv_impl": "xla",
     "federated.client.local_loss": "positive_only",
     "data.progress": True,
     "data.align": "none",

@@ -33,13 +33,17 @@ STRATEGY_LABELS = {
     "shard": "engine compiled round over devices, the model's own convs",
     "vmap-laxconv": "engine compiled round, the model's own convs",
     "shard-laxconv": "engine compiled round over devices, the model's own convs",
+    "vmap-im2col": "engine compiled round, the model's convs as im2col matmuls "
+                   "(model.conv_impl=im2col)",
+    "shard-im2col": "engine compiled round over devices, the model's convs as im2col matmuls "
+                    "(model.conv_impl=im2col)",
     "vmap-benchpatchconv": "compiled round with the benchmark-only PatchConv "
                            "(not in the engine's models, not what launch.fedface runs)",
     "shard-benchpatchconv": "compiled round over devices with the benchmark-only PatchConv "
                             "(not in the engine's models, not what launch.fedface runs)",
 }
 ENGINE_STRATEGIES = ("host_loop", "host_loop-1stream", "vmap", "shard", "vmap-laxconv",
-                     "shard-laxconv")
+                     "shard-laxconv", "vmap-im2col", "shard-im2col")
 
 
 def strategy_label(strategy: str) -> str:

@@ -34,16 +34,18 @@ def _recount_module():
 def test_lease_config_orders_real_rows_first_and_skips_by_name():
   cfg = benchmark_gpu.get_config("variant=lease")
   names = [r["name"] for r in cfg.runs]
-  assert names[:3] == ["fedface_sphere20_c100", "fedface_resnet_small_c100",
-                       "fedface_sphere20_c10000"]
-  sphere = cfg.runs[0]
+  # The im2col row first (the lever on the first lease's MFU miss), then the model's own convs.
+  assert names[:4] == ["fedface_sphere20_c100", "fedface_sphere20_c100",
+                       "fedface_resnet_small_c100", "fedface_sphere20_c10000"]
+  assert cfg.runs[0]["strategies"] == ("engine_im2col",) and cfg.runs[0]["chunks"] == (10, 100)
+  sphere = cfg.runs[1]
   assert sphere["image_size"] == (112, 112) and sphere["images"] == 20 and sphere["steps"] == 5
   assert set(sphere["strategies"]) == {"engine", "engine_host", "centralised"}
-  assert cfg.runs[2]["clients"] == 10000 and cfg.runs[2]["timed_clients"] == 500
+  assert cfg.runs[3]["clients"] == 10000 and cfg.runs[3]["timed_clients"] == 500
   assert cfg.class_table.rows == 1_000_000 and cfg.class_table.devices == 1
   assert cfg.results_json == "benchmarks/gpu.json" and cfg.results_role == "gpu"
-  skipped = benchmark_gpu.get_config("variant=lease,skip=fedface_sphere20_c100")
-  assert [r["name"] for r in skipped.runs] == names[1:]
+  skipped = benchmark_gpu.get_config("variant=lease,skip=fedface_sphere20_c100_im2col")
+  assert [r["strategies"] for r in skipped.runs] == [r["strategies"] for r in cfg.runs[1:]]
   with pytest.raises(ValueError, match="unknown rows"):
     benchmark_gpu.get_config("variant=lease,skip=fedface_sphere20_c1000")
   tiny = benchmark_gpu.get_config("variant=lease,scale=0.05")

@@ -76,6 +76,8 @@ def test_strategies_give_the_same_aggregated_update():
       execution="host_loop")
   got["vmap_1dev_patchconv"] = strategies.engine_round_params(
       w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=4, conv_impl="patches")
+  got["vmap_1dev_im2col"] = strategies.engine_round_params(
+      w, data, sh.make_mesh(data=1, devices=devices[:1]), chunk=4, conv_impl="im2col")
   if len(devices) >= 4:
     got["shard_4dev"] = strategies.engine_round_params(
         w, data, sh.make_mesh(data=4, devices=devices[:4]), chunk=2)

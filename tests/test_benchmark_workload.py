@@ -218,6 +218,10 @@ def test_engine_model_workload(tmp_path):
     wl.write_reference(tmp_path / "r.npz", w)
   with pytest.raises(ValueError, match="own convolutions"):
     wl.workload_model(w, "patches")
+  # The models' im2col option: the same function on the same params.
+  x = wl.preprocess(wl.synthetic_client_data(w).images[0])
+  np.testing.assert_allclose(wl.workload_model(w, "im2col").apply({"params": params}, x), emb,
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_bare_loop_peer_matches_the_reference(tmp_path, monkeypatch, capsys):

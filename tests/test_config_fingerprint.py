@@ -109,7 +109,8 @@ def test_resume_diff_ignores_neutral_keys_only():
              "federated.checkpoint_every_rounds": 1, "federated.execution": "compiled",
              "federated.host_loop_streams": 2, "federated.host_loop_fused_steps": 3,
              "federated.unroll_loops": "on",
-             "federated.clients_per_chunk": 1, "federated.spreadout.block_size": 8}
+             "federated.clients_per_chunk": 1, "federated.spreadout.block_size": 8,
+             "model.conv_impl": "im2col"}
   assert set(neutral) == set(config_utils.RESUME_NEUTRAL_KEYS)
   assert config_utils.config_diff(config, _changed(config, neutral))  # they do differ...
   assert config_utils.resume_diff(config, _changed(config, neutral)) == []  # ...harmlessly

@@ -69,9 +69,7 @@ class LeNet5(nn.Module):
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise ValueError(
           f"LeNet5 expects NHWC input with {self.in_channels} channels, got shape {x.shape}")
-    if self.conv_impl not in im2col.CONV_IMPLS:
-      raise ValueError(f"conv_impl must be one of {im2col.CONV_IMPLS}, got {self.conv_impl!r}")
-    conv = nn.Conv if self.conv_impl == "xla" else im2col.Conv
+    conv = im2col.conv_class(self.conv_impl)
     kinit = torch_default_kernel_init()
     x = conv(32, (5, 5), padding=2, kernel_init=kinit,
              bias_init=torch_default_bias_init(self.in_channels * 25), name="conv1")(x)

@@ -139,11 +139,12 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
           _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path,
                        streams=1 if strat == "engine_host_1stream" else 0,
                        fused_steps=w.local_steps if strat == "engine_host_fused" else 1)
-        elif strat in ("engine", "engine_laxconv", "engine_patchconv"):
+        elif strat in ("engine", "engine_laxconv", "engine_im2col", "engine_patchconv"):
           # "engine": the compiled round with the model's own convolutions, i.e. what
-          # launch.fedface compiles ("engine_laxconv" is its old name). "engine_patchconv": the
-          # benchmark CNN with the benchmark-only PatchConv, which no engine model has.
-          conv = "patches" if strat == "engine_patchconv" else "lax"
+          # launch.fedface compiles ("engine_laxconv" is its old name). "engine_im2col": the same
+          # with the model's im2col option (model.conv_impl=im2col, models/im2col.py).
+          # "engine_patchconv": the benchmark CNN with the benchmark-only PatchConv.
+          conv = {"engine_patchconv": "patches", "engine_im2col": "im2col"}.get(strat, "lax")
           if conv == "patches" and w.model not in wl.BENCH_MODELS:
             raise ValueError(f"engine_patchconv needs a benchmark CNN, not {w.model!r}")
           for chunk in run.get("chunks", (cfg.default_chunk,)):
@@ -160,8 +161,8 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
             # The untimed first run lets host buffers settle.
             _, metrics, _, times = _timed_rounds(lambda st: compiled(st, *inputs), state, reps)
             loss = float(metrics["client_loss_first"])
-            name = ("vmap" if devices == 1 else "shard") + (
-                "-benchpatchconv" if conv == "patches" else "")
+            name = ("vmap" if devices == 1 else "shard") + {
+                "patches": "-benchpatchconv", "im2col": "-im2col"}.get(conv, "")
             emit(out_path, _row(base, name, eng.chunk, w.num_clients, w, times, None,
                                  flops_update, peak, measure, extra={
                                      "lower_s": lower_s, "compile_s": compile_s,

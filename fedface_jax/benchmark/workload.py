@@ -40,6 +40,7 @@ import numpy as np
 
 from fedface_jax import losses
 from fedface_jax.evaluation import pairs as pairs_lib
+from fedface_jax.models import im2col
 
 # Channel widths of the benchmark CNN family.
 BENCH_MODELS: dict[str, tuple[int, int, int]] = {
@@ -215,7 +216,7 @@ def preprocess(images_u8: jax.Array) -> jax.Array:
 # Model.
 
 
-CONV_IMPLS = ("lax", "patches")
+CONV_IMPLS = ("lax", "patches", "im2col")
 
 
 class PatchConv(nn.Module):
@@ -244,8 +245,9 @@ class PatchConv(nn.Module):
 class BenchCNN(nn.Module):
   """The benchmark CNN; see the module docstring for the exact architecture.
 
-  `conv_impl` only changes how the convolutions are computed ("lax": `nn.Conv`; "patches":
-  `PatchConv`, for vmapped clients), never the parameters or the function.
+  `conv_impl` only changes how the convolutions are computed ("lax": `nn.Conv`; "im2col": the
+  models' `models/im2col.Conv`; "patches": `PatchConv`, for vmapped clients), never the
+  parameters or the function.
   """
   channels: tuple[int, int, int] = BENCH_MODELS["bench_cnn_small"]
   embedding_dim: int = 128
@@ -258,6 +260,8 @@ class BenchCNN(nn.Module):
       raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
     if self.conv_impl == "lax":
       conv = lambda c, name: nn.Conv(c, (3, 3), padding="SAME", name=name)
+    elif self.conv_impl == "im2col":
+      conv = lambda c, name: im2col.Conv(c, (3, 3), padding="SAME", name=name)
     else:
       conv = lambda c, name: PatchConv(c, name=name)
     c1, c2, c3 = self.channels
@@ -280,11 +284,12 @@ def create_bench_model(name: str, embedding_dim: int = 128, conv_impl: str = "la
 def workload_model(workload: Workload, conv_impl: str = "lax") -> nn.Module:
   """The workload's model: a benchmark CNN, or the engine's registry backbone (own convs)."""
   if workload.model in ENGINE_MODELS:
-    if conv_impl != "lax":
-      raise ValueError(f"{workload.model} has only its own convolutions; conv_impl "
-                       f"{conv_impl!r} is for the benchmark CNNs")
+    if conv_impl not in ("lax", "im2col"):
+      raise ValueError(f"{workload.model} has its own convolutions or their im2col option; "
+                       f"conv_impl {conv_impl!r} is for the benchmark CNNs")
     from fedface_jax import models  # pylint: disable=g-import-not-at-top
-    return models.create_model(workload.model, embedding_dim=workload.embedding_dim)
+    extra = {"conv_impl": "im2col"} if conv_impl == "im2col" else {}
+    return models.create_model(workload.model, embedding_dim=workload.embedding_dim, **extra)
   return create_bench_model(workload.model, workload.embedding_dim, conv_impl)
 
 

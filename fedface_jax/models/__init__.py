@@ -148,7 +148,8 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def from_config(model_cfg) -> nn.Module:
-  """The backbone a `config.model` section names: name, embedding_dim, dtype, remat, kwargs.
+  """The backbone a `config.model` section names: name, embedding_dim, dtype, remat, conv_impl,
+  kwargs.
 
   `dtype` is the compute dtype only ("bfloat16": mixed precision). Parameters, optimiser state,
   the normalised embeddings and everything downstream (cosine logits, margins, losses) stay float32:
@@ -163,6 +164,9 @@ def from_config(model_cfg) -> nn.Module:
     kwargs["dtype"] = _DTYPES[dtype]
   if model_cfg.remat:
     kwargs["remat"] = True
+  conv_impl = model_cfg.get("conv_impl", "xla")
+  if conv_impl != "xla":
+    kwargs["conv_impl"] = conv_impl   # a model without the attribute refuses it by name
   return create_model(model_cfg.name, model_cfg.embedding_dim, **kwargs)
 
 

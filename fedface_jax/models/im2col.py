@@ -14,36 +14,62 @@ so a model can switch between the two without touching its parameters. The cost 
 patch matrix holds kh * kw copies of the input (16 photos at 128 px, 32 channels, 5x5: ~210 MB).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 CONV_IMPLS = ("xla", "im2col")
+Padding = str | int | Sequence[tuple[int, int]]
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int]) -> jax.Array:
-  """NHWC stride-1 convolution of `x` with an HWIO `kernel`, zero `padding` (rows, cols)."""
+def _pads(x_shape, kernel_hw, strides, padding: Padding) -> list[tuple[int, int]]:
+  if isinstance(padding, str):
+    return list(jax.lax.padtype_to_pads(x_shape[1:3], kernel_hw, strides, padding.upper()))
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [tuple(p) for p in padding]
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: Padding = "SAME",
+           strides: int | tuple[int, int] = 1) -> jax.Array:
+  """NHWC convolution of `x` with an HWIO `kernel`, as `lax.conv_general_dilated` computes it.
+
+  `padding`: "SAME" / "VALID" (XLA's rule), an int for both sides of both axes, or
+  ((top, bottom), (left, right)). No dilation, no feature groups.
+  """
   kh, kw, cin, cout = kernel.shape
   if x.ndim != 4 or x.shape[-1] != cin:
     raise ValueError(f"conv2d expects NHWC input with {cin} channels, got {x.shape}")
-  ph, pw = padding
-  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-  h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  sh, sw = (strides, strides) if isinstance(strides, int) else tuple(strides)
+  (pt, pb), (pl, pr) = _pads(x.shape, (kh, kw), (sh, sw), padding)
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  h, w = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+  if h < 1 or w < 1:
+    raise ValueError(f"kernel {kh}x{kw} does not fit the padded input {xp.shape[1:3]}")
   # Channel-last patches ordered (kh, kw, cin): the order of kernel.reshape(kh * kw * cin, cout).
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)],
-                            axis=-1)
+  patches = jnp.concatenate(
+      [jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (h - 1) + 1, j + sw * (w - 1) + 1,
+                                         cin), (1, sh, sw, 1))
+       for i in range(kh) for j in range(kw)], axis=-1)
   return patches @ kernel.reshape(kh * kw * cin, cout)
 
 
 class Conv(nn.Module):
-  """`nn.Conv(features, kernel_size, padding=padding)` for stride 1, computed by `conv2d`.
+  """`nn.Conv` (no dilation, no groups), computed by `conv2d`.
 
-  The parameter names, shapes and initialisers are `nn.Conv`'s, so params move between the two.
+  The attributes, parameter names, shapes and initialisers are `nn.Conv`'s, so params move between
+  the two and a model switches with one attribute (`conv_class`).
   """
 
   features: int
   kernel_size: tuple[int, int]
-  padding: int
+  strides: int | tuple[int, int] = 1
+  padding: Padding = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
@@ -51,5 +77,14 @@ class Conv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
-    bias = self.param("bias", self.bias_init, (self.features,))
-    return conv2d(x, kernel, (self.padding, self.padding)) + bias
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d(x, kernel, self.padding, self.strides)
+    return y if bias is None else y + bias
+
+
+def conv_class(conv_impl: str) -> type[nn.Module]:
+  """The convolution module for a model's `conv_impl`: "xla" (`nn.Conv`) or "im2col" (`Conv`)."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+  return nn.Conv if conv_impl == "xla" else Conv

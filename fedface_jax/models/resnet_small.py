@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fedface_jax.models import common
+from fedface_jax.models import im2col
 
 Dtype = Any
 
@@ -35,21 +36,23 @@ class BasicBlock(nn.Module):
   strides: int = 1
   norm: str = "group"
   dtype: Dtype = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = im2col.conv_class(self.conv_impl)
     residual = x
-    y = nn.Conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False,
+    y = conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False,
                 kernel_init=_CONV_INIT, dtype=self.dtype, name="conv1")(x)
     y = common.make_norm(self.norm, dtype=self.dtype, name="norm1")(y)
     y = nn.relu(y)
     last_init = nn.initializers.zeros if self.norm == "none" else _CONV_INIT
-    y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, kernel_init=last_init,
+    y = conv(self.features, (3, 3), padding="SAME", use_bias=False, kernel_init=last_init,
                 dtype=self.dtype, name="conv2")(y)
     y = common.make_norm(self.norm, dtype=self.dtype, scale_init=nn.initializers.zeros,
                          name="norm2")(y)
     if residual.shape != y.shape:
-      residual = nn.Conv(self.features, (1, 1), strides=self.strides, use_bias=False,
+      residual = conv(self.features, (1, 1), strides=self.strides, use_bias=False,
                          kernel_init=_CONV_INIT, dtype=self.dtype, name="proj_conv")(residual)
       residual = common.make_norm(self.norm, dtype=self.dtype, name="proj_norm")(residual)
     return nn.relu(residual + y)
@@ -74,6 +77,9 @@ class ResNetSmall(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); params are always float32 and the output is float32.
     remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
       storing them: less activation memory for many clients per chunk, ~1/3 more compute.
+    conv_impl: "xla" (`nn.Conv`) or "im2col" (`models/im2col.py`: the same function and params as
+      batched matmuls, for clients vmapped with their own weights, where XLA makes every
+      convolution a grouped one).
   """
   embedding_dim: int = 512
   widths: Sequence[int] = (16, 32, 64, 128)
@@ -85,6 +91,7 @@ class ResNetSmall(nn.Module):
   pooling: str = "flatten"
   dtype: Dtype = jnp.float32
   remat: bool = False
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -100,7 +107,7 @@ class ResNetSmall(nn.Module):
       raise ValueError("ResNetSmall is stateless by design; use norm='group', 'layer' or 'none'")
     x = x.astype(self.dtype)
     stem = self.stem_width or self.widths[0]
-    x = nn.Conv(stem, (3, 3), strides=self.stem_stride, padding="SAME", use_bias=False,
+    x = im2col.conv_class(self.conv_impl)(stem, (3, 3), strides=self.stem_stride, padding="SAME", use_bias=False,
                 kernel_init=_CONV_INIT, dtype=self.dtype, name="stem_conv")(x)
     x = common.make_norm(self.norm, dtype=self.dtype, name="stem_norm")(x)
     x = nn.relu(x)
@@ -109,6 +116,7 @@ class ResNetSmall(nn.Module):
         zip(self.widths, self.blocks, self.strides)):
       for block in range(num_blocks):
         x = block_cls(width, strides=stride if block == 0 else 1, norm=self.norm,
-                       dtype=self.dtype, name=f"stage{stage + 1}_block{block + 1}")(x)
+                       dtype=self.dtype, conv_impl=self.conv_impl,
+                       name=f"stage{stage + 1}_block{block + 1}")(x)
     return common.EmbeddingHead(self.embedding_dim, pooling=self.pooling, use_bias=False,
                                 dtype=self.dtype, name="head")(x)

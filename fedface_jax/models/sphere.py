@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from fedface_jax.models import common
+from fedface_jax.models import im2col
 
 Dtype = Any
 
@@ -45,10 +46,12 @@ class SphereStage(nn.Module):
   residual_init_stddev: float = 0.01
   prelu_init: float = 0.0
   dtype: Dtype = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Conv(self.features, (3, 3), strides=2, padding="SAME", use_bias=True,
+    conv_cls = im2col.conv_class(self.conv_impl)
+    x = conv_cls(self.features, (3, 3), strides=2, padding="SAME", use_bias=True,
                 kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros,
                 dtype=self.dtype, name="transition")(x)
     x = common.PReLU(self.prelu_init, dtype=self.dtype, name="transition_prelu")(x)
@@ -56,7 +59,7 @@ class SphereStage(nn.Module):
     for unit in range(self.num_units):
       y = x
       for conv in range(2):
-        y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False,
+        y = conv_cls(self.features, (3, 3), padding="SAME", use_bias=False,
                     kernel_init=residual_init, dtype=self.dtype,
                     name=f"unit{unit + 1}_conv{conv + 1}")(y)
         y = common.PReLU(self.prelu_init, dtype=self.dtype,
@@ -77,6 +80,8 @@ class SphereNet(nn.Module):
       0.01).
     prelu_init: initial PReLU slope (FedFace: 0.0).
     dtype: compute dtype; params and output stay float32.
+    conv_impl: "xla" (`nn.Conv`) or "im2col" (`models/im2col.py`: the same function and params as
+      batched matmuls, for clients vmapped with their own weights).
   """
   blocks: Sequence[int] = SPHERE_BLOCKS[64]
   embedding_dim: int = 512
@@ -86,6 +91,7 @@ class SphereNet(nn.Module):
   prelu_init: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False   # recompute each stage's activations in the backward pass (nn.remat)
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -101,7 +107,7 @@ class SphereNet(nn.Module):
     for stage, (num_units, width) in enumerate(zip(self.blocks, self.widths)):
       x = stage_cls(common.scaled_width(width, self.width_multiplier), num_units,
                       residual_init_stddev=self.residual_init_stddev, prelu_init=self.prelu_init,
-                      dtype=self.dtype, name=f"stage{stage + 1}")(x)
+                      dtype=self.dtype, conv_impl=self.conv_impl, name=f"stage{stage + 1}")(x)
     return common.EmbeddingHead(self.embedding_dim, pooling="flatten", use_bias=False,
                                 kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
                                 name="head")(x)
