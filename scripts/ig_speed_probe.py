@@ -1,7 +1,7 @@
 """Where our Inverting Gradients spends its time next to breaching's, on one peer case.
 
   python scripts/ig_speed_probe.py --case runs/attack_peer/celeba/seed0/case.npz \
-      --iterations 200 --out benchmarks/ig_speed_probe.json [--peer]
+      --iterations 200 --out benchmarks/ig_speed_probe.json [--peer] [--single_thread]
 
 The case is one `launch.attack_peer` writes (`reporting/attack_peer.CASE_LAYOUT`). Each variant runs
 our `inversion.invert_inverting_gradients` with the settings `attack_peer.ours_inverting_gradients`
@@ -22,6 +22,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# breaching runs torch on one thread (`attack_peer --threads`, default 1); `--single_thread` runs
+# XLA on one too, so the comparison is thread for thread. It must be set before jax is imported.
+SINGLE_THREAD = "--single_thread" in sys.argv
+if SINGLE_THREAD:
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                             " intra_op_parallelism_threads=1").strip()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
@@ -73,6 +79,7 @@ def main():
   p.add_argument("--iterations", type=int, default=200)
   p.add_argument("--out", default="benchmarks/ig_speed_probe.json")
   p.add_argument("--peer", action="store_true")
+  p.add_argument("--single_thread", action="store_true", help="XLA on one thread (see above).")
   p.add_argument("--peer_python", default=attack_peer.DEFAULT_PEER_PYTHON)
   args = p.parse_args()
   case = attack_peer.read_case(args.case)
@@ -98,6 +105,7 @@ def main():
          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
          "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
          "jax": jax.__version__, "load_1min": os.getloadavg()[0],
+         "xla_threads": 1 if SINGLE_THREAD else os.cpu_count(), "breaching_torch_threads": 1,
          "case": {k: int(case[k]) for k in ("num_clients", "images_per_client", "image_size",
                                             "tau")},
          "iterations": args.iterations, "ours": rows, "breaching": peer,
