@@ -110,7 +110,7 @@ results-celeba: $(STAMP)
 	$(BIN)/python -m launch.attack_results --suite=celeba --sweeps=enhance --iterations=100 --judge=both \
 	    --prior_workdir=runs/prior/celeba_demo_1000 --prior_num_steps=1000 \
 	    --block=attack-celeba-enhanced --workdir=runs/attack_results/celeba_enhanced
-	$(BIN)/python -m launch.attack_reference --seeds=0,1,2,3,4 \
+	$(BIN)/python -m launch.attack_reference --seeds=0,1,2 \
 	    --config experiments/attack_celeba.py:variant=reference128,judge=both
 
 ## Throughput / MFU / memory sweep, class-table step and peers -> BENCHMARKS.md (~2 h on 2 QUIET cores).

@@ -12,7 +12,7 @@ under runs/, which is gitignored: never commit them.
   # judge=dlib (default: dlib's ResNet, independent of the attack) | model | both.
   python -m launch.attack_results --suite=celeba      # the sweeps, on these faces
   # the reference setting of ATTACK.md 3 (128 px, sf=4, K=4, B=16, tau=3, eta=0.003, 100 it.):
-  python -m launch.attack_reference --seeds=0,1,2,3,4   # RESULTS.md `attack-celeba-reference`
+  python -m launch.attack_reference --seeds=0,1,2   # RESULTS.md `attack-celeba-reference`
 
 Variants: "" (default, CPU-sized: 32 px LeNet, sf=2) and reference128 (the reference's
 hyper-parameters, ATTACK.md 3: the crops loaded at 128x128 instead of 64, a 32x32 latent
