@@ -40,6 +40,7 @@ N clients; the row says so), centralised_max_images. Strategies:
                   own convolutions (grouped under vmap): what launch.fedface compiles
   engine_im2col   the same with the models' im2col option (model.conv_impl=im2col,
                   models/im2col.py: shifted slices @ kernel, batched matmuls under vmap)
+  centralised_im2col  the centralised ceiling with the models' im2col option
   engine_patchconv  the same with the benchmark-only PatchConv (conv_general_dilated_patches;
                   bench CNN only, not an engine model: labelled as such)
   sequential_steps  a bare Python loop of jitted SGD steps (FedJAX's jit backend, no engine)
@@ -173,7 +174,7 @@ def get_config(arg=None):
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
       fedface_scale=1.0, fedface_timed_clients=0, sphere20_timed_clients=4,
       fedface_centralised_max_images=512, sphere20_centralised_max_images=64, rows="all",
-      fairness_rows="base+steps5")
+      fairness_rows="base+steps5", im2col_strategies="engine_im2col+centralised_im2col")
   config = base_config()
   seq_eng = ("sequential", "sequential_steps", "engine_host", "engine")
   if arg.variant == "smoke":
@@ -288,11 +289,17 @@ def get_config(arg=None):
     # (model.conv_impl=im2col: batched matmuls where vmap makes every convolution a grouped one)
     # on the base toy row and on resnet_small's real FedFace row, next to the rows with the
     # models' own convolutions already in the JSON. Timed on `fedface_timed_clients` clients.
+    # `im2col_strategies` ("+"-separated) picks the parts; centralised_im2col is the ceiling with
+    # the same convolutions, so the engine's im2col rows are bounded by their own best.
     toy = _one_device_toy_rows()["base"]
     real = next(r for r in fedface_runs(arg) if r["name"] == "fedface_resnet_small_c100")
     timed = int(arg.fedface_timed_clients) or 20
-    config.runs = (dict(toy, strategies=("engine_im2col",), chunks=(1, 10, 100)),
-                   dict(real, strategies=("engine_im2col",), timed_clients=timed,
+    strats = tuple(x for x in str(arg.im2col_strategies).split("+") if x)
+    unknown = sorted(set(strats) - {"engine_im2col", "centralised_im2col"})
+    if unknown:
+      raise ValueError(f"im2col_strategies names unknown strategies {unknown}")
+    config.runs = (dict(toy, strategies=strats, chunks=(1, 10, 100)),
+                   dict(real, strategies=strats, timed_clients=timed,
                         chunks=(1, min(10, timed))))
     config.timed_rounds = 5
     config.min_timed_s = 0.0

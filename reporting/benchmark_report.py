@@ -169,7 +169,8 @@ def _ceiling_label(cen):
     return ""
   batch = "all " + str(cen["batch"]) if cen.get("batch_is_all") else str(cen.get("batch"))
   s = cen.get("streams", 1)
-  return f" (batch {batch}, {s} stream{'s' if s > 1 else ''})"
+  conv = ", im2col" if cen.get("conv_impl") == "im2col" else ""
+  return f" (batch {batch}, {s} stream{'s' if s > 1 else ''}{conv})"
 
 
 def paired_partners(rows: list[dict[str, Any]]) -> list[int | None]:
@@ -317,7 +318,9 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
             "Plain SGD with the same model on the same images (the round's images, at most "
             "`centralised_max_images`) at each batch size (all = the whole pool), in 1 stream "
             "and in as many streams (threads, each with its own params) as the host loop. "
-            "The best images/s at a stream count is the ceiling at that count (**bold**).", "",
+            "Rows marked im2col run the model's im2col convolutions (`model.conv_impl`). "
+            "The best images/s at a stream count, of either, is the ceiling at that count "
+            "(**bold**).", "",
             "| workload | batch | streams (active) | reps | images/s | MFU | load |",
             "|---|---|---|---|---|---|---|"]
     for r in cen_rows:
@@ -327,6 +330,8 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
       if best is r:
         cell = f"**{cell}**"
       batch = f"all ({r['batch']})" if r.get("batch_is_all") else str(r.get("batch"))
+      if r.get("conv_impl") == "im2col":
+        batch += ", im2col convs"
       out.append(f"| {_wl(r['workload'])} | {batch} | {r.get('streams', 1)} "
                  f"({r.get('active_streams', r.get('streams', 1))}) | "
                  f"{len(r.get('round_s') or [])} | {cell} | {_f(100 * r['mfu'], '{:.1f}%')} "
@@ -335,7 +340,8 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
   keys = sorted({_key(r["workload"]) for r in sweep}, key=str)
   out += ["", "### Engine vs the centralised ceiling (same stream count)", "",
           "One line per strategy `launch.fedface` runs (host loop with its streams or 1 "
-          "stream, compiled round with the model's own convolutions: its best chunk); the "
+          "stream, compiled round with the model's own convolutions or their im2col option: "
+          "its best chunk); the "
           "ceiling is the best centralised batch size at that row's stream count. Ratio of "
           "medians.", "",
           "| workload | engine row | engine images/s | ceiling (batch, streams) | ceiling "

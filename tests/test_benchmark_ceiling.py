@@ -65,3 +65,30 @@ def test_ceiling_is_the_best_batch_at_the_same_stream_count():
   assert benchmark_report.pick_ceiling(rows)["images_per_s"] == 4300.0
   assert benchmark_report.pick_ceiling(rows, streams=4) is None
   assert "batch 32, 2 streams" in benchmark_report._ceiling_label(best2)
+
+
+def test_ceiling_takes_the_best_convolution_and_says_which():
+  """The baseline at its best setting: im2col rows compete with XLA's, and the label says so."""
+  im2col = dict(_cen(8, 2500.0, 1), conv_impl="im2col")
+  rows = [_cen(8, 2400.0, 1), _cen(32, 2450.0, 1), im2col, dict(_cen(32, 4000.0, 2),
+                                                                conv_impl="im2col")]
+  best = benchmark_report.pick_ceiling(rows, streams=1)
+  assert best is im2col
+  assert benchmark_report._ceiling_label(best) == " (batch 8, 1 stream, im2col)"
+  assert benchmark_report._ceiling_label(rows[1]) == " (batch 32, 1 stream)"
+
+
+def test_centralised_with_im2col_convolutions_is_the_same_sgd():
+  w = wl.Workload(num_clients=4, images_per_client=2, image_size=(8, 8), local_steps=1,
+                  batch_size=2, embedding_dim=8, lr=0.5, seed=2)
+  data = wl.synthetic_client_data(w)
+  images = data.images.reshape((-1, 8, 8, 3))
+  embs = np.repeat(data.class_embeddings, 2, axis=0)
+  params = wl.init_params(w)
+  got = {}
+  for conv in ("lax", "im2col"):
+    cen = strategies.Centralised(w, params, images, embs, batch=2, conv_impl=conv)
+    got[conv] = jax.block_until_ready(cen())[0]
+    cen.close()
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               got["im2col"], got["lax"])

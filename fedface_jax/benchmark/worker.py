@@ -133,8 +133,9 @@ def run_worker(cfg: mlc.ConfigDict, devices: int, out_path: str) -> None:
           times = measure.timed_reps(thunk, **reps)
           emit(out_path, _row(base, strat, None, n, w, times, first, flops_update, peak,
                                measure, extra={"clients_timed": n}))
-        elif strat == "centralised":
-          _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path)
+        elif strat in ("centralised", "centralised_im2col"):
+          _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path,
+                       conv_impl="im2col" if strat == "centralised_im2col" else "lax")
         elif strat in ("engine_host", "engine_host_1stream", "engine_host_fused"):
           _engine_host(base, w, data, params, mesh, reps, flops_update, peak, out_path,
                        streams=1 if strat == "engine_host_1stream" else 0,
@@ -276,8 +277,12 @@ def centralised_streams(cfg: mlc.ConfigDict) -> list[int]:
   return sorted({host_loop.num_streams(int(s)) for s in cfg.centralised_streams})
 
 
-def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path):
+def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_path,
+                 conv_impl: str = "lax"):
   """Same images, same model, plain SGD at each batch size and stream count: the ceiling.
+
+  `conv_impl` "im2col" runs the model's im2col convolutions (rows say `conv_impl`); the report's
+  ceiling is the best row of either, so the baseline is at its best setting.
 
   One row per (batch size, streams); the report takes the best images/s at the stream count of
   the row it compares against as the ceiling and says which batch size won. The image pool is
@@ -297,7 +302,7 @@ def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_
   for streams in centralised_streams(cfg):
     for batch in strategies.centralised_batch_sizes(cfg.centralised_batches, pool):
       measure.reset_peak_rss()
-      cen = strategies.Centralised(w, params, images, embs, batch, streams)
+      cen = strategies.Centralised(w, params, images, embs, batch, streams, conv_impl)
       t0 = time.perf_counter()
       jax.block_until_ready(cen())          # compile + warm-up, awaited before any timing
       first = time.perf_counter() - t0
@@ -305,7 +310,8 @@ def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_
       cen.close()
       med = float(np.median(times))
       ips = cen.images_per_call / med
-      emit(out_path, {**base, "strategy": "centralised", "chunk": None, "batch": batch,
+      emit(out_path, {**base, "strategy": "centralised", "conv_impl": conv_impl,
+                       "chunk": None, "batch": batch,
                        "batch_is_all": batch == pool, "pool_images": pool,
                        "images_per_call": cen.images_per_call, "streams": streams,
                        # A pool of fewer batches than streams leaves threads idle.
