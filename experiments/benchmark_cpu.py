@@ -306,6 +306,28 @@ def get_config(arg=None):
     config.peers = ()
     config.class_table.enabled = False
     config.append = True
+  elif arg.variant == "fedface_rest":
+    # A supplement (appends): the real FedFace rows the reduced morning part left out, now that
+    # the im2col option makes sphere20's compiled round affordable on 2 cores: sphere20 at 100
+    # clients (compiled round with im2col, timed on `sphere20_timed_clients`; the centralised
+    # ceiling), and resnet_small at 1,000 clients (the host loop over all 1,000; the compiled
+    # round with im2col, timed on 100: a scan over chunks runs at the same rate per client).
+    rows = {r["name"]: r for r in fedface_runs(mlc.ConfigDict(dict(
+        arg.to_dict(), fedface_clients="100+1000")))}
+    sphere = rows["fedface_sphere20_c100"]
+    resnet = dict(rows["fedface_resnet_small_c100"], name="fedface_resnet_small_c1000",
+                  clients=1000)
+    config.runs = (
+        dict(sphere, strategies=("engine_im2col", "centralised"),
+             timed_clients=int(arg.sphere20_timed_clients), chunks=(1,)),
+        dict(resnet, strategies=("engine_im2col",), timed_clients=100, chunks=(1,)),
+        dict(resnet, strategies=("engine_host",), timed_clients=1000),
+    )
+    config.timed_rounds = 5
+    config.min_timed_s = 0.0
+    config.peers = ()
+    config.class_table.enabled = False
+    config.append = True
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -325,5 +347,5 @@ def get_config(arg=None):
     config.cpu_results_json = config.report_path = ""
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
-                     "fused, sphere20_compiled, im2col, seqsteps, fedface")
+                     "fused, sphere20_compiled, im2col, fedface_rest, seqsteps, fedface")
   return config
