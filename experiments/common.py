@@ -195,8 +195,9 @@ def attack_section(**overrides) -> mlc.ConfigDict:
       participants_seed=0,      # which federated identities take part
       model_seed=0,             # LeNet init (untrained, as in the reference)
       # The LeNet's convolutions: "xla" (nn.Conv; every published attack block ran with it) or
-      # "im2col" (models/im2col.py: the same function, the attack's second-order gradients 1.4-2.8x
-      # faster on CPU, benchmarks/ig_speed_probe.json; results differ by float rounding only).
+      # "im2col" (models/im2col.py: the same function, the attack's iterations 1.8-3.3x faster on
+      # CPU, benchmarks/ig_speed_probe.json, attack_conv_probe.json; results differ by float
+      # rounding only).
       lenet_conv="xla",
       attack_seed=0,
       round_index=0,            # the attacked round (state = theta_0 at round 0)

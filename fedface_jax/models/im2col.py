@@ -1,13 +1,15 @@
-"""A stride-1 convolution written as shifted slices and one matmul (im2col), same params as nn.Conv.
+"""A convolution written as shifted slices and one matmul (im2col), with nn.Conv's parameters.
 
-Why: gradient inversion differentiates *through* a gradient (second order). XLA:CPU runs one of the
-convolutions that second derivative produces (the weight gradient's transpose, a convolution with
-batch and feature dimensions swapped and the kernel reversed) on its slow generic emitter rather
-than its fast Eigen path. On the attack's LeNet the second-order gradient of a 5x5 convolution ran
-3-6x faster written as kh * kw shifted slices of the padded input concatenated on the channel axis
-and multiplied by the flattened kernel (`scripts/ig_speed_probe.py`, `benchmarks/ig_speed_probe.json`):
-every derivative of that form is a slice, a pad or a matmul. `lax.conv_general_dilated_patches`
-is no help here: it is itself a grouped convolution and was slower still.
+Why, twice over. (1) Under `vmap` over clients that each hold their own weights, XLA turns every
+convolution into a grouped one, and inside the compiled round's `scan` XLA:CPU runs those far from its
+fast path; as slices and a batched matmul the compiled round ran 12.5x faster on the benchmark CNN and
+17.9x on resnet_small (`benchmarks/cpu.json`, rows `vmap-im2col`). (2) Gradient inversion differentiates
+*through* a gradient; one convolution of that second derivative (the weight gradient's transpose, batch
+and feature dimensions swapped) is slow on XLA:CPU, and the attack's Inverting Gradients ran 3.3x faster
+per iteration with the LeNet's convolutions written this way, the 128 px reference setting 1.8x
+(`benchmarks/ig_speed_probe.json`, `benchmarks/attack_conv_probe.json`). `lax.conv_general_dilated_patches`
+is no help: it is itself a convolution. Where XLA's own dense convolutions run near the matmul peak (sphere20
+at 112 px, outside `vmap`) they stay faster, so this is an option, not the default.
 
 The function is `nn.Conv`'s (same HWIO kernel and bias, same outputs to float rounding; tested),
 so a model can switch between the two without touching its parameters. The cost is memory: the
