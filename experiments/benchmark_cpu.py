@@ -169,6 +169,16 @@ def _one_device_toy_rows() -> dict[str, dict]:
           if r["devices"] == 1}
 
 
+def _timed_supplement(config) -> None:
+  """A supplement appended to a default run's workdir: its rows only (no peers, no class table),
+  5 timed rounds each however slow (the real FedFace rows take minutes per round)."""
+  config.timed_rounds = 5
+  config.min_timed_s = 0.0
+  config.peers = ()
+  config.class_table.enabled = False
+  config.append = True
+
+
 def get_config(arg=None):
   arg = config_utils.parse_config_arg(
       arg, variant="default", fedface_clients="100+1000", fedface_photos=20, fedface_steps=5,
@@ -279,11 +289,7 @@ def get_config(arg=None):
     row = next(r for r in fedface_runs(arg) if r["name"] == "fedface_sphere20_c100")
     config.runs = (dict(row, strategies=("engine", "centralised"),
                         timed_clients=int(arg.sphere20_timed_clients), chunks=(1,)),)
-    config.timed_rounds = 5
-    config.min_timed_s = 0.0
-    config.peers = ()
-    config.class_table.enabled = False
-    config.append = True
+    _timed_supplement(config)
   elif arg.variant == "im2col":
     # A supplement (appends): the compiled round with the models' im2col option
     # (model.conv_impl=im2col: batched matmuls where vmap makes every convolution a grouped one)
@@ -301,11 +307,7 @@ def get_config(arg=None):
     config.runs = (dict(toy, strategies=strats, chunks=(1, 10, 100)),
                    dict(real, strategies=strats, timed_clients=timed,
                         chunks=(1, min(10, timed))))
-    config.timed_rounds = 5
-    config.min_timed_s = 0.0
-    config.peers = ()
-    config.class_table.enabled = False
-    config.append = True
+    _timed_supplement(config)
   elif arg.variant == "fedface_rest":
     # A supplement (appends): the real FedFace rows the reduced morning part left out, now that
     # the im2col option makes sphere20's compiled round affordable on 2 cores: sphere20 at 100
@@ -323,11 +325,7 @@ def get_config(arg=None):
         dict(resnet, strategies=("engine_im2col",), timed_clients=100, chunks=(1,)),
         dict(resnet, strategies=("engine_host",), timed_clients=1000),
     )
-    config.timed_rounds = 5
-    config.min_timed_s = 0.0
-    config.peers = ()
-    config.class_table.enabled = False
-    config.append = True
+    _timed_supplement(config)
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.

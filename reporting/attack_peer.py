@@ -83,6 +83,16 @@ def _flat(tree) -> dict[str, np.ndarray]:
           for leaf, v in leaves.items()}
 
 
+def case_tree(case: dict[str, np.ndarray], tree: str) -> dict[str, dict[str, np.ndarray]]:
+  """`_flat`'s inverse: one of TREES (e.g. "w_t") from a `read_case` dict, in flax layout."""
+  out: dict[str, dict[str, np.ndarray]] = {}
+  for key, value in case.items():
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == tree:
+      out.setdefault(parts[1], {})[parts[2]] = value
+  return out
+
+
 def case_arrays(out: dict, config, seed: int) -> dict[str, Any]:
   """The case .npz's arrays (`CASE_LAYOUT`) from `run_attack(..., return_case=True)`'s output."""
   a, case = config.attack, out["case"]
@@ -161,27 +171,41 @@ def run_peer(python: str, case_path: str, out_path: str, iterations: int, seed: 
 def ours_inverting_gradients(out: dict, config, iterations: int, seed: int):
   """Our JAX Inverting Gradients on exactly the update breaching attacks (same algorithm).
 
-  The case's w_t and target, the victims' labels, and breaching's `invertinggradients` settings
-  as the peer script runs them (`inversion.inverting_gradients_config`: global cosine matching,
-  TV 0.2, signed Adam at lr 0.1 with step decay at 3/8, 5/8, 7/8 of the iterations, boxed, one
-  trial). Breaching optimises in its normalised space, which the peer script sets to our model
-  input (~2x - 1 of [0, 1] pixels x); ours optimises [0, 1] pixels, so each setting is mapped:
-  its N(0, 1) init is 0.5 + 0.5 N(0, 1) here (init_std 0.5), its TV on the input is ~2x ours
-  (tv_weight 0.4), and a signed-Adam step of 0.1 in the input is 0.05 in pixels (lr 0.05).
-  Returns the `InversionResult`.
+  The case's w_t and target with `invert_like_breaching`. Returns the `InversionResult`.
   """
   a, case = config.attack, out["case"]
-  k, n = int(a.num_clients), int(a.images_per_client)
+  return invert_like_breaching(
+      case["w_t"], case["target"], num_clients=int(a.num_clients),
+      images_per_client=int(a.images_per_client), tau=int(a.tau), eta=float(a.eta),
+      image_size=int(case["images"].shape[1]), iterations=iterations, seed=seed,
+      conv_impl=a.lenet_conv)
+
+
+def invert_like_breaching(w_t, target, *, num_clients: int, images_per_client: int, tau: int,
+                          eta: float, image_size: int, iterations: int, seed: int,
+                          conv_impl: str = "xla", **knobs):
+  """Our Inverting Gradients with breaching's `invertinggradients` settings, on the victims' labels.
+
+  The settings as the peer script runs them (`inversion.inverting_gradients_config`: global
+  cosine matching, TV 0.2, signed Adam at lr 0.1 with step decay at 3/8, 5/8, 7/8 of the
+  iterations, boxed, one trial). Breaching optimises in its normalised space, which the peer
+  script sets to our model input (~2x - 1 of [0, 1] pixels x); ours optimises [0, 1] pixels, so
+  each setting is mapped: its N(0, 1) init is 0.5 + 0.5 N(0, 1) here (init_std 0.5), its TV on
+  the input is ~2x ours (tv_weight 0.4), and a signed-Adam step of 0.1 in the input is 0.05 in
+  pixels (lr 0.05). `knobs` set further config keys that change how, not what, it computes
+  (`remat`, `loop`, `chunk`: `scripts/ig_speed_probe.py`).
+  """
+  k, n = int(num_clients), int(images_per_client)
   c = inversion.inverting_gradients_config()
-  c.tau, c.eta = int(a.tau), float(a.eta)
-  c.image_size = int(case["images"].shape[1])
+  c.tau, c.eta, c.image_size = int(tau), float(eta), int(image_size)
   c.iterations, c.seed = int(iterations), int(seed)
   scale = float(inversion.fedface_input(jnp.ones(())) - inversion.fedface_input(jnp.zeros(())))
   c.init_std, c.tv_weight, c.lr, c.restarts = 1.0 / scale, 0.2 * scale, 0.1 / scale, 1
-  model = lenet_lib.LeNet5(num_classes=k, conv_impl=a.lenet_conv)
+  c.update(knobs)
+  model = lenet_lib.LeNet5(num_classes=k, conv_impl=conv_impl)
   labels = inversion.onehot(np.repeat(np.arange(1, k), n), k)
   return inversion.invert_inverting_gradients(
-      lambda p, x: model.apply({"params": p}, x), case["w_t"], case["target"], labels, c,
+      lambda p, x: model.apply({"params": p}, x), w_t, target, labels, c,
       input_transform=inversion.fedface_input, progress=False)
 
 

@@ -25,14 +25,19 @@ def test_batch_sizes_dedupe_and_cap_at_the_pool():
     strategies.centralised_batch_sizes((8,), 0)
 
 
-@pytest.mark.parametrize("streams", [1, 2])
-def test_centralised_pass_is_sgd_over_the_batches(streams):
+def _pool():
+  """A tiny workload's images as one pool of 8, their class embeddings, and the initial params."""
   w = wl.Workload(num_clients=4, images_per_client=2, image_size=(8, 8), local_steps=1,
                   batch_size=2, embedding_dim=8, lr=0.5, seed=2)
   data = wl.synthetic_client_data(w)
   images = data.images.reshape((-1, 8, 8, 3))
   embs = np.repeat(data.class_embeddings, 2, axis=0)
-  params = wl.init_params(w)
+  return w, images, embs, wl.init_params(w)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_centralised_pass_is_sgd_over_the_batches(streams):
+  w, images, embs, params = _pool()
   cen = strategies.Centralised(w, params, images, embs, batch=2, streams=streams)
   assert cen.images_per_call == 8 and cen.steps == 4
   got = jax.block_until_ready(cen())
@@ -79,12 +84,7 @@ def test_ceiling_takes_the_best_convolution_and_says_which():
 
 
 def test_centralised_with_im2col_convolutions_is_the_same_sgd():
-  w = wl.Workload(num_clients=4, images_per_client=2, image_size=(8, 8), local_steps=1,
-                  batch_size=2, embedding_dim=8, lr=0.5, seed=2)
-  data = wl.synthetic_client_data(w)
-  images = data.images.reshape((-1, 8, 8, 3))
-  embs = np.repeat(data.class_embeddings, 2, axis=0)
-  params = wl.init_params(w)
+  w, images, embs, params = _pool()
   got = {}
   for conv in ("lax", "im2col"):
     cen = strategies.Centralised(w, params, images, embs, batch=2, conv_impl=conv)
