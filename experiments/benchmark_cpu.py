@@ -74,10 +74,17 @@ def base_config():
   # core); the best images/s at the compared row's stream count is the ceiling.
   config.centralised_batches = (8, 32, 128, 512, 0)
   config.centralised_streams = (1, 0)
+  # Consecutive batches per jitted call (the baseline's counterpart of the host loop's
+  # `federated.host_loop_fused_steps`); each value is its own set of rows.
+  config.centralised_fused = (1,)
   config.centralised_max_images = 1024
   # One worker process runs every 1-device row (toy CNN and real FedFace rows: ~1.5-2 h on 2
   # quiet cores), so its limit is generous; a worker past it becomes an error row.
   config.worker_timeout_s = 5 * 3600
+  # glibc malloc in every process of the run, ours and the peers' alike: "keep" is what the
+  # launchers run (`--host_malloc`, fedface_jax/host_memory.py), "system" glibc's defaults.
+  # Rows record it; rows from before the setting existed ran with "system".
+  config.host_malloc = "keep"
   config.append = False
   # Where this run's results JSON goes (committed: BENCHMARKS.md cites only benchmarks/*.json)
   # and which section of BENCHMARKS.md it is; the other sections come from their JSONs.
@@ -326,6 +333,64 @@ def get_config(arg=None):
         dict(resnet, strategies=("engine_host",), timed_clients=1000),
     )
     _timed_supplement(config)
+  elif arg.variant == "fused_real":
+    # A supplement (appends): the real FedFace rows with all 5 local steps fused into one jitted
+    # call per client (`federated.host_loop_fused_steps`), next to the host loop with one step
+    # per call and, for resnet_small, the centralised ceiling again (now also at the client's
+    # own batch of 20), all in one process so the ratios are side by side. resnet_small is
+    # timed on `fedface_timed_clients` (default 20), sphere20 on `sphere20_timed_clients`.
+    rows = {r["name"]: r for r in fedface_runs(arg)}
+    timed = int(arg.fedface_timed_clients) or 20
+    config.runs = (
+        dict(rows["fedface_resnet_small_c100"], timed_clients=timed,
+             strategies=("engine_host", "engine_host_fused", "centralised")),
+        dict(rows["fedface_sphere20_c100"], timed_clients=int(arg.sphere20_timed_clients),
+             strategies=("engine_host", "engine_host_fused")),
+    )
+    _timed_supplement(config)
+  elif arg.variant == "fused_ceiling":
+    # A supplement (appends): the centralised ceiling with 5 consecutive batches per jitted call
+    # (`centralised_fused`), on every 1-device toy row and both real FedFace rows: the baseline
+    # given the same one-dispatch-per-5-steps trick the fused host loop uses, so the ceiling
+    # stays the best setting of either kind (the report takes the best row).
+    toy = _one_device_toy_rows()
+    rows = {r["name"]: r for r in fedface_runs(arg)}
+    config.runs = tuple(dict(toy[n], strategies=("centralised",))
+                        for n in ("base", "steps5", "images32", "large")) + (
+        dict(rows["fedface_resnet_small_c100"], strategies=("centralised",),
+             timed_clients=int(arg.fedface_timed_clients) or 20),
+        dict(rows["fedface_sphere20_c100"], strategies=("centralised",),
+             timed_clients=int(arg.sphere20_timed_clients)))
+    config.centralised_fused = (5,)
+    _timed_supplement(config)
+  elif arg.variant == "malloc_keep":
+    # A supplement (appends), every process with `host_malloc="keep"` (glibc keeps freed memory:
+    # fedface_jax/host_memory.py), ours and the peers alike: the 1-device toy rows (host loop,
+    # fused host loop on steps5, the bare loop) with their ceilings (1 and 5 batches per call),
+    # the real FedFace rows' host loops and ceilings, and FedJAX interleaved with ours on the
+    # four toy workloads (reference-checked). The earlier rows, with glibc's defaults, stay.
+    toy = _one_device_toy_rows()
+    rows = {r["name"]: r for r in fedface_runs(arg)}
+    strategies = {"base": ("engine_host", "engine_host_1stream", "sequential_steps"),
+                  "steps5": ("engine_host", "engine_host_fused", "sequential_steps"),
+                  "images32": ("engine_host", "sequential_steps"),
+                  "large": ("engine_host", "sequential_steps")}
+    config.runs = tuple(dict(toy[n], strategies=s + ("centralised",))
+                        for n, s in strategies.items()) + (
+        dict(rows["fedface_resnet_small_c100"],
+             strategies=("engine_host", "engine_host_fused", "centralised"),
+             timed_clients=int(arg.fedface_timed_clients) or 20),
+        dict(rows["fedface_sphere20_c100"], strategies=("engine_host", "centralised"),
+             timed_clients=int(arg.sphere20_timed_clients)))
+    config.centralised_fused = (1, 5)
+    config.host_malloc = "keep"
+    config.timed_rounds = 5
+    config.peers = tuple(
+        dict(run=n, venv="fedjax",
+             paired_strategies=("engine_host_fused",) if n == "steps5" else ("engine_host",))
+        for n in strategies)
+    config.class_table.enabled = False
+    config.append = True
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -345,5 +410,6 @@ def get_config(arg=None):
     config.cpu_results_json = config.report_path = ""
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
-                     "fused, sphere20_compiled, im2col, fedface_rest, seqsteps, fedface")
+                     "fused, sphere20_compiled, im2col, fedface_rest, fused_real, fused_ceiling, "
+                     "malloc_keep, seqsteps, fedface")
   return config

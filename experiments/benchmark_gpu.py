@@ -67,9 +67,12 @@ def lease_config(arg) -> mlc.ConfigDict:
   # The same sphere20 row with the model's im2col option (model.conv_impl=im2col): the compiled
   # round's convolutions as batched matmuls instead of grouped convolutions (the first lease's
   # MFU miss, BENCHMARKS.md). Chunk 100 holds ~9 copies of the activations (the patches).
+  # With it, the host loop with a client's 5 local steps in one call (host_loop_fused_steps):
+  # the first lease's fastest sphere20 strategy was the host loop, whose launches this cuts 5x.
   first = fedface[f"fedface_sphere20_c{small}"]
   rows[f"fedface_sphere20_c{small}_im2col"] = dict(
-      first, timed_clients=0, strategies=("engine_im2col",), chunks=tuple(sorted({n(10), small})))
+      first, timed_clients=0, strategies=("engine_im2col", "engine_host_fused"),
+      chunks=tuple(sorted({n(10), small})))
   toy = dict(steps=1, images=8, model="small", devices=1)
   rows[f"c{small}_s1_i8_small"] = dict(
       toy, name=f"c{small}_s1_i8_small", clients=small, chunks=(small,),

@@ -164,12 +164,24 @@ def pick_ceiling(rows: list[dict[str, Any]], key=None, streams: int | None = Non
   return max(cands, key=lambda r: r["images_per_s"]) if cands else None
 
 
+def malloc_mode(r: dict[str, Any]) -> str:
+  """The row's `host_malloc` (fedface_jax/host_memory.py); rows from before it: "system"."""
+  return str(r.get("host_malloc") or "system")
+
+
+def _malloc_note(r: dict[str, Any]) -> str:
+  return ", malloc keep" if malloc_mode(r) == "keep" else ""
+
+
 def _ceiling_label(cen):
   if not cen:
     return ""
   batch = "all " + str(cen["batch"]) if cen.get("batch_is_all") else str(cen.get("batch"))
   s = cen.get("streams", 1)
   conv = ", im2col" if cen.get("conv_impl") == "im2col" else ""
+  fused = int(cen.get("fused_steps") or 1)
+  conv += f", {fused} steps per call" if fused > 1 else ""
+  conv += _malloc_note(cen)
   return f" (batch {batch}, {s} stream{'s' if s > 1 else ''}{conv})"
 
 
@@ -213,10 +225,10 @@ def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   for i, r in enumerate(rows):
     if r.get("kind") == "peer":
       paired = tuple(r.get("paired_strategies") or ())
-      groups.setdefault((r["peer"], _key(r["workload"]), paired), []).append(i)
+      groups.setdefault((r["peer"], _key(r["workload"]), paired, malloc_mode(r)), []).append(i)
   partners = paired_partners(rows)
   out = []
-  for (peer, key, paired), idx in groups.items():
+  for (peer, key, paired, malloc), idx in groups.items():
     rs = [rows[i] for i in idx]
     times = [t for r in rs for t in (r.get("round_s") or (r.get("result") or {}).get("round_s")
                                      or [])]
@@ -228,7 +240,7 @@ def pool_peers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
       if pj in idx:
         by_strategy.setdefault(rows[j]["strategy"], []).append(rows[j])
     out.append({"peer": peer, "key": key, "workload": w, "rows": rs, "round_s": times,
-                "paired_strategies": paired,
+                "paired_strategies": paired, "host_malloc": malloc,
                 "blocks": sorted({r.get("paired_block", -1) for r in rs}),
                 "updates": rate_spread(w["num_clients"], times),
                 "ours": {k: _pool_rounds(v) for k, v in by_strategy.items()},
@@ -243,7 +255,7 @@ def _engine_vs_ceiling(e, rr, k):
   esp, csp = row_spreads(e), (row_spreads(cen) if cen else {})
   chunk = f", chunk {e['chunk']}" if e.get("chunk") else ""
   return (f"| {_wl(e['workload'])} | {e['strategy']}{chunk}, {e['devices']} dev, "
-          f"{_streams_of(e)} stream(s) | {_iqr(esp['images_per_s'], '{:.0f}')} "
+          f"{_streams_of(e)} stream(s){_malloc_note(e)} | {_iqr(esp['images_per_s'], '{:.0f}')} "
           f"| {_ceiling_label(cen).strip(' ()') or '–'} "
           f"| {_iqr(csp.get('images_per_s'), '{:.0f}')} "
           f"| {_ratio(e['images_per_s'], cen['images_per_s'] if cen else None)} |")
@@ -301,6 +313,7 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
     label = strategy_label(r["strategy"])
     if r["strategy"].startswith("host_loop") and r.get("streams"):
       label += f", {r['streams']} streams"
+    label += _malloc_note(r)
     timed = r.get("clients_timed")
     wl_cell = _wl(r["workload"]) + (
         f" (timed on {timed})" if timed and timed < r["workload"]["num_clients"] else "")
@@ -318,9 +331,11 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
             "Plain SGD with the same model on the same images (the round's images, at most "
             "`centralised_max_images`) at each batch size (all = the whole pool), in 1 stream "
             "and in as many streams (threads, each with its own params) as the host loop. "
-            "Rows marked im2col run the model's im2col convolutions (`model.conv_impl`). "
-            "The best images/s at a stream count, of either, is the ceiling at that count "
-            "(**bold**).", "",
+            "Rows marked im2col run the model's im2col convolutions (`model.conv_impl`); rows "
+            "marked \"steps per call\" run that many consecutive batches in one jitted call "
+            "(`centralised_fused`, the counterpart of the host loop's fused steps). The best "
+            "images/s at a stream count, of any kind, is the ceiling at that count (**bold**).",
+            "",
             "| workload | batch | streams (active) | reps | images/s | MFU | load |",
             "|---|---|---|---|---|---|---|"]
     for r in cen_rows:
@@ -332,6 +347,9 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
       batch = f"all ({r['batch']})" if r.get("batch_is_all") else str(r.get("batch"))
       if r.get("conv_impl") == "im2col":
         batch += ", im2col convs"
+      if int(r.get("fused_steps") or 1) > 1:
+        batch += f", {r['fused_steps']} steps per call"
+      batch += _malloc_note(r)
       out.append(f"| {_wl(r['workload'])} | {batch} | {r.get('streams', 1)} "
                  f"({r.get('active_streams', r.get('streams', 1))}) | "
                  f"{len(r.get('round_s') or [])} | {cell} | {_f(100 * r['mfu'], '{:.1f}%')} "
@@ -349,10 +367,11 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
   for k in keys:
     strats = sorted({r["strategy"] for r in sweep if is_engine_strategy(r["strategy"])})
     for strat in strats:
-      eng = [r for r in sweep if _key(r["workload"]) == k and r["strategy"] == strat
-             and r.get("images_per_s")]
-      if eng:
-        out.append(_engine_vs_ceiling(max(eng, key=lambda r: r["images_per_s"]), rr, k))
+      for malloc in ("system", "keep"):
+        eng = [r for r in sweep if _key(r["workload"]) == k and r["strategy"] == strat
+               and r.get("images_per_s") and malloc_mode(r) == malloc]
+        if eng:   # the ceiling is the best of every malloc setting (the baseline at its best)
+          out.append(_engine_vs_ceiling(max(eng, key=lambda r: r["images_per_s"]), rr, k))
 
   # Peers, interleaved with ours.
   peers = pool_peers(rows)
@@ -368,12 +387,15 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
   else:
     out += ["| workload | peer | blocks | ours updates/s | peer updates/s | ours ÷ peer | "
             "reference check |", "|---|---|---|---|---|---|---|"]
-    for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"], p["paired_strategies"])):
+    for p in sorted(peers, key=lambda p: (str(p["key"]), p["peer"], p["paired_strategies"],
+                                          p["host_malloc"])):
       for strategy, ours in sorted(p["ours"].items()) or [("host_loop", None)]:
         o = ours["updates"] if ours else None
         # The peer is compared with what ours ran next to it (the host loop unless the peer
         # entry named other paired strategies, e.g. the fused host loop).
         label = p["peer"] if strategy == "host_loop" else f"{p['peer']} (ours: {strategy})"
+        if p["host_malloc"] == "keep":
+          label += ", both with malloc keep"
         if p["published"]:
           pu = p["updates"]
           ratio = _ratio(o["median"] if o else None, pu["median"] if pu else None)
@@ -430,11 +452,12 @@ def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> li
   streams ÷ 1 stream, sweep rows). Only published (reference-checked) peer rows enter; a
   workload lacking one of the three is skipped.
   """
-  by = {(p["key"], p["peer"]): p for p in peers if p["published"] and p["updates"]
-        and "host_loop" in p["ours"]}
+  by = {(p["key"], p["host_malloc"], p["peer"]): p for p in peers
+        if p["published"] and p["updates"] and "host_loop" in p["ours"]}
   out = []
-  for key in sorted({k for k, _ in by}, key=str):
-    fj, bo, bf = (by.get((key, n)) for n in ("fedjax", "bare_loop@ours", "bare_loop@fedjax"))
+  for key, malloc in sorted({(k, m) for k, m, _ in by}, key=str):
+    fj, bo, bf = (by.get((key, malloc, n))
+                  for n in ("fedjax", "bare_loop@ours", "bare_loop@fedjax"))
     if not (fj and bo and bf):
       continue
     rel = {}
@@ -446,12 +469,14 @@ def decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> li
     if len(rel) < 3:
       continue
     sweep = {r["strategy"]: r for r in rows if r.get("kind") == "round"
-             and r.get("paired_block") is None and _key(r["workload"]) == key}
+             and r.get("paired_block") is None and _key(r["workload"]) == key
+             and malloc_mode(r) == malloc}
     streams = None
     if "host_loop" in sweep and "host_loop-1stream" in sweep:
       streams = (sweep["host_loop"]["client_updates_per_s"]
                  / sweep["host_loop-1stream"]["client_updates_per_s"])
-    out.append({"workload": fj["workload"], "ours_vs_fedjax": 1.0 / rel["fedjax"],
+    out.append({"workload": fj["workload"], "host_malloc": malloc,
+                "ours_vs_fedjax": 1.0 / rel["fedjax"],
                 "engine_vs_bare_ours": 1.0 / rel["bo"], "jax_version": rel["bo"] / rel["bf"],
                 "fedjax_overhead": rel["bf"] / rel["fedjax"], "streams_share": streams,
                 "jax_ours": bo["rows"][0].get("result", {}).get("jax"),
@@ -478,7 +503,8 @@ def render_decomposition(rows: list[dict[str, Any]], peers: list[dict[str, Any]]
          "FedJAX's JAX | × bare loop ÷ FedJAX (framework) | host loop streams ÷ 1 stream |",
          "|---|---|---|---|---|---|"]
   for d in dec:
-    out.append(f"| {_wl(d['workload'])} | {_ratio(d['ours_vs_fedjax'], 1)} "
+    malloc = " (malloc keep)" if d["host_malloc"] == "keep" else ""
+    out.append(f"| {_wl(d['workload'])}{malloc} | {_ratio(d['ours_vs_fedjax'], 1)} "
                f"| {_ratio(d['engine_vs_bare_ours'], 1)} "
                f"| {_ratio(d['jax_version'], 1)} (jax {d['jax_ours']} ÷ {d['jax_fedjax']}) "
                f"| {_ratio(d['fedjax_overhead'], 1)} | {_ratio(d['streams_share'], 1)} |")

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections as mlc
 
+from fedface_jax import host_memory
 from fedface_jax.benchmark import worker
 from reporting import benchmark_report
 from reporting import results_md
@@ -90,7 +91,7 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
     w = worker.make_workload(cfg, run)
     label = peer_label(peer)
     base = {"kind": "peer", "name": run["name"], "peer": label, "venv": peer["venv"],
-            "workload": w.to_dict()}
+            "workload": w.to_dict(), "host_malloc": cfg.host_malloc}
     # What ours runs next to this peer: the config's paired_strategies, or the peer entry's own
     # (e.g. the fused host loop against FedJAX on a multi-step workload).
     paired_args = []
@@ -132,6 +133,8 @@ def run_peers(cfg: mlc.ConfigDict, workdir: str, out_path: str,
              "--reference", refs[run["name"]]]
       cmd += list(peer.get("args", ()))
       env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+      if cfg.host_malloc == "keep":
+        env.update(host_memory.malloc_env())
       t0 = time.perf_counter()
       try:
         with open(os.path.join(workdir, f"peer_{tag}.log"), "w") as log:
@@ -226,6 +229,10 @@ def run_suite(cfg: mlc.ConfigDict, workdir: str, config_args: list[str], command
   `config_args` (`--config=<file[:arg]>` and every `--config.<key>=<value>` override) are passed
   on to each worker, so the workers measure the config the parent was given.
   """
+  # Every worker (ours) runs with the config's host malloc setting; the peers get the same
+  # through glibc's environment variables (`run_peers`), so no side has an allocator the other
+  # lacks.
+  config_args = list(config_args) + [f"--host_malloc={cfg.host_malloc}"]
   # Workers run from the repository root: a relative --workdir would land elsewhere for them.
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)

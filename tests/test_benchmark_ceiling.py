@@ -19,6 +19,10 @@ from reporting import benchmark_report
 def test_batch_sizes_dedupe_and_cap_at_the_pool():
   assert strategies.centralised_batch_sizes((8, 32, 128, 512, 0), 100) == [8, 32, 100]
   assert strategies.centralised_batch_sizes((8, 32, 128, 512, 0), 2000) == [8, 32, 128, 512, 2000]
+  # The client's own batch size joins the list (once), capped like the others.
+  assert strategies.centralised_batch_sizes((8, 32, 0), 400, client_batch=20) == [8, 20, 32, 400]
+  assert strategies.centralised_batch_sizes((8, 32, 0), 400, client_batch=32) == [8, 32, 400]
+  assert strategies.centralised_batch_sizes((8, 0), 10, client_batch=20) == [8, 10]
   with pytest.raises(ValueError):
     strategies.centralised_batch_sizes((-1,), 10)
   with pytest.raises(ValueError):
@@ -92,3 +96,30 @@ def test_centralised_with_im2col_convolutions_is_the_same_sgd():
     cen.close()
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                got["im2col"], got["lax"])
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_fused_centralised_pass_equals_one_step_per_call(streams):
+  """F batches per call (the ceiling's fused setting) is the same SGD as one batch per call."""
+  w, images, embs, params = _pool()
+  one = strategies.Centralised(w, params, images, embs, batch=2, streams=streams)
+  two = strategies.Centralised(w, params, images, embs, batch=2, streams=streams, fused=2)
+  assert (two.calls, two.steps, two.images_per_call) == (2, 4, 8)
+  a, b = jax.block_until_ready(one()), jax.block_until_ready(two())
+  one.close()
+  two.close()
+  if streams == 1:   # same batches in the same order: the same params
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a[0], b[0])
+  else:              # stream s runs calls s, s+2, ...: batches (2s, 2s+1) in order
+    step = strategies.centralised_step_fn(w)
+    p = jax.tree.map(jnp.copy, params)
+    for i in (0, 1):
+      p = step(p, images[2 * i:2 * i + 2], embs[2 * i:2 * i + 2])
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), b[0], p)
+  with pytest.raises(ValueError, match="fused steps need"):
+    strategies.Centralised(w, params, images, embs, batch=8, fused=2)
+
+
+def test_ceiling_label_says_fused_steps():
+  best = dict(_cen(8, 2500.0, 2), fused_steps=5)
+  assert "batch 8, 2 streams, 5 steps per call" in benchmark_report._ceiling_label(best)

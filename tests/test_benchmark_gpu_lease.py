@@ -37,7 +37,8 @@ def test_lease_config_orders_real_rows_first_and_skips_by_name():
   # The im2col row first (the lever on the first lease's MFU miss), then the model's own convs.
   assert names[:4] == ["fedface_sphere20_c100", "fedface_sphere20_c100",
                        "fedface_resnet_small_c100", "fedface_sphere20_c10000"]
-  assert cfg.runs[0]["strategies"] == ("engine_im2col",) and cfg.runs[0]["chunks"] == (10, 100)
+  assert cfg.runs[0]["strategies"] == ("engine_im2col", "engine_host_fused")
+  assert cfg.runs[0]["chunks"] == (10, 100)
   sphere = cfg.runs[1]
   assert sphere["image_size"] == (112, 112) and sphere["images"] == 20 and sphere["steps"] == 5
   assert set(sphere["strategies"]) == {"engine", "engine_host", "centralised"}

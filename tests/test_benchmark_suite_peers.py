@@ -14,14 +14,16 @@ import sys
 import ml_collections as mlc
 import pytest
 
+from fedface_jax import host_memory
 from reporting import benchmark_suite
 
 _PEER = """
-import json, sys
+import json, os, sys
 args = sys.argv[1:]
 rel = float(open({rel_path!r}).read())
+malloc = {{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
 with open({log!r}, "a") as f:
-  f.write(json.dumps(["peer", args]) + "\\n")
+  f.write(json.dumps(["peer", args, malloc]) + "\\n")
 print(json.dumps({{"client_updates_per_s": 4.0, "images_per_s": 16.0, "round_s": [2.0, 2.0],
                   "version": "fake", "check": {{"init_max_abs_diff": 0.0,
                   "round1_max_abs_diff": rel, "round1_max_rel_diff": rel, "ok": rel < 1e-4}}}}))
@@ -60,7 +62,7 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
   monkeypatch.setattr(benchmark_suite, "_subprocess", fake_worker)
   cfg = mlc.ConfigDict(dict(
       image_size=(8, 8), embedding_dim=8, lr=0.1, seed=0, worker_timeout_s=60,
-      peer_blocks=3, peer_rounds_per_block=2, peer_reference_rtol=1e-4,
+      peer_blocks=3, peer_rounds_per_block=2, peer_reference_rtol=1e-4, host_malloc="keep",
       runs=(dict(name="base", clients=4, steps=1, images=2, model="small", devices=1),),
       peers=(dict(run="base", venv="fake", paired_strategies=("engine_host_fused",)),)))
   out = tmp_path / "results.jsonl"
@@ -73,9 +75,12 @@ def test_interleaved_blocks_with_mandatory_reference(tmp_path, monkeypatch, rel,
     assert "--config.paired_peer=fake" in ours[1]   # our rows say which peer they pair with
     assert "--config.paired_strategies=('engine_host_fused',)" in ours[1]
     assert "--reference" in peer[1] and peer[1][peer[1].index("--rounds") + 1] == "2"
+    # The peer runs with the same glibc malloc settings as ours (host_malloc="keep").
+    assert peer[2] == host_memory.malloc_env()
   rows = [json.loads(ln) for ln in out.read_text().splitlines()]
   assert [r["paired_block"] for r in rows] == [0, 1, 2]
   assert all(r["paired_strategies"] == ["engine_host_fused"] for r in rows)
+  assert all(r["host_malloc"] == "keep" for r in rows)
   assert all(r["kind"] == "peer" and r["reference_ok"] is ok for r in rows)
   assert all(("match" in r["reference_why"]) is ok for r in rows)
 

@@ -215,8 +215,14 @@ def client_step_fn(w: wl.Workload, conv_impl: str = "lax"):
   return jax.jit(step)
 
 
-def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
-  """jit of one SGD step on a large batch with per-image class embeddings (the ceiling)."""
+def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax", fused: int = 1):
+  """jit of SGD steps on large batches with per-image class embeddings (the ceiling).
+
+  `fused` = 1: one step on `(params, images [B, ...], class_embs [B, D])`. `fused` = F > 1: F
+  steps unrolled in one call on `[F, B, ...]` batches, the ceiling's counterpart of the host
+  loop's `federated.host_loop_fused_steps` (one dispatch per F steps), so the baseline can use
+  the same trick the engine does.
+  """
   model = wl.workload_model(w, conv_impl)
 
   def loss(params, images_u8, class_embs):
@@ -224,18 +230,31 @@ def centralised_step_fn(w: wl.Workload, conv_impl: str = "lax"):
     cos = jnp.sum(emb * losses.l2_normalize(class_embs), -1)
     return jnp.mean(jnp.square(jax.nn.relu(wl.POSITIVE_MARGIN - cos)))
 
-  def step(params, images_u8, class_embs):
+  def one(params, images_u8, class_embs):
     g = jax.grad(loss)(params, images_u8, class_embs)
     return jax.tree.map(lambda a, b: a - w.lr * b, params, g)
-  return jax.jit(step, donate_argnums=(0,))
+
+  if fused < 1:
+    raise ValueError(f"fused must be >= 1, got {fused}")
+  if fused == 1:
+    return jax.jit(one, donate_argnums=(0,))
+
+  def steps(params, images_u8, class_embs):
+    for i in range(fused):
+      params = one(params, images_u8[i], class_embs[i])
+    return params
+  return jax.jit(steps, donate_argnums=(0,))
 
 
-def centralised_batch_sizes(requested, pool: int) -> list[int]:
+def centralised_batch_sizes(requested, pool: int, client_batch: int = 0) -> list[int]:
   """The distinct effective batch sizes of `requested` (0 = "all") on a pool of `pool` images.
 
   A batch larger than the pool is the pool itself, so e.g. {8, 32, 128, 512, all} on 100 images
-  measures 8, 32 and 100 once each.
+  measures 8, 32 and 100 once each. `client_batch` (> 0) is added: the engine's local steps run
+  at that size, and a ceiling that skipped it could sit below the engine for want of the one
+  batch size the engine uses (resnet_small's 20 photos fall between 8 and 32).
   """
+  requested = tuple(requested) + ((int(client_batch),) if client_batch else ())
   if pool < 1:
     raise ValueError(f"the centralised image pool must hold >= 1 image, got {pool}")
   out = set()
@@ -255,20 +274,29 @@ class Centralised:
   are on the device already, so the host copy is not timed), dealt round-robin over `streams`
   Python threads, each with its own parameter copy, exactly as the host loop's streams split
   clients: a ceiling measured with fewer threads than the row it bounds is not a ceiling.
+  `fused` = F > 1 runs F consecutive batches per jitted call (the pool's steps in groups of F;
+  a remainder of fewer than F batches is left out).
   """
 
   def __init__(self, w: wl.Workload, params, images: np.ndarray, class_embs: np.ndarray,
-               batch: int, streams: int = 1, conv_impl: str = "lax"):
+               batch: int, streams: int = 1, conv_impl: str = "lax", fused: int = 1):
     if streams < 1:
       raise ValueError(f"streams must be >= 1, got {streams}")
     n = images.shape[0] // batch
     if n < 1:
       raise ValueError(f"batch {batch} is larger than the pool of {images.shape[0]} images")
-    self.batch, self.streams, self.steps = batch, streams, n
-    self.images_per_call = n * batch
-    self.step = centralised_step_fn(w, conv_impl)
-    batches = [(jnp.asarray(images[i * batch:(i + 1) * batch]),
-                jnp.asarray(class_embs[i * batch:(i + 1) * batch])) for i in range(n)]
+    calls = n // fused
+    if calls < 1:
+      raise ValueError(f"{fused} fused steps need >= {fused} batches of {batch}; the pool of "
+                       f"{images.shape[0]} images holds {n}")
+    self.batch, self.streams, self.fused = batch, streams, fused
+    self.calls, self.steps = calls, calls * fused
+    self.images_per_call = calls * fused * batch
+    self.step = centralised_step_fn(w, conv_impl, fused)
+    group = lambda a, i: a[i * batch * fused:(i + 1) * batch * fused].reshape(
+        ((fused,) if fused > 1 else ()) + (batch,) + a.shape[1:])
+    batches = [(jnp.asarray(group(images, i)), jnp.asarray(group(class_embs, i)))
+               for i in range(calls)]
     self._per_stream = [batches[s::streams] for s in range(streams)]
     self._params = [jax.tree.map(jnp.copy, params) for _ in range(streams)]
     self._pool = None

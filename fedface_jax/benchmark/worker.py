@@ -49,7 +49,9 @@ def make_workload(cfg: mlc.ConfigDict, run: dict[str, Any]):
 def emit(out_path: str, row: dict[str, Any]) -> None:
   """Appends `row` (stamped with load average and time) to results.jsonl and echoes it."""
   from fedface_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+  from fedface_jax import host_memory  # pylint: disable=g-import-not-at-top
   row.setdefault("load_avg", list(measure.load_average()))
+  row.setdefault("host_malloc", host_memory.current_mode())
   row.setdefault("time", time.strftime("%Y-%m-%d %H:%M:%S"))
   with open(out_path, "a") as f:
     f.write(json.dumps(row) + "\n")
@@ -284,7 +286,8 @@ def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_
   `conv_impl` "im2col" runs the model's im2col convolutions (rows say `conv_impl`); the report's
   ceiling is the best row of either, so the baseline is at its best setting.
 
-  One row per (batch size, streams); the report takes the best images/s at the stream count of
+  Batch sizes: `centralised_batches` plus the workload's own client batch size. One row per
+  (batch size, streams); the report takes the best images/s at the stream count of
   the row it compares against as the ceiling and says which batch size won. The image pool is
   the round's images (clients x images per client), capped at `centralised_max_images`
   (activations of every image at once must fit in memory); "all" is that pool.
@@ -299,31 +302,38 @@ def _centralised(base, w, data, params, cfg, run, reps, flops_update, peak, out_
   embs = np.repeat(data.class_embeddings[:clients], per_client, axis=0)
   pool = images.shape[0]
   flops_img = flops_update / (w.local_steps * w.batch_size)
-  for streams in centralised_streams(cfg):
-    for batch in strategies.centralised_batch_sizes(cfg.centralised_batches, pool):
-      measure.reset_peak_rss()
-      cen = strategies.Centralised(w, params, images, embs, batch, streams, conv_impl)
-      t0 = time.perf_counter()
-      jax.block_until_ready(cen())          # compile + warm-up, awaited before any timing
-      first = time.perf_counter() - t0
-      times = measure.timed_reps(cen, **reps)
-      cen.close()
-      med = float(np.median(times))
-      ips = cen.images_per_call / med
-      emit(out_path, {**base, "strategy": "centralised", "conv_impl": conv_impl,
-                       "chunk": None, "batch": batch,
-                       "batch_is_all": batch == pool, "pool_images": pool,
-                       "images_per_call": cen.images_per_call, "streams": streams,
-                       # A pool of fewer batches than streams leaves threads idle.
-                       "active_streams": min(streams, cen.steps),
-                       "round_s": times, "round_s_spread": measure.spread(times),
-                       "images_per_s": ips,
-                       "images_per_s_spread": measure.rate_spread(cen.images_per_call, times),
-                       "client_updates_per_s": None,
-                       "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
-                       "first_call_s": first, "peak_rss_bytes": measure.peak_rss_bytes(),
-                       "device_memory": measure.device_memory()})
-      del cen
+  combos = [(streams, batch, fused) for streams in centralised_streams(cfg)
+            for batch in strategies.centralised_batch_sizes(cfg.centralised_batches, pool,
+                                                            client_batch=w.batch_size)
+            for fused in cfg.get("centralised_fused", (1,))]
+  for streams, batch, fused in combos:
+    if pool // batch < fused:
+      print(f"centralised: skipped batch {batch} x {fused} fused steps (the pool of {pool} "
+            f"images holds {pool // batch} batches)", flush=True)
+      continue
+    measure.reset_peak_rss()
+    cen = strategies.Centralised(w, params, images, embs, batch, streams, conv_impl, fused)
+    t0 = time.perf_counter()
+    jax.block_until_ready(cen())          # compile + warm-up, awaited before any timing
+    first = time.perf_counter() - t0
+    times = measure.timed_reps(cen, **reps)
+    cen.close()
+    med = float(np.median(times))
+    ips = cen.images_per_call / med
+    emit(out_path, {**base, "strategy": "centralised", "conv_impl": conv_impl,
+                     "chunk": None, "batch": batch, "fused_steps": fused,
+                     "batch_is_all": batch == pool, "pool_images": pool,
+                     "images_per_call": cen.images_per_call, "streams": streams,
+                     # A pool of fewer batches than streams leaves threads idle.
+                     "active_streams": min(streams, cen.calls),
+                     "round_s": times, "round_s_spread": measure.spread(times),
+                     "images_per_s": ips,
+                     "images_per_s_spread": measure.rate_spread(cen.images_per_call, times),
+                     "client_updates_per_s": None,
+                     "flops_per_update": flops_update, "mfu": flops_img * ips / peak,
+                     "first_call_s": first, "peak_rss_bytes": measure.peak_rss_bytes(),
+                     "device_memory": measure.device_memory()})
+    del cen
 
 
 # ------------------------------------------------------------------------------------------------
