@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 # glibc's mallopt parameters (malloc.h) and the values applied: (param, value, env variable).
 _SETTINGS = (
@@ -66,7 +67,6 @@ def apply(mode: str) -> dict[str, bool] | None:
 
 def current_mode() -> str:
   """What this process runs with: "keep" if applied here or set by `malloc_env()` at start."""
-  import os  # pylint: disable=g-import-not-at-top
   if "keep" in _applied or all(os.environ.get(k) == v for k, v in malloc_env().items()):
     return "keep"
   return "system"
