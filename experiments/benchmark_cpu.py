@@ -391,6 +391,23 @@ def get_config(arg=None):
         for n in strategies)
     config.class_table.enabled = False
     config.append = True
+  elif arg.variant == "sphere20_rest":
+    # A supplement (appends): the sphere20 rows still missing, cheapest first so a stopped run
+    # keeps them: 1,000 clients per round (the host loop timed on `sphere20_timed_clients`, the
+    # compiled round with im2col timed on 1: rates per client do not depend on the count), then
+    # the compiled round with the model's own (XLA) convolutions at 100 clients, timed on 1
+    # client (~2 min per client update on 2 cores; the morning's run, timed on 2, was stopped
+    # while still warming up).
+    rows = {r["name"]: r for r in fedface_runs(mlc.ConfigDict(dict(
+        arg.to_dict(), fedface_clients="100+1000")))}
+    sphere = rows["fedface_sphere20_c100"]
+    big = dict(sphere, name="fedface_sphere20_c1000", clients=1000)
+    config.runs = (
+        dict(big, strategies=("engine_host",), timed_clients=int(arg.sphere20_timed_clients)),
+        dict(big, strategies=("engine_im2col",), timed_clients=1, chunks=(1,)),
+        dict(sphere, strategies=("engine",), timed_clients=1, chunks=(1,)),
+    )
+    _timed_supplement(config)
   elif arg.variant == "seqsteps":
     # The FedJAX-style loop (Python loop over jitted steps) and the engine with chunks of 1-2
     # clients on the four 100-client rows: a supplement to a default run that predates both.
@@ -411,5 +428,5 @@ def get_config(arg=None):
   else:
     raise ValueError(f"unknown variant {arg.variant!r}; valid: default, smoke, fairness, "
                      "fused, sphere20_compiled, im2col, fedface_rest, fused_real, fused_ceiling, "
-                     "malloc_keep, seqsteps, fedface")
+                     "malloc_keep, sphere20_rest, seqsteps, fedface")
   return config
