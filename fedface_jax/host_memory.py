@@ -5,15 +5,17 @@ convolution network's activations: tens of MB per local step) with malloc and fr
 the end. glibc serves blocks that large with fresh `mmap` pages (its mmap threshold) and hands
 freed heap tops back to the kernel (its trim threshold), so the next call touches new pages
 and the kernel zero-fills each one on a page fault. Measured on the engine's host loop
-(resnet_small at 64x64, 20 photos, 5 local steps, 2 streams, 2-core CPU): 43,000 minor page
-faults and 174 ms per client with glibc's defaults; 700 faults and 126 ms (1.38x) with the
-settings below, the same rate as fusing the 5 steps into one call (`host_loop_fused_steps`),
-which only hid the faults by allocating once per 5 steps. The mmap threshold and the top pad
-are both needed (either alone left 19,000-29,000 faults per client).
+(`scripts/host_malloc_probe.py`, benchmarks/host_malloc_probe.json: resnet_small at 64x64, 20
+photos, 5 local steps, 2 streams, 2-core CPU): 43,103 minor page faults and 168.7 ms per client
+with glibc's defaults; 773 faults and 123.1 ms (1.37x) with the settings below. Fusing the 5
+steps into one call (`host_loop_fused_steps`) had hidden part of it (131.7 ms) by allocating
+once per 5 steps. The mmap threshold and the top pad are both needed (either alone left most
+of the faults in a check made while choosing them, not committed).
 
 The cost: memory freed after a peak stays with the process (its RSS does not shrink back), as
-with tcmalloc or jemalloc, which a running interpreter cannot switch to. The peak itself is
-unchanged. `launch/common.py` applies this at start-up unless `--host_malloc=system`;
+with tcmalloc or jemalloc, which a running interpreter cannot switch to; a process that runs
+one phase after another holds what earlier phases freed (the benchmark worker's keep rows show
+0.5-0.7 GiB more peak RSS, BENCHMARKS.md). `launch/common.py` applies this at start-up unless `--host_malloc=system`;
 `malloc_env()` gives the same settings as environment variables for a process that starts
 another interpreter (the benchmark's peers), which glibc reads at its start.
 """
