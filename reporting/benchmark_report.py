@@ -173,16 +173,19 @@ def _malloc_note(r: dict[str, Any]) -> str:
   return ", malloc keep" if malloc_mode(r) == "keep" else ""
 
 
+def _centralised_settings(r: dict[str, Any], im2col: str = "im2col") -> str:
+  """What a ceiling row ran with beyond its batch size: convolutions, steps per call, malloc."""
+  fused = int(r.get("fused_steps") or 1)
+  return ((f", {im2col}" if r.get("conv_impl") == "im2col" else "")
+          + (f", {fused} steps per call" if fused > 1 else "") + _malloc_note(r))
+
+
 def _ceiling_label(cen):
   if not cen:
     return ""
   batch = "all " + str(cen["batch"]) if cen.get("batch_is_all") else str(cen.get("batch"))
   s = cen.get("streams", 1)
-  conv = ", im2col" if cen.get("conv_impl") == "im2col" else ""
-  fused = int(cen.get("fused_steps") or 1)
-  conv += f", {fused} steps per call" if fused > 1 else ""
-  conv += _malloc_note(cen)
-  return f" (batch {batch}, {s} stream{'s' if s > 1 else ''}{conv})"
+  return f" (batch {batch}, {s} stream{'s' if s > 1 else ''}{_centralised_settings(cen)})"
 
 
 def paired_partners(rows: list[dict[str, Any]]) -> list[int | None]:
@@ -345,11 +348,7 @@ def render_results(res: dict[str, Any], source: str) -> list[str]:
       if best is r:
         cell = f"**{cell}**"
       batch = f"all ({r['batch']})" if r.get("batch_is_all") else str(r.get("batch"))
-      if r.get("conv_impl") == "im2col":
-        batch += ", im2col convs"
-      if int(r.get("fused_steps") or 1) > 1:
-        batch += f", {r['fused_steps']} steps per call"
-      batch += _malloc_note(r)
+      batch += _centralised_settings(r, im2col="im2col convs")
       out.append(f"| {_wl(r['workload'])} | {batch} | {r.get('streams', 1)} "
                  f"({r.get('active_streams', r.get('streams', 1))}) | "
                  f"{len(r.get('round_s') or [])} | {cell} | {_f(100 * r['mfu'], '{:.1f}%')} "

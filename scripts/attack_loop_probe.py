@@ -104,8 +104,7 @@ def main(argv):
                    model="reference LeNet (34M parameters at 128 px)"),
       rows=rows)
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=1)
+    results_md.save_json(_OUT.value, result)
     print(f"wrote {_OUT.value}")
 
 

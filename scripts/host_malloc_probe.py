@@ -113,8 +113,7 @@ def main(argv):
       machine=results_md.machine_line(), settings=host_memory.malloc_env(),
       workloads=WORKLOADS, rows=rows)
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=1)
+    results_md.save_json(_OUT.value, result)
     print(f"wrote {_OUT.value}")
 
 
